@@ -1,0 +1,122 @@
+"""Tool input and output schemas. They are the JSON schemas MCP clients see.
+
+Field descriptions are read by models: keep them short and concrete.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visioncreator.tool_servers.scene import SceneObject
+
+HANDLE_PATTERN = r"^img_[0-9a-f]{24}$"
+Handle = Annotated[
+    str,
+    Field(
+        pattern=HANDLE_PATTERN, description="An image handle returned by an earlier tool call: 'img_' + 24 hex digits."
+    ),
+]
+Prompt = Annotated[str, Field(min_length=1, max_length=2000, description="What the image should show.")]
+Size = Annotated[int, Field(ge=64, le=2048, description="Pixels; a multiple of 8 is best.")]
+Seed = Annotated[
+    int | None, Field(default=None, ge=0, le=2**31 - 1, description="Same seed, same image. Omit for a fresh one.")
+]
+Preview = Annotated[bool, Field(default=False, description="Also return a small inline PNG preview of the result.")]
+
+TOOL_NAMES = ("text_to_image", "edit_image", "reference_to_image", "inspect_image")
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextToImageInput(_Input):
+    """Arguments of ``text_to_image``."""
+
+    prompt: Prompt
+    width: Size = 512
+    height: Size = 512
+    seed: Seed = None
+    preview: Preview = False
+
+
+class EditImageInput(_Input):
+    """Arguments of ``edit_image``."""
+
+    image: Handle
+    instruction: Annotated[
+        str, Field(min_length=1, max_length=2000, description="The change to make, e.g. 'make the car blue'.")
+    ]
+    seed: Seed = None
+    preview: Preview = False
+
+
+class ReferenceToImageInput(_Input):
+    """Arguments of ``reference_to_image``."""
+
+    prompt: Prompt
+    references: Annotated[
+        list[Handle],
+        Field(min_length=1, max_length=4, description="Images whose subjects must look the same in the new image."),
+    ]
+    width: Size = 512
+    height: Size = 512
+    seed: Seed = None
+    preview: Preview = False
+
+
+class InspectImageInput(_Input):
+    """Arguments of ``inspect_image``."""
+
+    image: Handle
+    questions: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=300)]],
+        Field(default_factory=list, max_length=8, description="Optional questions, e.g. 'how many dogs?'."),
+    ]
+
+
+class UploadImageInput(_Input):
+    """Arguments of ``upload_image``."""
+
+    data: Annotated[str, Field(min_length=1, description="The image file, base64-encoded (PNG, JPEG or WEBP).")]
+
+
+class ImageResult(BaseModel):
+    """What an image-producing tool returns."""
+
+    handle: str = Field(description="Handle of the new image; pass it to other tools.")
+    width: int
+    height: int
+    mime_type: str = "image/png"
+    bytes: int = Field(description="Size of the stored PNG.")
+    seed: int = Field(description="The seed used; reuse it to reproduce the image.")
+    tool: str
+    uri: str = Field(description="MCP resource that serves the image bytes: image://{handle}.")
+
+
+class Answer(BaseModel):
+    """An answer to one ``inspect_image`` question."""
+
+    question: str
+    answer: str
+
+
+class InspectResult(BaseModel):
+    """What ``inspect_image`` sees in an image."""
+
+    handle: str
+    width: int
+    height: int
+    style: str
+    background: str
+    text: str | None = Field(description="Text rendered in the image, if any.")
+    objects: list[SceneObject] = Field(description="Every object seen, with colour, box and identity.")
+    counts: dict[str, int] = Field(description="Number of objects per kind.")
+    answers: list[Answer] = Field(default_factory=list)
+    known: bool = Field(
+        default=True,
+        description="False when the backend cannot analyse this image (e.g. an uploaded photo): "
+        "the objects list is then empty, not a claim that the image is empty.",
+    )
