@@ -1,0 +1,3 @@
+from visioncreator.graph.cli import main
+
+raise SystemExit(main())

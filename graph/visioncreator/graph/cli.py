@@ -1,0 +1,150 @@
+"""The ``visioncreator`` command: run a task, or serve the tools alone."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from visioncreator.graph.builder import build_agent
+from visioncreator.graph.client import ToolClient, ToolServerSpec
+from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.report import render_report
+from visioncreator.graph.runner import open_checkpointer, run_task
+from visioncreator.graph.trajectory import build_trajectory, image_handles
+from visioncreator.policy.types import Split, Task
+
+
+def _progress_printer(stream: TextIO) -> Any:
+    def show(event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "start":
+            line = f"task: {event['request']!r} ({event['split']}, {event['n_images']} image(s))"
+        elif kind == "resume":
+            line = f"resuming thread {event['thread_id']} at {', '.join(event['next'])}"
+        elif kind == "turn":
+            errors = f", {event['errors']} format error(s)" if event.get("errors") else ""
+            line = f"[{event['node']}] turn {event['index']}{errors}"
+        elif kind == "tool_end":
+            result = event["handle"] if event.get("ok") else f"error: {event.get('error')}"
+            line = f"  {event['name']} -> {result} ({event['latency_s'] * 1000:.0f} ms)"
+        elif kind == "reflect":
+            faults = f": {'; '.join(event['faults'])}" if event.get("faults") else ""
+            line = f"  reflect {event['verdict']} {event.get('image') or ''}{faults}"
+        elif kind == "finish":
+            line = f"[finish] {event['termination']}: {', '.join(event['answer']) or '(no images)'}"
+        else:
+            return
+        print(line, file=stream, flush=True)
+
+    return show
+
+
+def _infer_split(images: Sequence[str], n: int) -> Split:
+    if images:
+        return "img2img"
+    return "multi" if n > 1 else "single"
+
+
+async def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(exist_ok=True)
+    if args.tools_url:
+        spec = ToolServerSpec(url=args.tools_url)
+    else:
+        store = str(Path(args.store) if args.store else out / "store")
+        spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate)
+    config = AgentConfig(reflect=not args.no_reflect)
+    show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
+    from visioncreator.policy.expert import ExpertConfig
+
+    from visioncreator.graph.offline import expert_policy
+
+    policy = expert_policy(ExpertConfig(seed=args.seed))
+    async with ToolClient(spec=spec) as tools:
+        inputs: list[str] = []
+        for path in args.image or []:
+            inputs.append(await tools.upload(Path(path).read_bytes()))
+        split: Split = args.split or _infer_split(inputs, args.n)
+        task = Task(request=args.prompt, n_images=args.n, split=split, inputs=tuple(inputs))
+        checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
+        async with open_checkpointer(checkpoint) as saver:
+            agent = build_agent(policy=policy, tools=tools, config=config, checkpointer=saver)
+            result = await run_task(
+                agent, task, seed=args.seed, thread_id=args.thread_id, on_event=show,
+                recursion_limit=config.recursion_limit,
+            )  # fmt: skip
+        truths: dict[str, Any] = {}
+        for handle in image_handles(result.state):
+            (out / "images" / f"{handle}.png").write_bytes(await tools.read_image(handle))
+            truth = await tools.read_truth(handle)
+            if truth is not None:
+                truths[handle] = truth
+    answer = list(result.state.get("answer") or [])
+    written = []
+    for i, handle in enumerate(answer, 1):
+        target = out / f"image_{i}.png"
+        target.write_bytes((out / "images" / f"{handle}.png").read_bytes())
+        written.append(str(target))
+    trajectory = build_trajectory(
+        result.state, thread_id=result.thread_id, wall_s=result.wall_s, truths=truths,
+        config={"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
+                "fault_rate": args.fault_rate, "policy": "expert"},
+    )  # fmt: skip
+    (out / "trajectory.json").write_text(trajectory.model_dump_json(indent=1))
+    (out / "report.html").write_text(render_report(trajectory))
+    summary = {
+        "images": written,
+        "trajectory": str(out / "trajectory.json"),
+        "report": str(out / "report.html"),
+        "termination": trajectory.termination,
+        "thread_id": result.thread_id,
+    }
+    print(json.dumps(summary, indent=1))
+    return 0 if written else 1
+
+
+def _run_parser(sub: Any) -> None:
+    run = sub.add_parser("run", help="Run one task on the offline default (synthetic tools, expert policy).")
+    run.add_argument("prompt", help="The request, in words.")
+    run.add_argument("--image", action="append", metavar="FILE", help="Input image (repeat for several).")
+    run.add_argument("--n", type=int, default=1, help="How many images the answer must hold.")
+    run.add_argument("--split", choices=["single", "multi", "img2img"], help="Task kind (inferred by default).")
+    run.add_argument("--out", required=True, help="Output folder.")
+    run.add_argument("--seed", type=int, default=0, help="Seed of the run.")
+    run.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
+    run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
+    run.add_argument("--tools-url", help="Use a running tool server (streamable HTTP URL) instead of spawning one.")
+    run.add_argument("--store", help="Image store folder for the spawned tool server (default OUT/store).")
+    run.add_argument("--checkpoint", help="SQLite checkpoint file (default OUT/checkpoints.sqlite).")
+    run.add_argument("--memory", action="store_true", help="Keep checkpoints in memory (no resume).")
+    run.add_argument("--thread-id", help="Checkpoint thread (default: derived from task and seed).")
+    run.add_argument("--quiet", action="store_true", help="No progress lines.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``visioncreator`` command."""
+    parser = argparse.ArgumentParser(prog="visioncreator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    sub.add_parser("serve-tools", help="Start the MCP tool server alone (arguments as visioncreator-tools).")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "serve-tools":
+        from visioncreator.tool_servers.server import main as serve_main
+
+        serve_main(rest)
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.n < 1 or args.n > 16:
+        parser.error("--n must be between 1 and 16")
+    return asyncio.run(_run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,358 @@
+"""The graph's nodes: plan, act, tools, inspect, reflect, finish.
+
+Each policy node asks the policy for one turn, records it, and decides where to go next by
+writing ``pending`` tool calls, a plan, or an answer. Routing lives in ``builder.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.config import get_stream_writer
+
+from visioncreator.graph.client import ToolClient
+from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.state import AgentState, ToolCallRecord, TurnRecord
+from visioncreator.policy.prompting import (
+    Observation,
+    error_message,
+    observation_message,
+    system_message,
+    task_message,
+)
+from visioncreator.policy.types import (
+    FormatError,
+    Message,
+    Node,
+    ParsedTurn,
+    Policy,
+    PolicyRequest,
+    PolicyTurn,
+    Reflection,
+    Task,
+    ToolCall,
+)
+
+IMAGE_TOOLS = frozenset({"text_to_image", "edit_image", "reference_to_image"})
+
+
+def _emit(event: str, **data: Any) -> None:
+    """Send a progress event on LangGraph's ``custom`` stream (a no-op outside a run)."""
+    try:
+        writer = get_stream_writer()
+    except RuntimeError:
+        return
+    writer({"event": event, **data})
+
+
+@dataclass(frozen=True, slots=True)
+class Nodes:
+    """The node functions, bound to a policy, a tool client and a configuration."""
+
+    policy: Policy
+    tools: ToolClient
+    config: AgentConfig
+
+    # ---- start ---------------------------------------------------------------------------
+
+    async def start(self, state: AgentState) -> dict[str, Any]:
+        """Write the system and task messages; queue looks at the input images."""
+        task = Task.model_validate(state["task"])
+        budgets = self.config.budgets.as_dict()
+        if not self.config.reflect:
+            budgets = {**budgets, "reflection": 0}
+        messages = [system_message(self.tools.policy_tools(), budgets), task_message(task)]
+        _emit("start", request=task.request, n_images=task.n_images, split=task.split)
+        return {
+            "messages": [m.model_dump() for m in messages],
+            "started_at": time.time(),
+            "batch": 0,
+            "shown_batch": -1 if task.inputs and self._inspects else 0,
+            "redos": {},
+            "policy_tool_calls": 0,
+            "format_retries": 0,
+            "answer": None,
+            "termination": None,
+            "plan": None,
+            "pending": [],
+        }
+
+    @property
+    def _inspects(self) -> bool:
+        return self.config.observe in ("inspect", "both")
+
+    # ---- policy nodes --------------------------------------------------------------------
+
+    async def plan(self, state: AgentState) -> dict[str, Any]:
+        """Ask the policy for a plan."""
+        return await self._policy_node("plan", state)
+
+    async def act(self, state: AgentState) -> dict[str, Any]:
+        """Ask the policy for the next tool calls (or its answer)."""
+        return await self._policy_node("act", state)
+
+    async def reflect(self, state: AgentState) -> dict[str, Any]:
+        """Ask the policy to judge the new images: accept, redo or revise."""
+        return await self._policy_node("reflect", state)
+
+    async def _policy_node(self, node: Node, state: AgentState) -> dict[str, Any]:
+        stop = self._budget_stop(state)
+        if stop:
+            return {"termination": stop, "pending": []}
+        new_messages = self._flush_observations(state)
+        messages = [Message.model_validate(m) for m in state.get("messages", [])] + new_messages
+        turn_index = len(state.get("turns", []))
+        request = PolicyRequest(
+            messages=tuple(messages), node=node, tools=self.tools.policy_tools(), seed=_task_seed(state, turn_index)
+        )
+        started = time.time()
+        turn = await asyncio.wait_for(self.policy.respond(request), timeout=self.config.policy_timeout_s)
+        record = _turn_record(turn_index, node, turn, started, len(messages))
+        assistant = Message(role="assistant", content=turn.text, node=node)
+        update: dict[str, Any] = {"turns": [record], "pending": []}
+        out_messages = [*new_messages, assistant]
+        if new_messages:
+            update["shown_batch"] = state.get("batch", 0)
+        parsed = turn.parsed
+        _emit("turn", node=node, index=turn_index, errors=len(parsed.errors), text=turn.text)
+
+        feedback: list[FormatError | str] = list(parsed.errors)
+        if parsed.plan is not None:
+            update["plan"] = parsed.plan.model_dump()
+        for reflection in parsed.reflections:
+            _emit("reflect", verdict=reflection.verdict, image=reflection.image, faults=list(reflection.faults))
+        calls, refused = self._admit_calls(state, parsed, turn_index)
+        feedback.extend(refused)
+        if calls:
+            update["pending"] = calls
+            update["batch"] = state.get("batch", 0) + 1
+            update["policy_tool_calls"] = state.get("policy_tool_calls", 0) + len(calls)
+        if parsed.answer is not None:
+            update["answer"] = list(parsed.answer.images)
+        useful = bool(calls) or parsed.answer is not None or (node == "plan" and parsed.plan is not None)
+        if node == "reflect" and parsed.reflections:
+            useful = True
+        if not useful and not feedback:
+            feedback.append(_nothing_to_do(node))
+        if feedback:
+            out_messages.append(error_message(node, feedback))
+        retries = 0 if useful else state.get("format_retries", 0) + 1
+        update["format_retries"] = retries
+        if retries > self.config.max_format_retries:
+            update["termination"] = "format_errors"
+        update["messages"] = [m.model_dump() for m in out_messages]
+        return update
+
+    def _admit_calls(
+        self, state: AgentState, parsed: ParsedTurn, turn_index: int
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """Give each tool call an id; refuse those over a budget, with a reason the policy reads."""
+        budgets = self.config.budgets
+        used = state.get("policy_tool_calls", 0)
+        redos = dict(state.get("redos", {}))
+        redo_images = {r.image for r in parsed.reflections if r.verdict == "redo"}
+        is_redo = bool(redo_images) or any(r.verdict in ("redo", "revise") for r in parsed.reflections)
+        admitted: list[dict[str, Any]] = []
+        refused: list[str] = []
+        names = {t.name for t in self.tools.policy_tools()}
+        for k, call in enumerate(parsed.tool_calls):
+            call_id = call.id or f"call_{turn_index}_{k}"
+            if call.name not in names:
+                refused.append(f"unknown tool {call.name!r}; available: {', '.join(sorted(names))}")
+                continue
+            if used + len(admitted) >= budgets.max_tool_calls:
+                refused.append(f"tool-call budget of {budgets.max_tool_calls} is spent: give your answer")
+                continue
+            if is_redo and call.step is not None:
+                key = str(call.step)
+                if redos.get(key, 0) >= budgets.max_redos_per_image:
+                    refused.append(
+                        f"redo budget of {budgets.max_redos_per_image} for step {call.step} is spent: "
+                        "accept the best image or revise the plan"
+                    )
+                    continue
+                redos[key] = redos.get(key, 0) + 1
+            admitted.append({**call.model_dump(), "id": call_id, "turn": turn_index})
+        return admitted, refused
+
+    def _budget_stop(self, state: AgentState) -> str | None:
+        budgets = self.config.budgets
+        if state.get("termination"):
+            return state["termination"]
+        if len(state.get("turns", [])) >= budgets.max_turns:
+            return "budget_turns"
+        if time.time() - state.get("started_at", time.time()) > budgets.wall_time_s:
+            return "budget_wall_time"
+        return None
+
+    def _flush_observations(self, state: AgentState) -> list[Message]:
+        """The tool message for the latest batch, if the policy has not seen it yet."""
+        batch = state.get("batch", 0)
+        if state.get("shown_batch", 0) >= batch:
+            return []
+        records = [r for r in state.get("tool_calls", []) if r["batch"] == batch]
+        inspections = state.get("inspections", {})
+        observations: list[Observation] = []
+        for r in records:
+            if r["by"] == "graph" and r["name"] == "inspect_image" and r["batch"] != 0:
+                continue  # shown attached to the image it inspected
+            inspection = inspections.get(r["handle"]) if r["handle"] and self._inspects else None
+            if r["by"] == "graph" and r["name"] == "inspect_image":
+                inspection = r["result"]
+            observations.append(
+                Observation(
+                    call_id=r["id"],
+                    name=r["name"],
+                    arguments=r["arguments"],
+                    step=r["step"],
+                    ok=r["ok"],
+                    result=r["result"],
+                    error=r["error"],
+                    inspection=inspection if isinstance(inspection, dict) and "error" not in inspection else None,
+                )
+            )
+        if not observations:
+            return []
+        message = observation_message(observations)
+        if self.config.observe == "inspect":
+            message = message.model_copy(update={"images": ()})
+        return [message]
+
+    # ---- tools ---------------------------------------------------------------------------
+
+    async def run_tool(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Run one tool call (fanned out with ``Send``: one task per call)."""
+        call = ToolCall.model_validate(payload["call"])
+        record = await self._call(
+            call.name,
+            call.arguments,
+            call_id=call.id,
+            step=call.step,
+            by="policy",
+            batch=payload["batch"],
+            turn=payload["call"].get("turn", -1),
+        )
+        return {"tool_calls": [record]}
+
+    async def inspect(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Look at one image with ``inspect_image`` on the policy's behalf."""
+        handle = payload["handle"]
+        record = await self._call(
+            "inspect_image",
+            {"image": handle},
+            call_id=f"inspect_{handle}_{payload['batch']}",
+            step=None,
+            by="graph",
+            batch=payload["batch"],
+            turn=-1,
+        )
+        value = record["result"] if record["ok"] else {"error": record["error"]}
+        return {"tool_calls": [record], "inspections": {handle: value}}
+
+    async def _call(
+        self, name: str, arguments: dict[str, Any], *, call_id: str, step: int | None, by: str, batch: int, turn: int
+    ) -> ToolCallRecord:
+        _emit("tool_start", id=call_id, name=name, by=by)
+        started = time.time()
+        outcome = await self.tools.call(name, arguments)
+        handle = None
+        if outcome.ok and outcome.structured and (name in IMAGE_TOOLS or name == "inspect_image"):
+            handle = str(outcome.structured.get("handle"))
+        _emit(
+            "tool_end",
+            id=call_id,
+            name=name,
+            ok=outcome.ok,
+            handle=handle,
+            error=outcome.error,
+            latency_s=outcome.latency_s,
+        )
+        return ToolCallRecord(
+            id=call_id, batch=batch, turn=turn, by="graph" if by == "graph" else "policy", name=name,
+            arguments=dict(arguments), step=step, ok=outcome.ok, result=outcome.structured, error=outcome.error,
+            handle=handle, latency_s=outcome.latency_s, started_at=started,
+        )  # fmt: skip
+
+    async def collect(self, state: AgentState) -> dict[str, Any]:
+        """Close a batch of tool calls (a join point after the fan-out)."""
+        return {}
+
+    # ---- finish --------------------------------------------------------------------------
+
+    async def finish(self, state: AgentState) -> dict[str, Any]:
+        """Settle the answer: the policy's, checked against the images this task made."""
+        update: dict[str, Any] = {}
+        answer = state.get("answer")
+        termination = state.get("termination")
+        if answer is None and not termination:
+            # Reached without an answer (no budget stop): ask once.
+            result = await self._policy_node("finish", state)
+            update.update(result)
+            answer = result.get("answer")
+        known = _known_handles(state)
+        valid = [h for h in (answer or []) if h in known]
+        if answer is not None and valid and len(valid) == len(answer):
+            reason = termination or "answered"
+        else:
+            valid = valid or _latest_images(state)
+            reason = termination or ("invalid_answer" if answer is not None else "no_answer")
+        update["answer"] = valid
+        update["termination"] = reason
+        _emit("finish", answer=valid, termination=reason)
+        return update
+
+
+def _turn_record(index: int, node: Node, turn: PolicyTurn, started: float, n_messages: int) -> TurnRecord:
+    return TurnRecord(
+        index=index,
+        node=node,
+        text=turn.text,
+        segments=[s.model_dump(exclude={"value"}) for s in turn.parsed.segments],
+        errors=[e.model_dump() for e in turn.parsed.errors],
+        model=turn.model,
+        latency_s=turn.latency_s,
+        started_at=started,
+        n_messages=n_messages,
+        prompt_token_ids=list(turn.prompt_token_ids) if turn.prompt_token_ids is not None else None,
+        completion_token_ids=list(turn.completion_token_ids) if turn.completion_token_ids is not None else None,
+        logprobs=list(turn.logprobs) if turn.logprobs is not None else None,
+    )
+
+
+def _nothing_to_do(node: Node) -> str:
+    wanted = {
+        "plan": "a <plan>",
+        "act": "one or more <tool_call> segments, or an <answer>",
+        "reflect": "a <reflect> for every new image",
+        "finish": "an <answer>",
+    }[node]
+    return f"the turn held nothing this node can use: write {wanted}"
+
+
+def _task_seed(state: AgentState, turn_index: int) -> int:
+    return int(state.get("seed") or 0) * 1000 + turn_index
+
+
+def _known_handles(state: AgentState) -> set[str]:
+    handles = {r["handle"] for r in state.get("tool_calls", []) if r["handle"] and r["name"] in IMAGE_TOOLS}
+    handles.update(state.get("task", {}).get("inputs", ()))
+    return handles
+
+
+def _latest_images(state: AgentState) -> list[str]:
+    """Fallback answer: the latest image of each plan step (or of each call without a step)."""
+    by_step: dict[str, str] = {}
+    for r in state.get("tool_calls", []):
+        if r["ok"] and r["handle"] and r["name"] in IMAGE_TOOLS:
+            by_step[str(r["step"]) if r["step"] is not None else r["id"]] = r["handle"]
+    n = int(state.get("task", {}).get("n_images", 1))
+    return list(by_step.values())[:n]
+
+
+def accepted(reflections: Sequence[Reflection]) -> set[str]:
+    """Handles accepted by a sequence of reflections."""
+    return {r.image for r in reflections if r.verdict == "accept" and r.image}
