@@ -61,9 +61,8 @@ async def _run(args: argparse.Namespace) -> int:
         spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate)
     config = AgentConfig(reflect=not args.no_reflect)
     show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
-    from visioncreator.policy.expert import ExpertConfig
-
     from visioncreator.graph.offline import expert_policy
+    from visioncreator.policy.expert import ExpertConfig
 
     policy = expert_policy(ExpertConfig(seed=args.seed))
     async with ToolClient(spec=spec) as tools:

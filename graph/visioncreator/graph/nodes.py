@@ -72,7 +72,7 @@ class Nodes:
             "started_at": time.time(),
             "batch": 0,
             "shown_batch": -1 if task.inputs and self._inspects else 0,
-            "redos": {},
+            "step_calls": {},
             "policy_tool_calls": 0,
             "format_retries": 0,
             "answer": None,
@@ -107,7 +107,7 @@ class Nodes:
         messages = [Message.model_validate(m) for m in state.get("messages", [])] + new_messages
         turn_index = len(state.get("turns", []))
         request = PolicyRequest(
-            messages=tuple(messages), node=node, tools=self.tools.policy_tools(), seed=_task_seed(state, turn_index)
+            messages=tuple(messages), node=node, tools=self.tools.policy_tools(), seed=int(state.get("seed") or 0)
         )
         started = time.time()
         turn = await asyncio.wait_for(self.policy.respond(request), timeout=self.config.policy_timeout_s)
@@ -125,8 +125,9 @@ class Nodes:
             update["plan"] = parsed.plan.model_dump()
         for reflection in parsed.reflections:
             _emit("reflect", verdict=reflection.verdict, image=reflection.image, faults=list(reflection.faults))
-        calls, refused = self._admit_calls(state, parsed, turn_index)
+        calls, refused, step_calls = self._admit_calls(state, parsed, turn_index)
         feedback.extend(refused)
+        update["step_calls"] = step_calls
         if calls:
             update["pending"] = calls
             update["batch"] = state.get("batch", 0) + 1
@@ -149,13 +150,15 @@ class Nodes:
 
     def _admit_calls(
         self, state: AgentState, parsed: ParsedTurn, turn_index: int
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        """Give each tool call an id; refuse those over a budget, with a reason the policy reads."""
+    ) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
+        """Give each tool call an id; refuse those over a budget, with a reason the policy reads.
+
+        A plan step's first call is its attempt; every later call for the same step is a redo,
+        whichever node asked for it.
+        """
         budgets = self.config.budgets
         used = state.get("policy_tool_calls", 0)
-        redos = dict(state.get("redos", {}))
-        redo_images = {r.image for r in parsed.reflections if r.verdict == "redo"}
-        is_redo = bool(redo_images) or any(r.verdict in ("redo", "revise") for r in parsed.reflections)
+        step_calls = dict(state.get("step_calls", {}))
         admitted: list[dict[str, Any]] = []
         refused: list[str] = []
         names = {t.name for t in self.tools.policy_tools()}
@@ -167,17 +170,17 @@ class Nodes:
             if used + len(admitted) >= budgets.max_tool_calls:
                 refused.append(f"tool-call budget of {budgets.max_tool_calls} is spent: give your answer")
                 continue
-            if is_redo and call.step is not None:
+            if call.step is not None and call.name != "inspect_image":
                 key = str(call.step)
-                if redos.get(key, 0) >= budgets.max_redos_per_image:
+                if step_calls.get(key, 0) > budgets.max_redos_per_image:
                     refused.append(
                         f"redo budget of {budgets.max_redos_per_image} for step {call.step} is spent: "
                         "accept the best image or revise the plan"
                     )
                     continue
-                redos[key] = redos.get(key, 0) + 1
+                step_calls[key] = step_calls.get(key, 0) + 1
             admitted.append({**call.model_dump(), "id": call_id, "turn": turn_index})
-        return admitted, refused
+        return admitted, refused, step_calls
 
     def _budget_stop(self, state: AgentState) -> str | None:
         budgets = self.config.budgets
@@ -331,10 +334,6 @@ def _nothing_to_do(node: Node) -> str:
         "finish": "an <answer>",
     }[node]
     return f"the turn held nothing this node can use: write {wanted}"
-
-
-def _task_seed(state: AgentState, turn_index: int) -> int:
-    return int(state.get("seed") or 0) * 1000 + turn_index
 
 
 def _known_handles(state: AgentState) -> set[str]:

@@ -82,8 +82,8 @@ class AgentState(TypedDict, total=False):
     shown_batch: int
     """Latest batch whose observations were put into the conversation."""
     plan: dict[str, Any] | None
-    redos: dict[str, int]
-    """Plan step (as a string) -> redo calls made for it."""
+    step_calls: dict[str, int]
+    """Plan step (as a string) -> policy calls made for it (the first is the attempt, the rest redos)."""
     policy_tool_calls: int
     format_retries: int
     answer: list[str] | None

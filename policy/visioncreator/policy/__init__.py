@@ -25,6 +25,7 @@ from visioncreator.policy.prompting import (
     system_message,
     task_message,
 )
+from visioncreator.policy.scripted import Script, ScriptedPolicy
 from visioncreator.policy.types import (
     Answer,
     FormatError,
@@ -73,6 +74,8 @@ __all__ = [
     "PolicyTurn",
     "Reflection",
     "Role",
+    "Script",
+    "ScriptedPolicy",
     "Segment",
     "SegmentKind",
     "SegmentValue",

@@ -139,6 +139,7 @@ class ExpertPolicy:
     def write(self, request: PolicyRequest) -> str:
         """The turn's text (the synchronous core of :meth:`respond`)."""
         history = read_history(request.messages, request.node)
+        history.seed = request.seed or 0
         task_json = history.task.model_dump_json(exclude={"id"})
         rng = random.Random(stable_int("turn", self.config.seed, request.seed, history.n_assistant, task_json))
         if request.node == "plan":
@@ -340,7 +341,7 @@ class ExpertPolicy:
 
 
 def _task_key(history: History) -> int:
-    return stable_int("task", history.task.model_dump_json(exclude={"id"}))
+    return stable_int("task", history.task.model_dump_json(exclude={"id"}), history.seed)
 
 
 def _describe(history: History, plan: Plan) -> str:

@@ -108,6 +108,8 @@ class History:
     """The state the expert rebuilds from a conversation."""
 
     task: Task
+    seed: int = 0
+    """The run's seed (``PolicyRequest.seed``): tool seeds derive from it."""
     n_assistant: int = 0
     plans: list[Plan] = field(default_factory=list)
     calls: list[ToolCall] = field(default_factory=list)
@@ -188,8 +190,8 @@ def read_history(messages: Sequence[Message], node: Node | None = None) -> Histo
             if message.node is not None and message.node != "reflect":
                 # No reflect turn followed the images: the loop runs with reflection off,
                 # and images are accepted as they come.
-                for handle in unreviewed:
-                    history.reflections.setdefault(handle, Reflection(verdict="accept", image=handle))
+                for seen_handle in unreviewed:
+                    history.reflections.setdefault(seen_handle, Reflection(verdict="accept", image=seen_handle))
             unreviewed = []
             parsed = parse_turn(message.content)
             if (plan := parsed.plan) is not None:
@@ -216,6 +218,6 @@ def read_history(messages: Sequence[Message], node: Node | None = None) -> Histo
             history.last_tool = batch
             unreviewed = [h for _, o in batch if (h := handle_of(o)) is not None]
     if node is not None and node != "reflect":
-        for handle in unreviewed:
-            history.reflections.setdefault(handle, Reflection(verdict="accept", image=handle))
+        for seen_handle in unreviewed:
+            history.reflections.setdefault(seen_handle, Reflection(verdict="accept", image=seen_handle))
     return history

@@ -160,7 +160,9 @@ class PolicyRequest(_Frozen):
     messages: tuple[Message, ...]
     node: Node = Field(description="The node asking: it says which segments the turn should hold.")
     tools: tuple[ToolSpec, ...] = ()
-    seed: int | None = None
+    seed: int | None = Field(
+        default=None, description="The run's seed, the same for every turn of a run; sampling derives from it."
+    )
 
 
 class PolicyTurn(_Frozen):

@@ -1,1 +1,55 @@
-"""visioncreator.tool_servers."""
+"""visioncreator.tool_servers: MCP image tools, their back ends and the image-handle store.
+
+Importing the package is cheap: the MCP server (which pulls in the MCP SDK) loads on first
+use of ``build_server``, ``main`` or ``serve_http``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
+from visioncreator.tool_servers.decode import decode_image, sniff_format
+from visioncreator.tool_servers.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    LimitExceededError,
+    ToolServerError,
+    UnknownHandleError,
+    UnsupportedImageError,
+)
+from visioncreator.tool_servers.settings import ServerSettings
+from visioncreator.tool_servers.store import ImageStore, StoredImage
+
+if TYPE_CHECKING:
+    from visioncreator.tool_servers.server import build_server, main, serve_http
+
+__all__ = [
+    "CorruptImageError",
+    "Generated",
+    "ImageBackend",
+    "ImageStore",
+    "ImageTooLargeError",
+    "LimitExceededError",
+    "ServerSettings",
+    "SourceImage",
+    "StoredImage",
+    "ToolServerError",
+    "UnknownHandleError",
+    "UnsupportedImageError",
+    "build_server",
+    "decode_image",
+    "main",
+    "serve_http",
+    "sniff_format",
+]
+
+_LAZY = frozenset({"build_server", "main", "serve_http"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from visioncreator.tool_servers import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,6 @@
+"""``python -m visioncreator.tool_servers``: run the MCP tool server (stdio by default)."""
+
+from visioncreator.tool_servers.server import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Settings of the visioncreator MCP tool server."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from visioncreator.tool_servers.scene import FaultType
+
+__all__ = ["STORE_ENV", "ServerSettings", "default_store_root", "is_loopback"]
+
+STORE_ENV = "VISIONCREATOR_STORE"
+"""Environment variable that overrides the default image store directory."""
+
+
+def default_store_root() -> Path:
+    """The image store directory: ``$VISIONCREATOR_STORE``, else a per-user cache directory."""
+    override = os.environ.get(STORE_ENV)
+    if override:
+        return Path(override).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "visioncreator" / "images"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost`` or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerSettings(BaseModel):
+    """Everything a tool server needs to know; every limit is a named field."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind in HTTP mode; loopback by default.")
+    port: int = Field(default=8765, ge=0, le=65535, description="TCP port in HTTP mode; 0 picks a free one.")
+    path: str = Field(default="/mcp", pattern=r"^/", description="URL path of the streamable HTTP endpoint.")
+    store_root: Path = Field(
+        default_factory=default_store_root,
+        description=f"Directory of the content-addressed image store (env {STORE_ENV} overrides the default).",
+    )
+    backend: str = Field(default="synthetic", description="Image back end used when none is passed in.")
+    fault_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Probability that the synthetic back end injects a fault."
+    )
+    fault_types: tuple[FaultType, ...] | None = Field(
+        default=None, description="Fault types the synthetic back end may inject; None means all."
+    )
+    max_width: int = Field(default=2048, ge=1, description="Largest width a tool may be asked for, in pixels.")
+    max_height: int = Field(default=2048, ge=1, description="Largest height a tool may be asked for, in pixels.")
+    max_pixels: int = Field(default=4_194_304, ge=1, description="Largest width * height a tool may be asked for.")
+    max_input_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1, description="Largest uploaded image file, in bytes (before base64)."
+    )
+    max_decoded_pixels: int = Field(
+        default=40_000_000, ge=1, description="Largest width * height of an uploaded image, checked before decoding."
+    )
+    preview_size: int = Field(default=128, ge=16, le=1024, description="Longest side of inline previews, in pixels.")
+    bearer_token: str | None = Field(
+        default=None, min_length=16, description="Token HTTP clients must send as 'Authorization: Bearer <token>'."
+    )
+    max_concurrency: int = Field(default=8, ge=1, description="Tool calls that may run at once; the rest wait.")
+    request_timeout_s: float = Field(
+        default=120.0, gt=0, description="Seconds one tool call may take before it fails with a timeout."
+    )
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Self:
+        if not is_loopback(self.host) and self.bearer_token is None:
+            raise ValueError(
+                f"host {self.host!r} is not a loopback address: set bearer_token (--token) to serve beyond this machine"
+            )
+        return self
+
+    @property
+    def url(self) -> str:
+        """The HTTP endpoint URL this configuration serves."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}{self.path}"

@@ -1,0 +1,1 @@
+"""The synthetic image environment: a procedural scene renderer with ground truth and faults."""

@@ -1,0 +1,247 @@
+"""The ``synthetic`` image back end: parse, lay out, maybe break on purpose, draw.
+
+Every image it makes carries its ground truth (the scene, what was asked, the faults
+injected), so inspection is exact and verification needs no vision model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from visioncreator.tool_servers.backend import Generated, SourceImage
+from visioncreator.tool_servers.scene import (
+    EditOp,
+    Fault,
+    FaultType,
+    GroundTruth,
+    ObjectSpec,
+    RelationSpec,
+    Scene,
+    SceneObject,
+    SceneSpec,
+)
+from visioncreator.tool_servers.schemas import (
+    Answer,
+    EditImageInput,
+    InspectImageInput,
+    InspectResult,
+    ReferenceToImageInput,
+    TextToImageInput,
+)
+from visioncreator.tool_servers.synthetic.edit import apply_edit
+from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
+from visioncreator.tool_servers.synthetic.prompt import parse_edit, parse_prompt
+from visioncreator.tool_servers.synthetic.render import draw, layout
+from visioncreator.tool_servers.synthetic.vocab import MAX_COUNT
+
+__all__ = ["UPLOADED_BACKGROUND", "SyntheticBackend", "SyntheticSettings", "stable_rng"]
+
+UPLOADED_BACKGROUND: Final[str] = "unknown"
+"""Background name of a scene drawn over an uploaded image, whose content the back end does not know."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SyntheticSettings:
+    """Settings of the synthetic back end."""
+
+    fault_rate: float = 0.0
+    """Probability, 0 to 1, that an image-producing call injects one fault."""
+
+    fault_types: tuple[FaultType, ...] = ALL_FAULTS
+    """Fault types that may be injected; a call only gets one that applies to its request."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fault_rate <= 1.0:
+            raise ValueError(f"fault_rate must be within [0, 1], got {self.fault_rate}")
+        unknown = set(self.fault_types) - set(ALL_FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault types: {sorted(unknown)}")
+
+
+def stable_rng(*parts: object) -> random.Random:
+    """A random generator seeded from ``parts`` by SHA-256 (the built-in ``hash`` is salted per process)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+class SyntheticBackend:
+    """Procedural images with exact ground truth and optional injected faults.
+
+    Deterministic: the same arguments (seed included) give the same pixels and truth.
+    The work is pure CPU and takes milliseconds, so the methods do it inline.
+    """
+
+    name: str = "synthetic"
+
+    def __init__(self, settings: SyntheticSettings | None = None) -> None:
+        self.settings = settings or SyntheticSettings()
+
+    async def text_to_image(self, args: TextToImageInput) -> Generated:
+        """Draw the scene the prompt describes."""
+        seed = args.seed or 0
+        spec = parse_prompt(args.prompt)
+        rng = stable_rng(seed, "text_to_image", args.prompt)
+        scene = layout(spec, args.width, args.height, rng)
+        scene, faults = self._inject(scene, spec, rng)
+        truth = GroundTruth(
+            scene=scene, requested=spec, faults=faults, tool="text_to_image", prompt=args.prompt, seed=seed
+        )
+        return Generated(image=draw(scene), seed=seed, truth=truth)
+
+    async def edit_image(self, args: EditImageInput, source: SourceImage) -> Generated:
+        """Apply the instruction to the source's scene; an uploaded image is drawn over instead."""
+        seed = args.seed or 0
+        ops = parse_edit(args.instruction)
+        rng = stable_rng(seed, "edit_image", args.instruction, source.handle)
+        width, height = source.image.size
+        if source.truth is None:
+            base_scene = Scene(width=width, height=height, background=UPLOADED_BACKGROUND)
+        else:
+            base_scene = source.truth.scene
+        scene = apply_edit(base_scene, ops, rng)
+        spec = _edit_spec(ops, base_scene, scene)
+        named = {op.kind for op in ops if op.kind is not None}
+        preserved = tuple(o for o in base_scene.objects if o.kind not in named)
+        refs = (base_scene.model_copy(update={"objects": preserved}),) if preserved else ()
+        added = {op.kind for op in ops if op.op == "add" and op.kind is not None}
+        scene, faults = self._inject(scene, spec, rng, refs, counted=added)
+        # Over an uploaded image only the pixels know what was there: keep drawing over them.
+        base = source.image if base_scene.background == UPLOADED_BACKGROUND else None
+        truth = GroundTruth(
+            scene=scene,
+            requested=spec,
+            faults=faults,
+            tool="edit_image",
+            prompt=args.instruction,
+            seed=seed,
+            sources=(source.handle,),
+        )
+        return Generated(image=draw(scene, base=base), seed=seed, truth=truth)
+
+    async def reference_to_image(self, args: ReferenceToImageInput, references: list[SourceImage]) -> Generated:
+        """Draw the prompt's scene, giving each kind seen in a reference that reference's look."""
+        seed = args.seed or 0
+        spec = parse_prompt(args.prompt)
+        rng = stable_rng(seed, "reference_to_image", args.prompt, *(r.handle for r in references))
+        ref_scenes = [r.truth.scene for r in references if r.truth is not None]
+        identities: dict[str, SceneObject] = {}
+        for ref in ref_scenes:
+            for obj in ref.objects:
+                identities.setdefault(obj.kind, obj)
+        scene = layout(spec, args.width, args.height, rng, identities)
+        scene, faults = self._inject(scene, spec, rng, ref_scenes)
+        truth = GroundTruth(
+            scene=scene,
+            requested=spec,
+            faults=faults,
+            tool="reference_to_image",
+            prompt=args.prompt,
+            seed=seed,
+            sources=tuple(r.handle for r in references),
+        )
+        return Generated(image=draw(scene), seed=seed, truth=truth)
+
+    async def inspect_image(self, args: InspectImageInput, image: SourceImage) -> InspectResult:
+        """Report the ground truth of a synthetic image; an unknown image gets ``known=False``."""
+        width, height = image.image.size
+        scene = image.truth.scene if image.truth is not None else None
+        answers = [Answer(question=q, answer=_answer(q, scene)) for q in args.questions]
+        if scene is None:
+            return InspectResult(
+                handle=image.handle,
+                width=width,
+                height=height,
+                style="photo",
+                background=UPLOADED_BACKGROUND,
+                text=None,
+                objects=[],
+                counts={},
+                answers=answers,
+                known=False,
+            )
+        counts: dict[str, int] = {}
+        for obj in scene.objects:
+            counts[obj.kind] = counts.get(obj.kind, 0) + 1
+        return InspectResult(
+            handle=image.handle,
+            width=scene.width,
+            height=scene.height,
+            style=scene.style,
+            background=scene.background,
+            text=scene.text,
+            objects=list(scene.objects),
+            counts=counts,
+            answers=answers,
+            known=True,
+        )
+
+    def _inject(
+        self,
+        scene: Scene,
+        spec: SceneSpec,
+        rng: random.Random,
+        references: Sequence[Scene] = (),
+        *,
+        counted: Collection[str] | None = None,
+    ) -> tuple[Scene, tuple[Fault, ...]]:
+        settings = self.settings
+        return inject(scene, spec, rng, settings.fault_rate, settings.fault_types, references, counted=counted)
+
+
+def _edit_spec(ops: Sequence[EditOp], source: Scene, scene: Scene) -> SceneSpec:
+    """What an edit asked for, as a spec over the edited scene: faults and checks concern these.
+
+    Like ``checklist_for_edit``, an added kind gets a colour only when no object of that kind
+    in the source had another colour ("every apple is red" would not be the postcondition).
+    """
+    counts: dict[str, int] = {}
+    for obj in scene.objects:
+        counts[obj.kind] = counts.get(obj.kind, 0) + 1
+    objects: dict[str, ObjectSpec] = {}
+    relations: list[RelationSpec] = []
+    text: str | None = None
+    style: str | None = None
+    for op in ops:
+        if op.op in ("add", "recolor") and op.kind is not None and counts.get(op.kind):
+            color = op.color or (objects[op.kind].color if op.kind in objects else None)
+            if op.op == "add" and any(o.kind == op.kind and o.color != op.color for o in source.objects):
+                color = None
+            count = min(counts[op.kind], MAX_COUNT)
+            objects[op.kind] = ObjectSpec(kind=op.kind, count=count, color=color)
+        if op.op in ("add", "move") and op.kind and op.relation and op.other:
+            relations.append(RelationSpec(subject=op.kind, relation=op.relation, object=op.other))
+        if op.op == "remove" and op.kind is not None:
+            objects.pop(op.kind, None)
+        if op.op == "text":
+            text = op.text
+        if op.op == "restyle":
+            style = op.style
+    return SceneSpec(objects=tuple(objects.values()), relations=tuple(relations), text=text, style=style)
+
+
+_KIND_QUESTION = re.compile(r"\b(how many|colou?r|is there|are there)\b")
+
+
+def _answer(question: str, scene: Scene | None) -> str:
+    """Answer one simple question from the scene; anything else is 'unknown'."""
+    if scene is None:
+        return "unknown"
+    q = question.lower()
+    if re.search(r"\b(text|written|writing|caption|say|says)\b", q) and not _KIND_QUESTION.search(q):
+        return scene.text if scene.text else "none"
+    kinds = [o.kind for o in parse_prompt(question).objects]
+    if not kinds:
+        return "unknown"
+    of_kind = [o for o in scene.objects if o.kind == kinds[0]]
+    if "how many" in q:
+        return str(len(of_kind))
+    if re.search(r"\bcolou?rs?\b", q):
+        return ", ".join(dict.fromkeys(o.color for o in of_kind)) if of_kind else "none"
+    if re.search(r"\b(is|are) there\b", q) or q.startswith(("is ", "are ", "does ", "do ")):
+        return "yes" if of_kind else "no"
+    return "unknown"
