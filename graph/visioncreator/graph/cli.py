@@ -13,6 +13,7 @@ from typing import Any, TextIO
 from visioncreator.graph.builder import build_agent
 from visioncreator.graph.client import ToolClient, ToolServerSpec
 from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.errors import GraphError
 from visioncreator.graph.report import render_report
 from visioncreator.graph.runner import open_checkpointer, run_task
 from visioncreator.graph.trajectory import build_trajectory, image_handles
@@ -31,7 +32,7 @@ def _progress_printer(stream: TextIO) -> Any:
             line = f"[{event['node']}] turn {event['index']}{errors}"
         elif kind == "tool_end":
             result = event["handle"] if event.get("ok") else f"error: {event.get('error')}"
-            line = f"  {event['name']} -> {result} ({event['latency_s'] * 1000:.0f} ms)"
+            line = f"  [{event['id']}] {event['name']} -> {result} ({event['latency_s'] * 1000:.0f} ms)"
         elif kind == "reflect":
             faults = f": {'; '.join(event['faults'])}" if event.get("faults") else ""
             line = f"  reflect {event['verdict']} {event.get('image') or ''}{faults}"
@@ -58,7 +59,12 @@ async def _run(args: argparse.Namespace) -> int:
         spec = ToolServerSpec(url=args.tools_url)
     else:
         store = str(Path(args.store) if args.store else out / "store")
-        spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate)
+        extra: list[str] = []
+        if args.tool_latency:
+            extra += ["--latency", str(args.tool_latency)]
+        if args.tool_log:
+            extra += ["--call-log", str(args.tool_log)]
+        spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
     config = AgentConfig(reflect=not args.no_reflect)
     show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
     from visioncreator.graph.offline import expert_policy
@@ -67,8 +73,8 @@ async def _run(args: argparse.Namespace) -> int:
     policy = expert_policy(ExpertConfig(seed=args.seed))
     async with ToolClient(spec=spec) as tools:
         inputs: list[str] = []
-        for path in args.image or []:
-            inputs.append(await tools.upload(Path(path).read_bytes()))
+        for data in args.image_bytes:
+            inputs.append(await tools.upload(data))
         split: Split = args.split or _infer_split(inputs, args.n)
         task = Task(request=args.prompt, n_images=args.n, split=split, inputs=tuple(inputs))
         checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
@@ -120,6 +126,8 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
     run.add_argument("--tools-url", help="Use a running tool server (streamable HTTP URL) instead of spawning one.")
     run.add_argument("--store", help="Image store folder for the spawned tool server (default OUT/store).")
+    run.add_argument("--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image.")
+    run.add_argument("--tool-log", help="Spawned tool server appends a JSON line per generated image here.")
     run.add_argument("--checkpoint", help="SQLite checkpoint file (default OUT/checkpoints.sqlite).")
     run.add_argument("--memory", action="store_true", help="Keep checkpoints in memory (no resume).")
     run.add_argument("--thread-id", help="Checkpoint thread (default: derived from task and seed).")
@@ -134,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("serve-tools", help="Start the MCP tool server alone (arguments as visioncreator-tools).")
     args, rest = parser.parse_known_args(argv)
     if args.command == "serve-tools":
-        from visioncreator.tool_servers.server import main as serve_main
+        from visioncreator.tool_servers.cli import main as serve_main
 
         serve_main(rest)
         return 0
@@ -142,7 +150,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     if args.n < 1 or args.n > 16:
         parser.error("--n must be between 1 and 16")
-    return asyncio.run(_run(args))
+    try:
+        args.image_bytes = [Path(p).read_bytes() for p in args.image or []]
+    except OSError as exc:
+        parser.error(f"cannot read input image: {exc}")
+    try:
+        return asyncio.run(_run(args))
+    except (GraphError, OSError, ValueError) as exc:
+        print(f"visioncreator: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from mcp import Client, StdioServerParameters
 from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 
-from visioncreator.graph.errors import ToolServerUnavailable
+from visioncreator.graph.errors import InvalidTaskError, ToolServerUnavailable
 from visioncreator.policy.types import ToolSpec
 
 # Tools the graph uses for its own bookkeeping; hidden from the policy by default.
@@ -185,7 +185,7 @@ class ToolClient:
         """Put an image file into the server's store; returns its handle."""
         outcome = await self.call("upload_image", {"data": base64.b64encode(data).decode("ascii")})
         if not outcome.ok or not outcome.structured:
-            raise ToolServerUnavailable(f"upload_image failed: {outcome.error}")
+            raise InvalidTaskError(f"the tool server refused the input image: {outcome.error}")
         return str(outcome.structured["handle"])
 
     async def _read(self, uri: str) -> Sequence[Any]:

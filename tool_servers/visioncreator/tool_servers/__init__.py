@@ -22,7 +22,9 @@ from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore, StoredImage
 
 if TYPE_CHECKING:
-    from visioncreator.tool_servers.server import build_server, main, serve_http
+    from visioncreator.tool_servers.cli import main
+    from visioncreator.tool_servers.http import serve_http
+    from visioncreator.tool_servers.server import build_server
 
 __all__ = [
     "CorruptImageError",
@@ -44,12 +46,12 @@ __all__ = [
     "sniff_format",
 ]
 
-_LAZY = frozenset({"build_server", "main", "serve_http"})
+_LAZY = {"build_server": "server", "main": "cli", "serve_http": "http"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from visioncreator.tool_servers import server
+        import importlib
 
-        return getattr(server, name)
+        return getattr(importlib.import_module(f"visioncreator.tool_servers.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

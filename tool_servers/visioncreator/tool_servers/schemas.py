@@ -94,6 +94,9 @@ class ImageResult(BaseModel):
     seed: int = Field(description="The seed used; reuse it to reproduce the image.")
     tool: str
     uri: str = Field(description="MCP resource that serves the image bytes: image://{handle}.")
+    generator_s: float = Field(
+        default=0.0, description="Seconds the back end spent making the image (not queueing, storage or transport)."
+    )
 
 
 class Answer(BaseModel):
@@ -115,6 +118,7 @@ class InspectResult(BaseModel):
     objects: list[SceneObject] = Field(description="Every object seen, with colour, box and identity.")
     counts: dict[str, int] = Field(description="Number of objects per kind.")
     answers: list[Answer] = Field(default_factory=list)
+    generator_s: float = Field(default=0.0, description="Seconds the back end spent looking at the image.")
     known: bool = Field(
         default=True,
         description="False when the backend cannot analyse this image (e.g. an uploaded photo): "

@@ -16,20 +16,15 @@ Design choices:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
-import contextlib
-import functools
-import hmac
 import io
 import json
 import logging
 import secrets
-import sys
+import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -39,7 +34,6 @@ from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
 from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
 from visioncreator.tool_servers.errors import LimitExceededError, ToolServerError, UnknownHandleError
@@ -60,7 +54,7 @@ from visioncreator.tool_servers.schemas import (
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore
 
-__all__ = ["SERVER_NAME", "build_server", "main", "serve_http"]
+__all__ = ["SERVER_NAME", "build_server"]
 
 SERVER_NAME = "visioncreator-tools"
 _log = logging.getLogger(__name__)
@@ -140,11 +134,15 @@ class _Tools:
         stored, image = await anyio.to_thread.run_sync(self.store.load, handle)
         return SourceImage(handle=handle, image=image, truth=stored.truth)
 
-    async def finish(self, tool: str, generated: Generated, preview: bool) -> CallToolResult:
+    async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
         """Store a generated image and build the tool result."""
         image = generated.image
         self.check_size(image.width, image.height)
+        if self.settings.simulated_latency_s:
+            await asyncio.sleep(self.settings.simulated_latency_s)
         stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
+        if self.settings.call_log is not None:
+            await anyio.to_thread.run_sync(self._log_call, tool, stored.handle, generated.seed)
         result = ImageResult(
             handle=stored.handle,
             width=stored.width,
@@ -154,9 +152,16 @@ class _Tools:
             seed=generated.seed,
             tool=tool,
             uri=f"image://{stored.handle}",
+            generator_s=generator_s,
         )
         thumbnail = await anyio.to_thread.run_sync(self._preview, image) if preview else None
         return _result(result, thumbnail)
+
+    def _log_call(self, tool: str, handle: str, seed: int) -> None:
+        assert self.settings.call_log is not None
+        line = json.dumps({"tool": tool, "handle": handle, "seed": seed, "time": time.time()})
+        with self.settings.call_log.open("a") as log:
+            log.write(line + "\n")
 
     def _preview(self, image: Image.Image) -> ImageContent:
         thumb = image.convert("RGB")
@@ -171,24 +176,32 @@ class _Tools:
         self.check_size(args.width, args.height)
         _check_text("prompt", args.prompt)
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        return await self.finish("text_to_image", await self.backend.text_to_image(args), args.preview)
+        started = time.perf_counter()
+        generated = await self.backend.text_to_image(args)
+        return await self.finish("text_to_image", generated, args.preview, time.perf_counter() - started)
 
     async def edit_image(self, args: EditImageInput) -> CallToolResult:
         _check_text("instruction", args.instruction)
         source = await self.source(args.image)
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        return await self.finish("edit_image", await self.backend.edit_image(args, source), args.preview)
+        started = time.perf_counter()
+        generated = await self.backend.edit_image(args, source)
+        return await self.finish("edit_image", generated, args.preview, time.perf_counter() - started)
 
     async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
         self.check_size(args.width, args.height)
         _check_text("prompt", args.prompt)
         references = [await self.source(handle) for handle in args.references]
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
+        started = time.perf_counter()
         generated = await self.backend.reference_to_image(args, references)
-        return await self.finish("reference_to_image", generated, args.preview)
+        return await self.finish("reference_to_image", generated, args.preview, time.perf_counter() - started)
 
     async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
-        result = await self.backend.inspect_image(args, await self.source(args.image))
+        source = await self.source(args.image)
+        started = time.perf_counter()
+        result = await self.backend.inspect_image(args, source)
+        result = result.model_copy(update={"generator_s": time.perf_counter() - started})
         return _result(result, None)
 
     async def upload_image(self, args: UploadImageInput) -> CallToolResult:
@@ -374,100 +387,3 @@ def build_server(
         return "null" if truth is None else truth.model_dump_json()
 
     return server
-
-
-class _BearerAuth:
-    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self._app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            # Constant-time comparison: the token must not leak through response timing.
-            if not hmac.compare_digest(given, self._expected):
-                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-                await send({"type": "http.response.start", "status": 401, "headers": headers})
-                await send({"type": "http.response.body", "body": b'{"error": "missing or wrong bearer token"}'})
-                return
-        await self._app(scope, receive, send)
-
-
-async def serve_http(server: MCPServer, settings: ServerSettings, *, log_level: str = "warning") -> None:
-    """Serve ``server`` over streamable HTTP until cancelled or signalled.
-
-    The SDK's Host/Origin (DNS-rebinding) protection stays on for loopback hosts. Prints
-    ``visioncreator tool server listening on <url>`` to stderr once the socket accepts connections
-    (with the real port when ``settings.port`` is 0).
-    """
-    import uvicorn
-
-    app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=settings.path,
-        host=settings.host,
-        # Room for the largest upload: base64 grows it by 4/3, plus the JSON-RPC envelope.
-        max_request_body_size=settings.max_input_bytes * 4 // 3 + 64 * 1024,
-    )
-    if settings.bearer_token is not None:
-        app = _BearerAuth(app, settings.bearer_token)
-    http = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level))
-    stopped = anyio.Event()
-
-    async def _serve() -> None:
-        try:
-            await http.serve()
-        finally:
-            stopped.set()
-
-    async with anyio.create_task_group() as group:
-        group.start_soon(_serve)
-        while not http.started:
-            if stopped.is_set():
-                raise RuntimeError(f"could not serve on {settings.url}: see the log above")
-            await anyio.sleep(0.02)
-        port = http.servers[0].sockets[0].getsockname()[1]
-        url = settings.model_copy(update={"port": port}).url
-        print(f"visioncreator tool server listening on {url}", file=sys.stderr, flush=True)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visioncreator-tools", description="The visioncreator MCP image tool server.")
-    parser.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="stdio (default) or http")
-    parser.add_argument("--host", help="HTTP interface (default 127.0.0.1; others need --token)")
-    parser.add_argument("--port", type=int, help="HTTP port (default 8765; 0 picks a free one)")
-    parser.add_argument("--store", type=Path, help="image store directory (default: $VISIONCREATOR_STORE or cache)")
-    parser.add_argument("--fault-rate", type=float, help="synthetic back end fault probability (default 0)")
-    parser.add_argument("--token", help="bearer token HTTP clients must send (default: none, loopback only)")
-    parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: ``visioncreator-tools`` and ``python -m visioncreator.tool_servers``."""
-    parser = _parser()
-    options = parser.parse_args(argv)
-    # Configure the root logger before MCPServer does: its default handler would be the only
-    # one, and stdout must stay clean for the stdio protocol.
-    logging.basicConfig(
-        level=options.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    given = {
-        "host": options.host,
-        "port": options.port,
-        "store_root": options.store,
-        "fault_rate": options.fault_rate,
-        "bearer_token": options.token,
-    }
-    try:
-        settings = ServerSettings(**{key: value for key, value in given.items() if value is not None})
-    except ValidationError as exc:
-        # Messages only: pydantic's full text would echo the inputs, the token among them.
-        parser.error("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()))
-    server = build_server(settings)
-    if options.transport == "stdio":
-        anyio.run(server.run_stdio_async)
-    else:
-        with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(functools.partial(serve_http, server, settings, log_level=options.log_level.lower()))

@@ -73,6 +73,19 @@ class ServerSettings(BaseModel):
         default=120.0, gt=0, description="Seconds one tool call may take before it fails with a timeout."
     )
 
+    simulated_latency_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=600.0,
+        description="Seconds each image-producing call waits before it returns: stands in for a real "
+        "generator's time in tests and benchmarks.",
+    )
+    call_log: Path | None = Field(
+        default=None,
+        description="Append one JSON line per completed image-producing call (tool, handle, seed, time): an audit "
+        "trail of what the server really ran.",
+    )
+
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Self:
         if not is_loopback(self.host) and self.bearer_token is None:

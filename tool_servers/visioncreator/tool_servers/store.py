@@ -191,7 +191,8 @@ def _encode_png(image: Image.Image, truth: GroundTruth | None) -> bytes:
     if truth is not None:
         pnginfo.add_itxt(TRUTH_KEY, truth.model_dump_json(), zip=True)
     buffer = io.BytesIO()
-    rgb.save(buffer, format="PNG", pnginfo=pnginfo, compress_level=6, optimize=False)
+    # Level 1: four times faster than zlib's default on our images, for a few percent more bytes.
+    rgb.save(buffer, format="PNG", pnginfo=pnginfo, compress_level=1, optimize=False)
     return buffer.getvalue()
 
 

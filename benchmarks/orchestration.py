@@ -1,0 +1,106 @@
+"""Orchestration overhead of the agent on the offline default.
+
+Runs the built-in suite (faults at 30%) one task at a time through the real stack: the
+compiled graph with a SQLite checkpointer, the expert policy, the synthetic tool server in a
+subprocess over stdio, the content-addressed store. For every agent step (one policy turn and
+everything until the next one: graph transitions, checkpoints, MCP round trips, store reads
+and writes, the graph's own inspections) it subtracts the time spent inside the policy and
+inside the image back end (as the server reports it), and prints the median and p95 of what
+is left. It also prints, per tool call, the MCP round trip minus the back-end time, and per
+task the ratio of wall time to policy + back-end time.
+
+Usage: python benchmarks/orchestration.py [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from visioncreator.evals.runner import _put_input
+from visioncreator.evals.suite import load_suite
+from visioncreator.graph import ToolClient, ToolServerSpec, build_agent, open_checkpointer, run_task
+from visioncreator.graph.offline import expert_policy
+from visioncreator.policy import Task
+from visioncreator.tool_servers.store import ImageStore
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def step_overheads(state: dict[str, Any], ended: float) -> tuple[list[float], float, float]:
+    """Per-step overheads (s), and the task's policy and back-end seconds."""
+    turns = sorted(state["turns"], key=lambda t: t["index"])
+    calls = state["tool_calls"]
+    starts = [t["started_at"] for t in turns] + [ended]
+    overheads = []
+    for k, turn in enumerate(turns):
+        lo, hi = starts[k], starts[k + 1]
+        backend = sum(float((c["result"] or {}).get("generator_s", 0.0)) for c in calls if lo <= c["started_at"] < hi)
+        overheads.append(hi - lo - turn["latency_s"] - backend)
+    policy = sum(t["latency_s"] for t in turns)
+    backend = sum(float((c["result"] or {}).get("generator_s", 0.0)) for c in calls)
+    return overheads, policy, backend
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--fault-rate", type=float, default=0.3)
+    args = parser.parse_args()
+    tasks = load_suite()
+    steps: list[float] = []
+    round_trips: list[float] = []
+    ratios: list[float] = []
+    wall_total = inside_total = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        store_dir = Path(tmp) / "store"
+        store = ImageStore(store_dir)
+        spec = ToolServerSpec.synthetic(store=str(store_dir), fault_rate=args.fault_rate)
+        async with ToolClient(spec=spec) as tools, open_checkpointer(Path(tmp) / "cp.sqlite") as saver:
+            agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
+            for seed in range(args.seeds):
+                for suite_task in tasks:
+                    inputs = [(await _put_input(store, image))[0] for image in suite_task.inputs]
+                    task = Task(request=suite_task.request, n_images=suite_task.n_images, split=suite_task.split,
+                                inputs=tuple(inputs))  # fmt: skip
+                    started = time.time()
+                    result = await run_task(agent, task, seed=seed, thread_id=f"{suite_task.id}-{seed}")
+                    ended = time.time()
+                    overheads, policy, backend = step_overheads(result.state, ended)
+                    steps += overheads
+                    wall = ended - started
+                    ratios.append(wall / (policy + backend))
+                    wall_total += wall
+                    inside_total += policy + backend
+                    round_trips += [
+                        c["latency_s"] - float((c["result"] or {}).get("generator_s", 0.0))
+                        for c in result.state["tool_calls"]
+                        if c["ok"]
+                    ]
+    ms = 1000.0
+    print(f"tasks: {len(tasks) * args.seeds}  agent steps: {len(steps)}  tool calls: {len(round_trips)}")
+    print(
+        f"per agent step, overhead outside policy and back end: median {statistics.median(steps) * ms:.1f} ms, "
+        f"p95 {pct(steps, 0.95) * ms:.1f} ms"
+    )
+    print(
+        f"per tool call, MCP stdio round trip + store minus back end: median "
+        f"{statistics.median(round_trips) * ms:.1f} ms, p95 {pct(round_trips, 0.95) * ms:.1f} ms"
+    )
+    print(
+        f"whole-task wall / (policy + back end): median {statistics.median(ratios):.2f}, "
+        f"p95 {pct(ratios, 0.95):.2f}, overall {wall_total / inside_total:.2f} "
+        f"({wall_total:.1f} s wall, {inside_total:.1f} s inside)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
