@@ -167,3 +167,13 @@ async def _test_turn_budget_stops_the_loop(tools: ToolClient) -> None:
     assert result.state["termination"] == "budget_turns"
     assert len(result.state["turns"]) == 2
     assert len(result.state["answer"]) == 1  # the fallback answer: the image made so far
+
+
+async def test_wall_time_budget_stops_the_loop(tmp_path: Path) -> None:
+    async with make_client(tmp_path / "store") as tools:
+        config = AgentConfig(budgets=Budgets(wall_time_s=0.0))
+        with anyio.fail_after(60):
+            result = await run(tools, Task(request="a dog"), config=config)
+    assert result.state["termination"] == "budget_wall_time"
+    assert result.state["turns"] == []
+    assert result.state["answer"] == []

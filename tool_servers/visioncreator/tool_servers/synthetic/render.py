@@ -380,10 +380,23 @@ def draw(scene: Scene, base: Image.Image | None = None) -> Image.Image:
     if scene.text:
         bh = banner_height(scene.height)
         canvas.rectangle((0, scene.height - bh, scene.width, scene.height), fill=(255, 255, 255))
-        width = canvas.textlength(scene.text, font=_font())
-        x = max(2, (scene.width - width) / 2)
-        canvas.text((x, scene.height - bh + (bh - 11) / 2), scene.text, fill=(0, 0, 0), font=_font())
+        _draw_banner_text(image, scene.text, bh)
     return _stylise(image, scene.style)
+
+
+def _draw_banner_text(image: Image.Image, text: str, banner: int) -> None:
+    """Write the text large enough to read: the bitmap font scaled up by a whole factor."""
+    font = _font()
+    left, top, right, bottom = font.getbbox(text)
+    w, h = max(1, right - left), max(1, bottom - top)
+    scale = max(1, min((banner - 4) // h, (image.width - 8) // w))
+    mask = Image.new("L", (w, h), 0)
+    ImageDraw.Draw(mask).text((-left, -top), text, fill=255, font=font)
+    if scale > 1:
+        mask = mask.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    x = max(2, (image.width - mask.width) // 2)
+    y = image.height - banner + (banner - mask.height) // 2
+    image.paste((0, 0, 0), (x, y), mask)
 
 
 def _draw_object(canvas: ImageDraw.ImageDraw, obj: SceneObject, outline_width: int, label_fill: _RGB) -> None:
