@@ -132,6 +132,7 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--memory", action="store_true", help="Keep checkpoints in memory (no resume).")
     run.add_argument("--thread-id", help="Checkpoint thread (default: derived from task and seed).")
     run.add_argument("--quiet", action="store_true", help="No progress lines.")
+    run.add_argument("--debug", action="store_true", help="Show tracebacks.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,6 +160,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (GraphError, OSError, ValueError) as exc:
         print(f"visioncreator: error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # e.g. the tool server died mid-run: the checkpoint keeps what was done
+        if args.debug:
+            raise
+        print(
+            f"visioncreator: error: {_innermost(exc)}\n"
+            "The run stopped; what finished is checkpointed: run the same command again to resume "
+            "(add --debug for the traceback).",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _innermost(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":
