@@ -16,8 +16,9 @@ import time
 
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec, verify
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
+from visioncreator.tool_servers.synthetic.layout import layout
 from visioncreator.tool_servers.synthetic.prompt import parse_prompt
-from visioncreator.tool_servers.synthetic.render import draw, layout
+from visioncreator.tool_servers.synthetic.render import draw
 from visioncreator.tool_servers.synthetic.vocab import COCO_CLASSES, COLORS, STYLES
 
 _NUMBERS = ("a", "two", "three", "four", "five", "six", "ten")

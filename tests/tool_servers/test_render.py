@@ -13,7 +13,8 @@ from visioncreator.tool_servers.synthetic.checklist import checklist_for_edit, c
 from visioncreator.tool_servers.synthetic.edit import apply_edit
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
 from visioncreator.tool_servers.synthetic.geometry import relation_holds
-from visioncreator.tool_servers.synthetic.render import draw, layout, scene_area
+from visioncreator.tool_servers.synthetic.layout import layout, scene_area
+from visioncreator.tool_servers.synthetic.render import draw
 from visioncreator.tool_servers.synthetic.vocab import PATTERNS, STYLES
 
 

@@ -35,8 +35,9 @@ from visioncreator.tool_servers.schemas import (
 )
 from visioncreator.tool_servers.synthetic.edit import apply_edit
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
+from visioncreator.tool_servers.synthetic.layout import layout
 from visioncreator.tool_servers.synthetic.prompt import parse_edit, parse_prompt
-from visioncreator.tool_servers.synthetic.render import draw, layout
+from visioncreator.tool_servers.synthetic.render import draw
 from visioncreator.tool_servers.synthetic.vocab import MAX_COUNT
 
 __all__ = ["UPLOADED_BACKGROUND", "SyntheticBackend", "SyntheticSettings", "stable_rng"]

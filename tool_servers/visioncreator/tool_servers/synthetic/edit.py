@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from visioncreator.tool_servers.scene import Box, EditOp, Relation, Scene, SceneObject
 from visioncreator.tool_servers.synthetic.geometry import relation_holds
-from visioncreator.tool_servers.synthetic.render import free_box, identity_of, pattern_of
+from visioncreator.tool_servers.synthetic.layout import free_box, identity_of, pattern_of
 from visioncreator.tool_servers.synthetic.vocab import COLORS, MAX_COUNT, PATTERNS
 
 __all__ = ["apply_edit"]

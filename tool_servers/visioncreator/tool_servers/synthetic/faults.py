@@ -15,7 +15,7 @@ from typing import Final, get_args
 
 from visioncreator.tool_servers.scene import Box, Fault, FaultType, RelationSpec, Scene, SceneObject, SceneSpec
 from visioncreator.tool_servers.synthetic.geometry import center, relation_holds
-from visioncreator.tool_servers.synthetic.render import free_box, identity_of, pattern_of
+from visioncreator.tool_servers.synthetic.layout import free_box, identity_of, pattern_of
 from visioncreator.tool_servers.synthetic.vocab import COLORS, MAX_COUNT, PATTERNS
 
 __all__ = ["ALL_FAULTS", "inject"]
