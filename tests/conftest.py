@@ -9,6 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# No example database in the working tree: tests leave no files outside their tmp dirs.
+settings.register_profile("visioncreator", database=None)
+settings.load_profile("visioncreator")
 
 # MCPServer's constructor calls logging.basicConfig with a rich INFO handler; a handler on the
 # root logger makes that call a no-op, so tests do not print every request.
