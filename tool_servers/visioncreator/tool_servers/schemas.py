@@ -24,6 +24,14 @@ Seed = Annotated[
     int | None, Field(default=None, ge=0, le=2**31 - 1, description="Same seed, same image. Omit for a fresh one.")
 ]
 Preview = Annotated[bool, Field(default=False, description="Also return a small inline PNG preview of the result.")]
+Steps = Annotated[
+    int | None,
+    Field(default=None, ge=1, le=1000, description="Denoising steps; omit for the model's default (real models only)."),
+]
+Guidance = Annotated[
+    float | None,
+    Field(default=None, ge=0.0, le=50.0, description="Guidance scale; omit for the model's default."),
+]
 
 TOOL_NAMES = ("text_to_image", "edit_image", "reference_to_image", "inspect_image")
 
@@ -39,6 +47,8 @@ class TextToImageInput(_Input):
     width: Size = 512
     height: Size = 512
     seed: Seed = None
+    steps: Steps = None
+    guidance: Guidance = None
     preview: Preview = False
 
 
@@ -50,6 +60,8 @@ class EditImageInput(_Input):
         str, Field(min_length=1, max_length=2000, description="The change to make, e.g. 'make the car blue'.")
     ]
     seed: Seed = None
+    steps: Steps = None
+    guidance: Guidance = None
     preview: Preview = False
 
 
@@ -64,6 +76,8 @@ class ReferenceToImageInput(_Input):
     width: Size = 512
     height: Size = 512
     seed: Seed = None
+    steps: Steps = None
+    guidance: Guidance = None
     preview: Preview = False
 
 

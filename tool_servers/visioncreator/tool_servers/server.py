@@ -39,6 +39,7 @@ from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceIm
 from visioncreator.tool_servers.errors import LimitExceededError, ToolServerError, UnknownHandleError
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
+    Guidance,
     Handle,
     ImageResult,
     InspectImageInput,
@@ -48,6 +49,7 @@ from visioncreator.tool_servers.schemas import (
     ReferenceToImageInput,
     Seed,
     Size,
+    Steps,
     TextToImageInput,
     UploadImageInput,
 )
@@ -285,7 +287,13 @@ def build_server(
 
     @server.tool(structured_output=True)
     async def text_to_image(
-        prompt: Prompt, width: Size = 512, height: Size = 512, seed: Seed = None, preview: Preview = False
+        prompt: Prompt,
+        width: Size = 512,
+        height: Size = 512,
+        seed: Seed = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        preview: Preview = False,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Make a new image from a text prompt.
 
@@ -297,12 +305,26 @@ def build_server(
         list it in your answer. The same prompt and seed give the same image; omit the seed for a new variation.
         Set preview=true to also get a small thumbnail to look at.
         """
-        args = _validate(TextToImageInput, prompt=prompt, width=width, height=height, seed=seed, preview=preview)
+        args = _validate(
+            TextToImageInput,
+            prompt=prompt,
+            width=width,
+            height=height,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            preview=preview,
+        )
         return await tools.run("text_to_image", lambda: tools.text_to_image(args))
 
     @server.tool(structured_output=True)
     async def edit_image(
-        image: Handle, instruction: _Instruction, seed: Seed = None, preview: Preview = False
+        image: Handle,
+        instruction: _Instruction,
+        seed: Seed = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
+        preview: Preview = False,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Change an existing image as an instruction says, keeping everything else the same.
 
@@ -311,7 +333,15 @@ def build_server(
         blue", "add a cat left of the dog", "remove the lamp", "turn it into a watercolor"). One change per
         call works best. Returns a NEW handle; the input image stays as it was.
         """
-        args = _validate(EditImageInput, image=image, instruction=instruction, seed=seed, preview=preview)
+        args = _validate(
+            EditImageInput,
+            image=image,
+            instruction=instruction,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            preview=preview,
+        )
         return await tools.run("edit_image", lambda: tools.edit_image(args))
 
     @server.tool(structured_output=True)
@@ -321,6 +351,8 @@ def build_server(
         width: Size = 512,
         height: Size = 512,
         seed: Seed = None,
+        steps: Steps = None,
+        guidance: Guidance = None,
         preview: Preview = False,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Make a new image whose subjects look the same as in the reference images.
@@ -337,6 +369,8 @@ def build_server(
             width=width,
             height=height,
             seed=seed,
+            steps=steps,
+            guidance=guidance,
             preview=preview,
         )
         return await tools.run("reference_to_image", lambda: tools.reference_to_image(args))
