@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ["torch", "diffusers", "transformers", "trl", "ray", "vllm", "datasets", "peft", "accelerate"]
 
@@ -38,3 +40,38 @@ def test_namespace_packages_resolve_from_their_folders() -> None:
     import visioncreator
 
     assert not hasattr(visioncreator, "__file__") or visioncreator.__file__ is None
+
+
+BLOCKER = """
+import sys
+HEAVY = {heavy!r}
+
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"{{name}} is blocked: the core install must not need it")
+        return None
+
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def test_offline_run_works_without_any_extra(tmp_path: Path) -> None:
+    """The offline default runs with every heavy extra unimportable, in the CLI and the tool server it spawns."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(BLOCKER.format(heavy=[*HEAVY, "cv2", "onnxruntime", "rapidocr_onnxruntime"]))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert "blocked" in probe.stderr, "the import blocker is not active"
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "visioncreator.graph", "run", "two green cups next to a red vase", "--n", "1",
+         "--fault-rate", "0.3", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["termination"] == "answered"
+    assert (out / "image_1.png").exists()
