@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ async def _run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
     if args.tools_url:
-        spec = ToolServerSpec(url=args.tools_url)
+        spec = ToolServerSpec(url=args.tools_url, token=os.environ.get("VISIONCREATOR_TOKEN"))
     else:
         store = str(Path(args.store) if args.store else out / "store")
         extra: list[str] = []
@@ -124,7 +125,11 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--seed", type=int, default=0, help="Seed of the run.")
     run.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
     run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
-    run.add_argument("--tools-url", help="Use a running tool server (streamable HTTP URL) instead of spawning one.")
+    run.add_argument(
+        "--tools-url",
+        help="Use a running tool server (streamable HTTP URL) instead of spawning one; "
+        "the bearer token, if any, comes from $VISIONCREATOR_TOKEN.",
+    )
     run.add_argument("--store", help="Image store folder for the spawned tool server (default OUT/store).")
     run.add_argument("--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image.")
     run.add_argument("--tool-log", help="Spawned tool server appends a JSON line per generated image here.")

@@ -56,6 +56,10 @@ class ToolServerSpec:
     """Extra environment for the spawned server."""
     url: str | None = None
     """Streamable HTTP endpoint, e.g. ``http://127.0.0.1:8765/mcp``."""
+    token: str | None = None
+    """Bearer token for a server started with ``--token``."""
+    max_event_bytes: int = 64 * 1024 * 1024
+    """Largest server-sent event accepted over HTTP: an image read is one event (the SDK's default is 1 MiB)."""
     call_timeout_s: float = 120.0
     """Timeout of one tool call."""
     connect_timeout_s: float = 60.0
@@ -91,7 +95,7 @@ class ToolClient:
         if self.server is not None:
             target = self.server
         elif spec.url:
-            target = spec.url
+            target = None  # made inside the exit stack below, which owns its HTTP client
         else:
             env = dict(spec.env) if spec.env else None
             target = StdioServerParameters(command=spec.command, args=list(spec.args), env=env)
@@ -99,6 +103,8 @@ class ToolClient:
         try:
             # The client's task group must not live inside a cancel scope we exit here, so the
             # connect timeout is the client's own request timeout (it bounds the handshake).
+            if target is None:
+                target = await _http_transport(spec, stack)
             client = Client(target, read_timeout_seconds=spec.connect_timeout_s)
             self._client = await stack.enter_async_context(client)
             with anyio.fail_after(spec.connect_timeout_s):
@@ -193,6 +199,18 @@ class ToolClient:
         with anyio.fail_after(self.timeout_s):
             result = await client.read_resource(uri)
         return list(result.contents)
+
+
+async def _http_transport(spec: ToolServerSpec, stack: AsyncExitStack) -> Any:
+    """Streamable HTTP with our token and event cap; the HTTP client closes with ``stack``."""
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+
+    assert spec.url is not None
+    headers = {"Authorization": f"Bearer {spec.token}"} if spec.token else None
+    timeout = httpx2.Timeout(spec.call_timeout_s, read=spec.call_timeout_s + 5.0)
+    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
+    return streamable_http_client(spec.url, http_client=http, max_sse_event_size=spec.max_event_bytes)
 
 
 def _describe(spec: ToolServerSpec) -> str:

@@ -8,6 +8,7 @@ import functools
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import anyio
 from pydantic import ValidationError
@@ -25,12 +26,58 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="HTTP interface (default 127.0.0.1; others need --token)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8765; 0 picks a free one)")
     parser.add_argument("--store", type=Path, help="image store directory (default: $VISIONCREATOR_STORE or cache)")
-    parser.add_argument("--fault-rate", type=float, help="synthetic back end fault probability (default 0)")
-    parser.add_argument("--latency", type=float, help="simulated seconds per generated image (default 0)")
-    parser.add_argument("--call-log", type=Path, help="append a JSON line per generated image to this file")
     parser.add_argument("--token", help="bearer token HTTP clients must send (default: none, loopback only)")
     parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+
+    backend = parser.add_argument_group("back end")
+    backend.add_argument("--backend", choices=("synthetic", "tiny", "diffusers"), help="image back end (synthetic)")
+    backend.add_argument("--fault-rate", type=float, help="synthetic back end fault probability (default 0)")
+    backend.add_argument("--latency", type=float, help="simulated seconds per generated image (default 0)")
+    backend.add_argument("--call-log", type=Path, help="append a JSON line per generated image to this file")
+    backend.add_argument("--registry", type=Path, help="diffusers model registry file (TOML; default: packaged)")
+    backend.add_argument("--device", help="torch device for diffusers, e.g. cuda, cuda:1, cpu (default: pick one)")
+    backend.add_argument("--dtype", choices=("auto", "float32", "float16", "bfloat16"), help="weights dtype (auto)")
+    backend.add_argument(
+        "--cpu-offload", action="store_true", default=None, help="offload idle sub-models to the CPU (saves GPU memory)"
+    )
+    backend.add_argument("--max-batch", type=int, help="most requests one pipeline call serves (default 8)")
+    backend.add_argument("--batch-wait-ms", type=float, help="longest a request waits to share a batch (default 20)")
+
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-steps", type=int, help="most denoising steps a caller may ask for (default 50)")
+    limits.add_argument("--max-concurrency", type=int, help="tool calls that run at once (default 8)")
+    limits.add_argument("--max-queue", type=int, help="tool calls that may wait; more are refused (default 64)")
+    limits.add_argument("--request-timeout", type=float, help="seconds one tool call may take (default 120)")
     return parser
+
+
+def _settings(options: argparse.Namespace) -> ServerSettings:
+    diffusion = {
+        "registry": options.registry,
+        "device": options.device,
+        "dtype": options.dtype,
+        "cpu_offload": options.cpu_offload,
+        "max_batch": options.max_batch,
+        "batch_wait_ms": options.batch_wait_ms,
+        # The server refuses steps over max_steps; the back end gets the same ceiling.
+        "max_steps": options.max_steps,
+    }
+    given: dict[str, Any] = {
+        "host": options.host,
+        "port": options.port,
+        "store_root": options.store,
+        "backend": options.backend,
+        "fault_rate": options.fault_rate,
+        "bearer_token": options.token,
+        "simulated_latency_s": options.latency,
+        "call_log": options.call_log,
+        "max_steps": options.max_steps,
+        "max_concurrency": options.max_concurrency,
+        "max_queue": options.max_queue,
+        "request_timeout_s": options.request_timeout,
+        "diffusion": {key: value for key, value in diffusion.items() if value is not None},
+    }
+    return ServerSettings.model_validate({key: value for key, value in given.items() if value is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,17 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=options.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    given = {
-        "host": options.host,
-        "port": options.port,
-        "store_root": options.store,
-        "fault_rate": options.fault_rate,
-        "bearer_token": options.token,
-        "simulated_latency_s": options.latency,
-        "call_log": options.call_log,
-    }
     try:
-        settings = ServerSettings(**{key: value for key, value in given.items() if value is not None})
+        settings = _settings(options)
     except ValidationError as exc:
         # Messages only: pydantic's full text would echo the inputs, the token among them.
         parser.error("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()))

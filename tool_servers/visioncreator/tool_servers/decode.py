@@ -16,7 +16,7 @@ from PIL import Image
 
 from visioncreator.tool_servers.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError
 
-__all__ = ["DEFAULT_FORMATS", "decode_image", "sniff_format"]
+__all__ = ["DEFAULT_FORMATS", "decode_image", "format_refusal", "sniff_format"]
 
 DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 
@@ -41,6 +41,24 @@ def sniff_format(data: bytes) -> str | None:
     if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def format_refusal(fmt: str | None, allowed: Collection[str]) -> str:
+    """The error message for bytes whose format is unknown or not allowed.
+
+    Args:
+        fmt: What ``sniff_format`` found (``None`` when nothing it knows).
+        allowed: The accepted format names.
+
+    Returns:
+        A message that names the setting (``allowed_input_formats``) and the accepted formats.
+
+    """
+    names = ", ".join(sorted(allowed))
+    found = "an unknown format" if fmt is None else fmt
+    return (
+        f"not a supported image: found {found}, expected one of {names} (checked by magic bytes; allowed_input_formats)"
+    )
 
 
 def decode_image(
@@ -74,8 +92,7 @@ def decode_image(
         raise ImageTooLargeError(f"image is {len(data)} bytes, over the limit max_input_bytes {max_bytes}")
     fmt = sniff_format(data)
     if fmt is None or fmt not in allowed:
-        names = ", ".join(sorted(allowed))
-        raise UnsupportedImageError(f"not a supported image: expected one of {names} (checked by magic bytes)")
+        raise UnsupportedImageError(format_refusal(fmt, allowed))
     try:
         # Turn Pillow's own bomb warning into an error: it must never decode past our check.
         with warnings.catch_warnings():

@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.tool_servers.scene import SceneObject
+from visioncreator.tool_servers.scene import Box, SceneObject
 
 HANDLE_PATTERN = r"^img_[0-9a-f]{24}$"
 Handle = Annotated[
@@ -120,6 +120,75 @@ class Answer(BaseModel):
     answer: str
 
 
+class ColorShare(BaseModel):
+    """One dominant colour of an image."""
+
+    name: str = Field(description="Nearest colour name from the tool's colour vocabulary, e.g. 'blue'.")
+    fraction: float = Field(ge=0.0, le=1.0, description="Share of the image's pixels nearest this colour, 0 to 1.")
+
+
+class ColorStats(BaseModel):
+    """Colour statistics of a whole image."""
+
+    dominant: list[ColorShare] = Field(description="Most common colours, largest share first.")
+    brightness: float = Field(ge=0.0, le=1.0, description="Mean luminance: 0 is black, 1 is white.")
+    contrast: float = Field(ge=0.0, le=1.0, description="Standard deviation of luminance; below 0.05 is nearly flat.")
+    saturation: float = Field(ge=0.0, le=1.0, description="Mean colour saturation: 0 is grey, 1 is vivid.")
+
+
+class TextLine(BaseModel):
+    """One line of text read from an image by OCR."""
+
+    text: str
+    confidence: float = Field(ge=0.0, le=1.0, description="OCR confidence, 0 to 1.")
+    box: Box = Field(description="Where the line is, in pixels: x0, y0, x1, y1.")
+
+
+class Region(BaseModel):
+    """A detected face or person."""
+
+    box: Box = Field(description="Bounding box in pixels: x0, y0, x1, y1.")
+    score: float | None = Field(default=None, description="Detector score where it gives one; higher is surer.")
+
+
+class ImageLabel(BaseModel):
+    """One ImageNet class the classifier sees in the image."""
+
+    name: str = Field(description="ImageNet class name, or 'imagenet:<index>' when the names are not installed.")
+    index: int = Field(ge=0, le=999, description="ImageNet-1k class index.")
+    probability: float = Field(ge=0.0, le=1.0)
+
+
+class ImageAnalysis(BaseModel):
+    """What off-the-shelf detectors found in an image that has no ground truth.
+
+    A field is null when its detector did not run; see ``detectors`` for why.
+    """
+
+    colors: ColorStats | None = Field(default=None, description="Colour statistics.")
+    text: list[TextLine] | None = Field(default=None, description="Text lines read by OCR; empty when none found.")
+    faces: list[Region] | None = Field(
+        default=None, description="Frontal faces found; small or turned faces are missed."
+    )
+    people: list[Region] | None = Field(
+        default=None, description="Whole standing people found; close-ups and seated people are often missed."
+    )
+    labels: list[ImageLabel] | None = Field(
+        default=None,
+        description="Top ImageNet classes, most likely first: a hint of the subject, not a list of objects.",
+    )
+    quality: float | None = Field(
+        default=None,
+        description="BRISQUE no-reference quality score from 0 (clean) to 100 (very distorted: noise, blur, "
+        "artefacts); natural photos score roughly 10 to 40.",
+    )
+    detectors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each detector's status: 'ok', 'absent' (not installed) or 'error: <message>'.",
+    )
+    detector_s: dict[str, float] = Field(default_factory=dict, description="Seconds each detector took.")
+
+
 class InspectResult(BaseModel):
     """What ``inspect_image`` sees in an image."""
 
@@ -137,4 +206,9 @@ class InspectResult(BaseModel):
         default=True,
         description="False when the backend cannot analyse this image (e.g. an uploaded photo): "
         "the objects list is then empty, not a claim that the image is empty.",
+    )
+    analysis: ImageAnalysis | None = Field(
+        default=None,
+        description="For an image without ground truth (known=false): what generic detectors found. "
+        "Less exact than ground truth.",
     )

@@ -8,6 +8,9 @@ Design choices:
 - Every failure a caller can cause becomes a ``ToolError`` whose message says what was wrong
   and what to do; an unexpected back-end exception becomes a short ``ToolError`` too, so the
   server never crashes on a call.
+- Admission control: at most ``max_concurrency`` calls run and ``max_queue`` wait; a call beyond
+  that is refused at once (before any await) with a tool error naming ``max_queue``, so a flood
+  of calls gets fast answers instead of piling up work that would time out anyway.
 - The back end is awaited directly: the synthetic back end renders in milliseconds, and a
   heavy back end (diffusers) owns its own thread or process offloading. The store's PNG
   encode, decode and file I/O run in a worker thread (``anyio.to_thread``) because they grow
@@ -16,27 +19,22 @@ Design choices:
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import io
-import json
+import inspect
 import logging
-import secrets
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent, ToolAnnotations
-from PIL import Image
+from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
-from visioncreator.tool_servers.errors import LimitExceededError, ToolServerError, UnknownHandleError
+from visioncreator.tool_servers.backend import ImageBackend
+from visioncreator.tool_servers.errors import (
+    UnknownHandleError,
+)
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     Guidance,
@@ -55,12 +53,14 @@ from visioncreator.tool_servers.schemas import (
 )
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore
+from visioncreator.tool_servers.tools import ToolRunner, default_backend
 
 __all__ = ["SERVER_NAME", "build_server"]
 
 SERVER_NAME = "visioncreator-tools"
 _log = logging.getLogger(__name__)
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
+_FnT = TypeVar("_FnT", bound=Callable[..., Any])
 
 # Inline field types of schemas.py, spelled once more here so the tool signatures match the
 # input models field for field (a test compares the published schemas with the models').
@@ -79,181 +79,26 @@ _UploadData = Annotated[str, Field(min_length=1, description="The image file, ba
 _MAX_ERROR_DETAIL = 300
 
 
-def _default_backend(settings: ServerSettings) -> ImageBackend:
-    if settings.backend != "synthetic":
-        raise ValueError(f"unknown backend {settings.backend!r}: pass an ImageBackend to build_server")
-    # Imported here so that importing the server module stays cheap.
-    from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
-
-    if settings.fault_types is None:
-        return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate))
-    return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate, fault_types=settings.fault_types))
-
-
-class _Tools:
-    """The tool implementations, shared by the registered tool functions."""
-
-    def __init__(self, settings: ServerSettings, backend: ImageBackend, store: ImageStore) -> None:
-        self.settings = settings
-        self.backend = backend
-        self.store = store
-        self._slots = asyncio.Semaphore(settings.max_concurrency)
-
-    async def run(self, tool: str, work: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
-        """Run one call under the concurrency cap and timeout, mapping every failure to a ToolError."""
-        async with self._slots:
-            try:
-                async with asyncio.timeout(self.settings.request_timeout_s):
-                    return await work()
-            except ToolError:
-                raise
-            except ToolServerError as exc:
-                raise ToolError(str(exc)) from exc
-            except TimeoutError as exc:
-                raise ToolError(
-                    f"{tool} timed out after {self.settings.request_timeout_s:g} s (request_timeout_s); "
-                    "try a smaller image or a simpler request"
-                ) from exc
-            except Exception as exc:
-                _log.exception("%s failed in back end %s", tool, self.backend.name)
-                detail = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_DETAIL]
-                raise ToolError(f"{tool} failed in the {self.backend.name} back end: {detail}") from exc
-
-    def check_size(self, width: int, height: int) -> None:
-        """Reject sizes over the server's limits, naming the limit."""
-        limits = self.settings
-        if width > limits.max_width:
-            raise LimitExceededError(f"width {width} exceeds max_width {limits.max_width}")
-        if height > limits.max_height:
-            raise LimitExceededError(f"height {height} exceeds max_height {limits.max_height}")
-        if width * height > limits.max_pixels:
-            raise LimitExceededError(
-                f"width x height = {width}x{height} = {width * height} pixels exceeds max_pixels {limits.max_pixels}"
-            )
-
-    async def source(self, handle: str) -> SourceImage:
-        """Load a stored image for a back end."""
-        stored, image = await anyio.to_thread.run_sync(self.store.load, handle)
-        return SourceImage(handle=handle, image=image, truth=stored.truth)
-
-    async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
-        """Store a generated image and build the tool result."""
-        image = generated.image
-        self.check_size(image.width, image.height)
-        if self.settings.simulated_latency_s:
-            await asyncio.sleep(self.settings.simulated_latency_s)
-        stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
-        if self.settings.call_log is not None:
-            await anyio.to_thread.run_sync(self._log_call, tool, stored.handle, generated.seed)
-        result = ImageResult(
-            handle=stored.handle,
-            width=stored.width,
-            height=stored.height,
-            mime_type=stored.mime_type,
-            bytes=stored.bytes,
-            seed=generated.seed,
-            tool=tool,
-            uri=f"image://{stored.handle}",
-            generator_s=generator_s,
-        )
-        thumbnail = await anyio.to_thread.run_sync(self._preview, image) if preview else None
-        return _result(result, thumbnail)
-
-    def _log_call(self, tool: str, handle: str, seed: int) -> None:
-        assert self.settings.call_log is not None
-        line = json.dumps({"tool": tool, "handle": handle, "seed": seed, "time": time.time()})
-        with self.settings.call_log.open("a") as log:
-            log.write(line + "\n")
-
-    def _preview(self, image: Image.Image) -> ImageContent:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((self.settings.preview_size, self.settings.preview_size))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="PNG")
-        return ImageContent(
-            type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
-        )
-
-    async def text_to_image(self, args: TextToImageInput) -> CallToolResult:
-        self.check_size(args.width, args.height)
-        _check_text("prompt", args.prompt)
-        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        started = time.perf_counter()
-        generated = await self.backend.text_to_image(args)
-        return await self.finish("text_to_image", generated, args.preview, time.perf_counter() - started)
-
-    async def edit_image(self, args: EditImageInput) -> CallToolResult:
-        _check_text("instruction", args.instruction)
-        source = await self.source(args.image)
-        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        started = time.perf_counter()
-        generated = await self.backend.edit_image(args, source)
-        return await self.finish("edit_image", generated, args.preview, time.perf_counter() - started)
-
-    async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
-        self.check_size(args.width, args.height)
-        _check_text("prompt", args.prompt)
-        references = [await self.source(handle) for handle in args.references]
-        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        started = time.perf_counter()
-        generated = await self.backend.reference_to_image(args, references)
-        return await self.finish("reference_to_image", generated, args.preview, time.perf_counter() - started)
-
-    async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
-        source = await self.source(args.image)
-        started = time.perf_counter()
-        result = await self.backend.inspect_image(args, source)
-        result = result.model_copy(update={"generator_s": time.perf_counter() - started})
-        return _result(result, None)
-
-    async def upload_image(self, args: UploadImageInput) -> CallToolResult:
-        limit = self.settings.max_input_bytes
-        # Refuse before decoding base64: 4 characters carry 3 bytes.
-        if len(args.data) // 4 * 3 > limit + 3:
-            raise LimitExceededError(
-                f"upload is about {len(args.data) // 4 * 3} bytes, over the limit max_input_bytes {limit}"
-            )
-        try:
-            data = base64.b64decode(args.data, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise ToolError("data is not valid base64: send the image file's bytes base64-encoded") from exc
-        stored = await anyio.to_thread.run_sync(self.store.put_bytes, data)
-        result = ImageResult(
-            handle=stored.handle,
-            width=stored.width,
-            height=stored.height,
-            mime_type=stored.mime_type,
-            bytes=stored.bytes,
-            seed=0,
-            tool="upload_image",
-            uri=f"image://{stored.handle}",
-        )
-        return _result(result, None)
-
-
-def _resolve_seed(seed: int | None) -> int:
-    return secrets.randbelow(2**31) if seed is None else seed
-
-
-def _check_text(name: str, value: str) -> None:
-    if not value.strip():
-        raise ToolError(f"{name} is empty: describe what you want in words")
-
-
-def _result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolResult:
-    structured = model.model_dump(mode="json")
-    content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured))]
-    if thumbnail is not None:
-        content.append(thumbnail)
-    return CallToolResult(content=content, structured_content=structured)
-
-
 def _validate(model: type[_ModelT], **fields: Any) -> _ModelT:
     try:
         return model(**fields)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
         raise ToolError(f"invalid arguments: {problems}") from exc
+
+
+def _tool(server: MCPServer, annotations: ToolAnnotations | None = None) -> Callable[[_FnT], _FnT]:
+    """Register a tool whose description is its docstring without the source indentation.
+
+    The description is the text the model reads on every turn: indentation would only cost tokens.
+    """
+
+    def register(fn: _FnT) -> _FnT:
+        description = inspect.cleandoc(fn.__doc__ or "")
+        server.tool(description=description, annotations=annotations, structured_output=True)(fn)
+        return fn
+
+    return register
 
 
 def build_server(
@@ -274,8 +119,9 @@ def build_server(
         settings.store_root,
         max_input_bytes=settings.max_input_bytes,
         max_decoded_pixels=settings.max_decoded_pixels,
+        allowed_formats=settings.allowed_input_formats,
     )
-    tools = _Tools(settings, backend or _default_backend(settings), store)
+    tools = ToolRunner(settings, backend or default_backend(settings), store)
     server = MCPServer(
         SERVER_NAME,
         instructions=(
@@ -285,7 +131,7 @@ def build_server(
         ),
     )
 
-    @server.tool(structured_output=True)
+    @_tool(server)
     async def text_to_image(
         prompt: Prompt,
         width: Size = 512,
@@ -317,7 +163,7 @@ def build_server(
         )
         return await tools.run("text_to_image", lambda: tools.text_to_image(args))
 
-    @server.tool(structured_output=True)
+    @_tool(server)
     async def edit_image(
         image: Handle,
         instruction: _Instruction,
@@ -344,7 +190,7 @@ def build_server(
         )
         return await tools.run("edit_image", lambda: tools.edit_image(args))
 
-    @server.tool(structured_output=True)
+    @_tool(server)
     async def reference_to_image(
         prompt: Prompt,
         references: _References,
@@ -375,7 +221,7 @@ def build_server(
         )
         return await tools.run("reference_to_image", lambda: tools.reference_to_image(args))
 
-    @server.tool(structured_output=True, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    @_tool(server, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
     async def inspect_image(image: Handle, questions: _Questions) -> Annotated[CallToolResult, InspectResult]:
         """Look at an image and report what is in it.
 
@@ -383,13 +229,15 @@ def build_server(
         objects per kind, the rendered text, the style and the background, and answers to your optional
         questions. Use it to check each new image against the request before you accept it, and to compare
         images of a multi-image task: the same identity means the same individual, a different one is
-        identity drift. known=false means the image cannot be analysed (an uploaded photo, say): its empty
-        object list then says nothing about the image.
+        identity drift. known=false means the objects cannot be listed (an uploaded photo, a real generated
+        image): the empty object list then says nothing about the image; look at `analysis` instead, which
+        holds what offline detectors found (dominant colours, text read by OCR, faces and people, ImageNet
+        labels, a quality score) and which detectors ran.
         """
         args = _validate(InspectImageInput, image=image, questions=questions)
         return await tools.run("inspect_image", lambda: tools.inspect_image(args))
 
-    @server.tool(structured_output=True)
+    @_tool(server)
     async def upload_image(data: _UploadData) -> Annotated[CallToolResult, ImageResult]:
         """Add an image file to the image store and get its handle.
 

@@ -5,13 +5,20 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from visioncreator.tool_servers.diffusion.settings import DiffusionSettings
 from visioncreator.tool_servers.scene import FaultType
 
-__all__ = ["STORE_ENV", "ServerSettings", "default_store_root", "is_loopback"]
+__all__ = ["STORE_ENV", "BackendKind", "ImageFormat", "ServerSettings", "default_store_root", "is_loopback"]
+
+BackendKind = Literal["synthetic", "tiny", "diffusers"]
+"""The image back ends a server can build by name."""
+
+ImageFormat = Literal["PNG", "JPEG", "WEBP"]
+"""Upload formats the safe decoder knows, recognised by their magic bytes."""
 
 STORE_ENV = "VISIONCREATOR_STORE"
 """Environment variable that overrides the default image store directory."""
@@ -48,7 +55,16 @@ class ServerSettings(BaseModel):
         default_factory=default_store_root,
         description=f"Directory of the content-addressed image store (env {STORE_ENV} overrides the default).",
     )
-    backend: str = Field(default="synthetic", description="Image back end used when none is passed in.")
+    backend: BackendKind = Field(
+        default="synthetic",
+        description="Image back end built when none is passed in: synthetic (procedural, with ground truth), tiny "
+        "(random-weight diffusers pipelines, for CPU tests) or diffusers (real models from the registry).",
+    )
+    diffusion: DiffusionSettings = Field(
+        default_factory=DiffusionSettings,
+        description="How the tiny and diffusers back ends load and batch pipelines (registry, device, dtype, "
+        "offload, max_batch, batch_wait_ms).",
+    )
     fault_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability that the synthetic back end injects a fault."
     )
@@ -58,17 +74,33 @@ class ServerSettings(BaseModel):
     max_width: int = Field(default=2048, ge=1, description="Largest width a tool may be asked for, in pixels.")
     max_height: int = Field(default=2048, ge=1, description="Largest height a tool may be asked for, in pixels.")
     max_pixels: int = Field(default=4_194_304, ge=1, description="Largest width * height a tool may be asked for.")
+    max_steps: int = Field(
+        default=50, ge=1, le=1000, description="Most denoising steps a caller may ask for (the steps argument)."
+    )
     max_input_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1, description="Largest uploaded image file, in bytes (before base64)."
     )
     max_decoded_pixels: int = Field(
         default=40_000_000, ge=1, description="Largest width * height of an uploaded image, checked before decoding."
     )
+    allowed_input_formats: tuple[ImageFormat, ...] = Field(
+        default=("PNG", "JPEG", "WEBP"),
+        min_length=1,
+        description="Upload formats accepted, recognised by magic bytes (never by name or MIME type).",
+    )
     preview_size: int = Field(default=128, ge=16, le=1024, description="Longest side of inline previews, in pixels.")
     bearer_token: str | None = Field(
         default=None, min_length=16, description="Token HTTP clients must send as 'Authorization: Bearer <token>'."
     )
-    max_concurrency: int = Field(default=8, ge=1, description="Tool calls that may run at once; the rest wait.")
+    max_concurrency: int = Field(
+        default=8, ge=1, description="Tool calls that may run at once; the rest wait (up to max_queue)."
+    )
+    max_queue: int = Field(
+        default=64,
+        ge=0,
+        description="Tool calls that may wait for a free slot; a call beyond running plus waiting is refused at "
+        "once with a tool error, so a flood cannot pile up unbounded work.",
+    )
     request_timeout_s: float = Field(
         default=120.0, gt=0, description="Seconds one tool call may take before it fails with a timeout."
     )

@@ -14,13 +14,14 @@ import io
 import os
 import re
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
-from visioncreator.tool_servers.decode import decode_image
+from visioncreator.tool_servers.decode import DEFAULT_FORMATS, decode_image
 from visioncreator.tool_servers.errors import UnknownHandleError
 from visioncreator.tool_servers.scene import GroundTruth
 from visioncreator.tool_servers.schemas import HANDLE_PATTERN
@@ -60,14 +61,23 @@ class ImageStore:
         root: Directory that holds the images; created if missing.
         max_input_bytes: Largest upload ``put_bytes`` accepts.
         max_decoded_pixels: Largest ``width * height`` ``put_bytes`` accepts.
+        allowed_formats: Upload formats ``put_bytes`` accepts, by magic bytes.
 
     """
 
-    def __init__(self, root: Path, *, max_input_bytes: int = 20 * 1024 * 1024, max_decoded_pixels: int = 40_000_000):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_input_bytes: int = 20 * 1024 * 1024,
+        max_decoded_pixels: int = 40_000_000,
+        allowed_formats: Collection[str] = DEFAULT_FORMATS,
+    ) -> None:
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.max_input_bytes = max_input_bytes
         self.max_decoded_pixels = max_decoded_pixels
+        self.allowed_formats = tuple(allowed_formats)
 
     def put(self, image: Image.Image, truth: GroundTruth | None = None) -> StoredImage:
         """Store an image (as RGB PNG) with its optional ground truth.
@@ -103,11 +113,13 @@ class ImageStore:
 
         Raises:
             ImageTooLargeError: Over ``max_input_bytes`` or ``max_decoded_pixels``.
-            UnsupportedImageError: Not a PNG, JPEG or WEBP file.
+            UnsupportedImageError: Not a file of ``allowed_formats``.
             CorruptImageError: The file does not decode.
 
         """
-        image = decode_image(data, max_bytes=self.max_input_bytes, max_pixels=self.max_decoded_pixels)
+        image = decode_image(
+            data, max_bytes=self.max_input_bytes, max_pixels=self.max_decoded_pixels, allowed=self.allowed_formats
+        )
         return self.put(image, _truth_from_info(image))
 
     def get(self, handle: str) -> StoredImage:

@@ -29,3 +29,9 @@ class DiffusionSettings(BaseModel):
         default=20.0, ge=0.0, le=5000.0, description="Longest a request waits for others to share its batch."
     )
     max_steps: int = Field(default=50, ge=1, le=1000, description="Most denoising steps a caller may ask for.")
+    torch_threads: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="CPU threads torch may use (process-wide, set when a pipeline loads); None keeps torch's default.",
+    )

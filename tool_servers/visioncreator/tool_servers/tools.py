@@ -1,0 +1,260 @@
+"""What the tools do, below the MCP layer: limits, admission control, seeds, storage, results.
+
+``server.py`` registers the MCP tool functions (their signatures and model-facing docstrings)
+and hands every call to a :class:`ToolRunner`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import io
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+import anyio
+import anyio.to_thread
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
+from PIL import Image
+from pydantic import BaseModel
+
+from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
+from visioncreator.tool_servers.decode import format_refusal, sniff_format
+from visioncreator.tool_servers.errors import (
+    LimitExceededError,
+    ToolServerError,
+    UnsupportedImageError,
+)
+from visioncreator.tool_servers.schemas import (
+    EditImageInput,
+    ImageResult,
+    InspectImageInput,
+    ReferenceToImageInput,
+    TextToImageInput,
+    UploadImageInput,
+)
+from visioncreator.tool_servers.settings import ServerSettings
+from visioncreator.tool_servers.store import ImageStore
+
+__all__ = ["ToolRunner", "default_backend", "tool_result"]
+
+_log = logging.getLogger("visioncreator.tool_servers.server")
+_MAX_ERROR_DETAIL = 300
+
+
+def default_backend(settings: ServerSettings) -> ImageBackend:
+    """The back end ``settings.backend`` names."""
+    # Imported here so that importing the server module stays cheap (the diffusion back ends
+    # load torch and diffusers when they are built, not when this module is imported).
+    if settings.backend in ("tiny", "diffusers"):
+        from visioncreator.tool_servers.diffusion import make_backend
+
+        return make_backend(settings.backend, settings.diffusion)
+    from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+
+    if settings.fault_types is None:
+        return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate))
+    return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate, fault_types=settings.fault_types))
+
+
+class ToolRunner:
+    """The tool implementations, shared by the registered tool functions."""
+
+    def __init__(self, settings: ServerSettings, backend: ImageBackend, store: ImageStore) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.store = store
+        self._slots = asyncio.Semaphore(settings.max_concurrency)
+        # Calls running plus calls waiting for a slot. Checked and bumped with no await in
+        # between, so on one event loop the count is exact.
+        self._admitted = 0
+
+    async def run(self, tool: str, work: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
+        """Run one call under admission control, the concurrency cap and the timeout.
+
+        Every failure becomes a ToolError; a call that would make the queue longer than
+        ``max_queue`` is refused before it waits.
+        """
+        running, waiting = self.settings.max_concurrency, self.settings.max_queue
+        if self._admitted >= running + waiting:
+            raise ToolError(
+                f"{tool} refused: the server is busy (all max_concurrency {running} slots running and the "
+                f"queue full at max_queue {waiting}); retry in a moment"
+            )
+        self._admitted += 1
+        try:
+            async with self._slots:
+                return await self._run_admitted(tool, work)
+        finally:
+            self._admitted -= 1
+
+    async def _run_admitted(self, tool: str, work: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
+        try:
+            async with asyncio.timeout(self.settings.request_timeout_s):
+                return await work()
+        except ToolError:
+            raise
+        except ToolServerError as exc:
+            raise ToolError(str(exc)) from exc
+        except TimeoutError as exc:
+            raise ToolError(
+                f"{tool} timed out after {self.settings.request_timeout_s:g} s (request_timeout_s); "
+                "try a smaller image or a simpler request"
+            ) from exc
+        except Exception as exc:
+            _log.exception("%s failed in back end %s", tool, self.backend.name)
+            detail = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_DETAIL]
+            raise ToolError(f"{tool} failed in the {self.backend.name} back end: {detail}") from exc
+
+    def check_steps(self, steps: int | None) -> None:
+        """Reject a denoising step count over ``max_steps``."""
+        if steps is not None and steps > self.settings.max_steps:
+            raise LimitExceededError(
+                f"steps {steps} exceeds max_steps {self.settings.max_steps}: ask for fewer steps or omit steps"
+            )
+
+    def check_size(self, width: int, height: int) -> None:
+        """Reject sizes over the server's limits, naming the limit."""
+        limits = self.settings
+        if width > limits.max_width:
+            raise LimitExceededError(f"width {width} exceeds max_width {limits.max_width}")
+        if height > limits.max_height:
+            raise LimitExceededError(f"height {height} exceeds max_height {limits.max_height}")
+        if width * height > limits.max_pixels:
+            raise LimitExceededError(
+                f"width x height = {width}x{height} = {width * height} pixels exceeds max_pixels {limits.max_pixels}"
+            )
+
+    async def source(self, handle: str) -> SourceImage:
+        """Load a stored image for a back end."""
+        stored, image = await anyio.to_thread.run_sync(self.store.load, handle)
+        return SourceImage(handle=handle, image=image, truth=stored.truth)
+
+    async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
+        """Store a generated image and build the tool result."""
+        image = generated.image
+        self.check_size(image.width, image.height)
+        if self.settings.simulated_latency_s:
+            await asyncio.sleep(self.settings.simulated_latency_s)
+        stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
+        if self.settings.call_log is not None:
+            await anyio.to_thread.run_sync(self._log_call, tool, stored.handle, generated.seed)
+        result = ImageResult(
+            handle=stored.handle,
+            width=stored.width,
+            height=stored.height,
+            mime_type=stored.mime_type,
+            bytes=stored.bytes,
+            seed=generated.seed,
+            tool=tool,
+            uri=f"image://{stored.handle}",
+            generator_s=generator_s,
+        )
+        thumbnail = await anyio.to_thread.run_sync(self._preview, image) if preview else None
+        return tool_result(result, thumbnail)
+
+    def _log_call(self, tool: str, handle: str, seed: int) -> None:
+        assert self.settings.call_log is not None
+        line = json.dumps({"tool": tool, "handle": handle, "seed": seed, "time": time.time()})
+        with self.settings.call_log.open("a") as log:
+            log.write(line + "\n")
+
+    def _preview(self, image: Image.Image) -> ImageContent:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((self.settings.preview_size, self.settings.preview_size))
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="PNG")
+        return ImageContent(
+            type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
+        )
+
+    async def text_to_image(self, args: TextToImageInput) -> CallToolResult:
+        """Check limits, resolve the seed, generate and store."""
+        self.check_size(args.width, args.height)
+        self.check_steps(args.steps)
+        _check_text("prompt", args.prompt)
+        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
+        started = time.perf_counter()
+        generated = await self.backend.text_to_image(args)
+        return await self.finish("text_to_image", generated, args.preview, time.perf_counter() - started)
+
+    async def edit_image(self, args: EditImageInput) -> CallToolResult:
+        """Check limits, load the source, edit and store."""
+        self.check_steps(args.steps)
+        _check_text("instruction", args.instruction)
+        source = await self.source(args.image)
+        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
+        started = time.perf_counter()
+        generated = await self.backend.edit_image(args, source)
+        return await self.finish("edit_image", generated, args.preview, time.perf_counter() - started)
+
+    async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
+        """Check limits, load the references, generate and store."""
+        self.check_size(args.width, args.height)
+        self.check_steps(args.steps)
+        _check_text("prompt", args.prompt)
+        references = [await self.source(handle) for handle in args.references]
+        args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
+        started = time.perf_counter()
+        generated = await self.backend.reference_to_image(args, references)
+        return await self.finish("reference_to_image", generated, args.preview, time.perf_counter() - started)
+
+    async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
+        """Describe a stored image."""
+        source = await self.source(args.image)
+        started = time.perf_counter()
+        result = await self.backend.inspect_image(args, source)
+        result = result.model_copy(update={"generator_s": time.perf_counter() - started})
+        return tool_result(result, None)
+
+    async def upload_image(self, args: UploadImageInput) -> CallToolResult:
+        """Check and store an uploaded image file."""
+        limit = self.settings.max_input_bytes
+        # Refuse before decoding base64: 4 characters carry 3 bytes.
+        if len(args.data) // 4 * 3 > limit + 3:
+            raise LimitExceededError(
+                f"upload is about {len(args.data) // 4 * 3} bytes, over the limit max_input_bytes {limit}"
+            )
+        try:
+            data = base64.b64decode(args.data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ToolError("data is not valid base64: send the image file's bytes base64-encoded") from exc
+        allowed = self.settings.allowed_input_formats
+        # Magic bytes first, here as in the decoder: a refused format never reaches a worker thread.
+        if (found := sniff_format(data[:16])) not in allowed:
+            raise UnsupportedImageError(format_refusal(found, allowed))
+        stored = await anyio.to_thread.run_sync(self.store.put_bytes, data)
+        result = ImageResult(
+            handle=stored.handle,
+            width=stored.width,
+            height=stored.height,
+            mime_type=stored.mime_type,
+            bytes=stored.bytes,
+            seed=0,
+            tool="upload_image",
+            uri=f"image://{stored.handle}",
+        )
+        return tool_result(result, None)
+
+
+def _resolve_seed(seed: int | None) -> int:
+    return secrets.randbelow(2**31) if seed is None else seed
+
+
+def _check_text(name: str, value: str) -> None:
+    if not value.strip():
+        raise ToolError(f"{name} is empty: describe what you want in words")
+
+
+def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolResult:
+    """A tool result with structured output, its JSON as text, and an optional thumbnail."""
+    structured = model.model_dump(mode="json")
+    content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured))]
+    if thumbnail is not None:
+        content.append(thumbnail)
+    return CallToolResult(content=content, structured_content=structured)
