@@ -161,3 +161,25 @@ def test_bad_arguments_give_a_clear_error(tmp_path: Path) -> None:
     assert refused.returncode == 1
     assert "refused the input image" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.diffusers
+def test_run_with_real_diffusers_pipelines(tmp_path: Path) -> None:
+    """The same agent over the tiny back end: real diffusers pipelines behind the MCP tools."""
+    pytest.importorskip("diffusers")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [*CLI, "run", "a red car next to a blue bench", "--backend", "tiny", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300, check=False, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert trajectory["termination"] == "answered"
+    assert trajectory["truths"] == {}  # real images carry no synthetic ground truth
+    looks = [c for c in trajectory["tool_calls"] if c["name"] == "inspect_image"]
+    assert looks
+    assert looks[0]["result"]["known"] is False
+    assert looks[0]["result"]["analysis"]["colors"]
+    with Image.open(out / "image_1.png") as image:  # noqa: TID251 - our own output, in a test
+        assert image.size == (512, 512)

@@ -60,7 +60,7 @@ async def _run(args: argparse.Namespace) -> int:
         spec = ToolServerSpec(url=args.tools_url, token=os.environ.get("VISIONCREATOR_TOKEN"))
     else:
         store = str(Path(args.store) if args.store else out / "store")
-        extra: list[str] = []
+        extra: list[str] = ["--backend", args.backend]
         if args.tool_latency:
             extra += ["--latency", str(args.tool_latency)]
         if args.tool_log:
@@ -100,7 +100,7 @@ async def _run(args: argparse.Namespace) -> int:
     trajectory = build_trajectory(
         result.state, thread_id=result.thread_id, wall_s=result.wall_s, truths=truths,
         config={"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
-                "fault_rate": args.fault_rate, "policy": "expert"},
+                "fault_rate": args.fault_rate, "policy": "expert", "backend": args.backend},
     )  # fmt: skip
     (out / "trajectory.json").write_text(trajectory.model_dump_json(indent=1))
     (out / "report.html").write_text(render_report(trajectory))
@@ -131,6 +131,13 @@ def _run_parser(sub: Any) -> None:
         "the bearer token, if any, comes from $VISIONCREATOR_TOKEN.",
     )
     run.add_argument("--store", help="Image store folder for the spawned tool server (default OUT/store).")
+    run.add_argument(
+        "--backend",
+        choices=["synthetic", "tiny", "diffusers"],
+        default="synthetic",
+        help="Image back end of the spawned tool server: synthetic (default, with ground truth), tiny (random "
+        "diffusers pipelines, CPU) or diffusers (the models of the registry; needs the diffusers extra).",
+    )
     run.add_argument("--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image.")
     run.add_argument("--tool-log", help="Spawned tool server appends a JSON line per generated image here.")
     run.add_argument("--checkpoint", help="SQLite checkpoint file (default OUT/checkpoints.sqlite).")
