@@ -7,6 +7,7 @@ that is not on disk fails at once with a message that says how to get it.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,12 @@ class PipelineCache:
 
         if self._settings.torch_threads is not None:
             torch.set_num_threads(self._settings.torch_threads)
+        # Loading bars would clutter a server's log (and a benchmark's output) on every load.
+        diffusers.utils.logging.disable_progress_bar()
+        with contextlib.suppress(ImportError):
+            import transformers
+
+            transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         pipeline_class = getattr(diffusers, entry.pipeline, None)
         if pipeline_class is None or not hasattr(pipeline_class, "from_pretrained"):
             raise ToolServerError(

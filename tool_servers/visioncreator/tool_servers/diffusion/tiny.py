@@ -17,6 +17,7 @@ Three tools, two saved pipelines:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,6 +139,11 @@ def _save_pipelines(root: Path) -> None:
         "feature_extractor": None,
         "requires_safety_checker": False,
     }
+    diffusers.utils.logging.disable_progress_bar()
+    with contextlib.suppress(ImportError):
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     diffusers.StableDiffusionPipeline(unet=_unet(4), **shared).save_pretrained(root / "text")
     diffusers.StableDiffusionInstructPix2PixPipeline(unet=_unet(8), **shared).save_pretrained(root / "edit")
 
