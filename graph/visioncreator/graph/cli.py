@@ -13,8 +13,9 @@ from typing import Any, TextIO
 
 from visioncreator.graph.builder import build_agent
 from visioncreator.graph.client import ToolClient, ToolServerSpec
-from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.config import AgentConfig, Budgets
 from visioncreator.graph.errors import GraphError
+from visioncreator.graph.policies import open_policy
 from visioncreator.graph.report import render_report
 from visioncreator.graph.runner import open_checkpointer, run_task
 from visioncreator.graph.trajectory import build_trajectory, image_handles
@@ -66,13 +67,13 @@ async def _run(args: argparse.Namespace) -> int:
         if args.tool_log:
             extra += ["--call-log", str(args.tool_log)]
         spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
-    config = AgentConfig(reflect=not args.no_reflect)
+    budgets = Budgets(max_turns=args.max_turns, max_tool_calls=args.max_tool_calls)
+    config = AgentConfig(reflect=not args.no_reflect, observe=args.observe, budgets=budgets)
     show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
-    from visioncreator.graph.offline import expert_policy
-    from visioncreator.policy.expert import ExpertConfig
-
-    policy = expert_policy(ExpertConfig(seed=args.seed))
-    async with ToolClient(spec=spec) as tools:
+    async with (
+        ToolClient(spec=spec) as tools,
+        open_policy(args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens) as policy,
+    ):
         inputs: list[str] = []
         for data in args.image_bytes:
             inputs.append(await tools.upload(data))
@@ -100,7 +101,7 @@ async def _run(args: argparse.Namespace) -> int:
     trajectory = build_trajectory(
         result.state, thread_id=result.thread_id, wall_s=result.wall_s, truths=truths,
         config={"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
-                "fault_rate": args.fault_rate, "policy": "expert", "backend": args.backend},
+                "fault_rate": args.fault_rate, "policy": args.policy, "backend": args.backend},
     )  # fmt: skip
     (out / "trajectory.json").write_text(trajectory.model_dump_json(indent=1))
     (out / "report.html").write_text(render_report(trajectory))
@@ -123,6 +124,24 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--split", choices=["single", "multi", "img2img"], help="Task kind (inferred by default).")
     run.add_argument("--out", required=True, help="Output folder.")
     run.add_argument("--seed", type=int, default=0, help="Seed of the run.")
+    run.add_argument(
+        "--policy",
+        default="expert",
+        help="expert (the scripted teacher, default), an OpenAI-compatible base URL such as "
+        "http://127.0.0.1:8000/v1 (vLLM), or a local Hugging Face model directory.",
+    )
+    run.add_argument("--model", help="Served model name when --policy is a URL (default: the server's first).")
+    run.add_argument("--max-tokens", type=int, default=1024, help="Most tokens per turn of a URL or local policy.")
+    run.add_argument("--max-turns", type=int, default=Budgets().max_turns, help="Budget: policy turns per task.")
+    run.add_argument(
+        "--max-tool-calls", type=int, default=Budgets().max_tool_calls, help="Budget: tool calls per task."
+    )
+    run.add_argument(
+        "--observe",
+        choices=["inspect", "image", "both"],
+        default="inspect",
+        help="How the policy sees new images: inspect_image's report (text models), the image (VLMs), or both.",
+    )
     run.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
     run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
     run.add_argument(
@@ -153,7 +172,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     sub.add_parser("serve-tools", help="Start the MCP tool server alone (arguments as visioncreator-tools).")
+    sub.add_parser(
+        "serve-policy",
+        help="Serve a policy model with vLLM (OpenAI-compatible, loopback): serve-policy MODEL_DIR [flags]; "
+        "see `python -m visioncreator.policy.vllm_server --help`.",
+    )
     args, rest = parser.parse_known_args(argv)
+    if args.command == "serve-policy":
+        from visioncreator.policy.vllm_server import main as serve_policy_main
+
+        return int(serve_policy_main(rest) or 0)
     if args.command == "serve-tools":
         from visioncreator.tool_servers.cli import main as serve_main
 
@@ -169,10 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"cannot read input image: {exc}")
     try:
         return asyncio.run(_run(args))
-    except (GraphError, OSError, ValueError) as exc:
+    except (GraphError, ValueError) as exc:
         print(f"visioncreator: error: {exc}", file=sys.stderr)
         return 1
-    except Exception as exc:  # e.g. the tool server died mid-run: the checkpoint keeps what was done
+    except Exception as exc:  # a server died or timed out mid-run: the checkpoint keeps what was done
         if args.debug:
             raise
         print(

@@ -175,6 +175,10 @@ class ToolClient:
                 return base64.b64decode(content.blob)
         raise ToolServerUnavailable(f"image://{handle} returned no bytes")
 
+    async def read(self, handle: str) -> bytes:
+        """The PNG bytes of an image: makes the client an image source for HTTP and local policies."""
+        return await self.read_image(handle)
+
     async def read_truth(self, handle: str) -> dict[str, Any] | None:
         """The synthetic ground truth of an image, or None when the server has none."""
         try:

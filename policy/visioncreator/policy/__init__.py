@@ -1,6 +1,18 @@
 """visioncreator.policy: the policy protocol, the canonical text format, and the scripted expert."""
 
-from visioncreator.policy.errors import FormatWriteError, MissingTaskError, PolicyError
+from visioncreator.policy.chat_template import CHAT_TEMPLATE, chat_messages, first_divergence
+from visioncreator.policy.errors import (
+    FormatWriteError,
+    MissingTaskError,
+    PolicyConnectionError,
+    PolicyContextError,
+    PolicyContextLengthError,
+    PolicyError,
+    PolicyHTTPError,
+    PolicyResponseError,
+    PolicyTimeoutError,
+    PolicyTransportError,
+)
 from visioncreator.policy.expert import Critic, ExpertConfig, ExpertPolicy
 from visioncreator.policy.format import (
     SEGMENT_KINDS,
@@ -13,6 +25,10 @@ from visioncreator.policy.format import (
     write_tool_call,
     write_turn,
 )
+from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+from visioncreator.policy.openai import OpenAIPolicy
+from visioncreator.policy.openai_messages import ImageSource
+from visioncreator.policy.openai_settings import OpenAIPolicySettings
 from visioncreator.policy.prompting import (
     NODE_INSTRUCTIONS,
     SYSTEM_TEMPLATE,
@@ -26,6 +42,8 @@ from visioncreator.policy.prompting import (
     task_message,
 )
 from visioncreator.policy.scripted import Script, ScriptedPolicy
+from visioncreator.policy.smollm import SmolLMUnavailableError, load_smollm
+from visioncreator.policy.tiny_lm import build_tiny_lm
 from visioncreator.policy.types import (
     Answer,
     FormatError,
@@ -51,6 +69,7 @@ from visioncreator.policy.types import (
 )
 
 __all__ = [
+    "CHAT_TEMPLATE",
     "NODE_INSTRUCTIONS",
     "SEGMENT_KINDS",
     "SYSTEM_TEMPLATE",
@@ -61,16 +80,27 @@ __all__ = [
     "FormatError",
     "FormatErrorCode",
     "FormatWriteError",
+    "ImageSource",
+    "LocalPolicySettings",
     "Message",
     "MissingTaskError",
     "Node",
     "Observation",
+    "OpenAIPolicy",
+    "OpenAIPolicySettings",
     "ParsedTurn",
     "Plan",
     "PlanStep",
     "Policy",
+    "PolicyConnectionError",
+    "PolicyContextError",
+    "PolicyContextLengthError",
     "PolicyError",
+    "PolicyHTTPError",
     "PolicyRequest",
+    "PolicyResponseError",
+    "PolicyTimeoutError",
+    "PolicyTransportError",
     "PolicyTurn",
     "Reflection",
     "Role",
@@ -79,12 +109,18 @@ __all__ = [
     "Segment",
     "SegmentKind",
     "SegmentValue",
+    "SmolLMUnavailableError",
     "Split",
     "Task",
     "ToolCall",
     "ToolSpec",
+    "TransformersPolicy",
     "Verdict",
+    "build_tiny_lm",
+    "chat_messages",
     "error_message",
+    "first_divergence",
+    "load_smollm",
     "node_instruction",
     "observation_message",
     "parse_observations",

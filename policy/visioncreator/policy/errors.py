@@ -7,7 +7,18 @@ misuse the API.
 
 from __future__ import annotations
 
-__all__ = ["FormatWriteError", "MissingTaskError", "PolicyError"]
+__all__ = [
+    "FormatWriteError",
+    "MissingTaskError",
+    "PolicyConnectionError",
+    "PolicyContextError",
+    "PolicyContextLengthError",
+    "PolicyError",
+    "PolicyHTTPError",
+    "PolicyResponseError",
+    "PolicyTimeoutError",
+    "PolicyTransportError",
+]
 
 
 class PolicyError(Exception):
@@ -23,3 +34,57 @@ class FormatWriteError(PolicyError, ValueError):
 
 class MissingTaskError(PolicyError, ValueError):
     """A policy that needs the task found no ``<task>`` message in the conversation."""
+
+
+# Transport errors of HTTP back ends. Each is raised only after the back end's own retries, so every
+# one of them derives from a type that LangGraph's default retry policy does NOT retry
+# (``OSError`` / ``ValueError`` / ``RuntimeError``): a second blind retry loop would only multiply
+# the wait. The run fails instead, and resumes from its checkpoint with nothing lost.
+
+
+class PolicyTransportError(PolicyError):
+    """The model server could not give a usable answer (after the back end's own retries)."""
+
+
+class PolicyConnectionError(PolicyTransportError, ConnectionError):
+    """Nothing answered at the server's address (refused, reset, DNS, connect timeout), after retries."""
+
+
+class PolicyTimeoutError(PolicyTransportError, TimeoutError):
+    """The server accepted the request but did not answer within the read timeout. Not retried."""
+
+
+class PolicyHTTPError(PolicyTransportError, RuntimeError):
+    """The server answered with an HTTP error status: a 4xx at once, a 5xx after the retries.
+
+    Attributes:
+        status: The HTTP status code.
+        server_message: The error message the server sent (``error.message`` or ``message`` of its
+            JSON body, else the start of the body).
+        attempts: How many requests were made.
+
+    """
+
+    def __init__(self, status: int, server_message: str, *, attempts: int = 1, url: str = "") -> None:
+        self.status = status
+        self.server_message = server_message
+        self.attempts = attempts
+        self.url = url
+        tries = f" after {attempts} attempts" if attempts > 1 else ""
+        super().__init__(f"model server {url} answered HTTP {status}{tries}: {server_message}")
+
+
+class PolicyContextLengthError(PolicyHTTPError):
+    """The server refused the prompt as longer than the model's context (an HTTP 400)."""
+
+
+class PolicyResponseError(PolicyTransportError, ValueError):
+    """The server answered 200 with a body that is not a chat completion (bad JSON, wrong shape)."""
+
+
+class PolicyContextError(PolicyError, ValueError):
+    """A local back end's prompt is longer than the model's context (``on_context_overflow='raise'``).
+
+    A ``ValueError``: resuming would hit it again. The HTTP back end's counterpart is
+    :class:`PolicyContextLengthError` (the server's HTTP 400).
+    """

@@ -1,0 +1,357 @@
+r"""The ``transformers`` policy: a local Hugging Face causal LM, in-process, on CPU or GPU.
+
+Same interface and same recorded fields as the HTTP back end
+(:class:`~visioncreator.policy.openai.OpenAIPolicy`): ``respond(request)`` and
+``sample(request, n)`` return :class:`~visioncreator.policy.types.PolicyTurn` values with the
+exact prompt and completion token ids and one log-probability per completion token.
+
+How a prompt is built. The conversation goes through the model's chat template (for our tiny
+models and SmolLM2, :mod:`visioncreator.policy.chat_template`: ChatML with tool calling), with
+``request.tools`` as the template's ``tools`` when ``render_tools`` is on, and each node's
+one-line instruction kept in the history (:func:`~visioncreator.policy.chat_template.chat_messages`). The template is
+prefix-preserving as text: ``render(m[:k], generation prompt) + completion text + "<|im_end|>"``
+is a prefix of ``render(m[:k+1])``.
+
+Token-exact multi-turn prompts (what RL needs: turn k+1's prompt ids begin with turn k's prompt
+ids and completion ids). Text prefix preservation is not enough, because re-tokenizing text is
+not the inverse of generating tokens:
+
+1. a sampled token sequence is often not the tokenizer's canonical split of its own text (the
+   model may write ``"a" "b"`` where BPE merges ``"ab"``), and at the boundary between the
+   generation prompt's ``"\n"`` and the completion, BPE can merge across what were two turns;
+2. a completion that stopped at ``max_new_tokens`` has no ``<|im_end|>``; the template closes
+   the message with one, which the model never generated;
+3. special tokens the model generated are dropped from the text (``skip_special_tokens``), so
+   a re-render cannot reproduce them.
+
+So, with ``stitch=True`` (default), the policy remembers the ids of the turns it generated
+(keyed by the prompt text plus the completion text, ``stitch_cache_size`` entries) and, when a
+later request's rendering starts with such a turn, builds the prompt as *remembered prompt ids +
+remembered completion ids + the tokens of the rest of the rendering*. The rest begins at the
+template's ``<|im_end|>`` after the assistant content; it is dropped when the completion already
+ends with that very token. Hence the only tokens between turn k's completion and the new text of
+turn k+1 are the end-of-turn token(s) appended after a completion that stopped at max tokens (or
+at another stop token), and the record is exact: turn k+1's prompt ids begin with turn k's prompt
+ids + completion ids, always. Those appended tokens, like tool observations, are environment tokens
+(mask 0 in training). A conversation this policy did not generate (replayed, scripted, edited) is
+simply rendered and tokenized. With ``stitch=False`` every prompt is the plain tokenization of the
+rendering; ``first_divergence`` (in the chat-template module) shows where that breaks the chain.
+
+Log-probabilities: ``logprobs="processed"`` (default) records the log-softmax of the logits
+after the sampling processors (temperature, top-p, top-k): the distribution the token was
+actually drawn from, what TRL's GRPO computes (logits / temperature). ``"raw"`` records the
+log-softmax of the model's logits (vLLM's default ``raw_logprobs``).
+
+The model runs in a worker thread, one generation at a time (a lock); a cancelled call stops its
+generation at the next token. Needs the ``transformers`` extra.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, Field
+
+from visioncreator.policy.chat_template import chat_messages, tool_dicts
+from visioncreator.policy.errors import PolicyContextError
+from visioncreator.policy.format import parse_turn
+from visioncreator.policy.openai import turn_seed
+from visioncreator.policy.openai_messages import ImageSource
+from visioncreator.policy.types import FormatError, Message, Node, ParsedTurn, PolicyRequest, PolicyTurn
+
+__all__ = ["LocalPolicySettings", "TransformersPolicy"]
+
+
+class LocalPolicySettings(BaseModel):
+    """How to load and sample a local model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, description="Policy name recorded in turns; default 'transformers:{dir}'.")
+    device: str = Field(default="cpu", description="Torch device: 'cpu', 'cuda', 'cuda:1', 'mps'.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto", description="Weights dtype; 'auto' keeps the saved one."
+    )
+    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    top_k: int = Field(default=0, ge=0, description="Top-k sampling; 0 is off (transformers' default would be 50).")
+    max_new_tokens: int = Field(default=256, ge=1, description="Most completion tokens per turn.")
+    max_time_s: float | None = Field(default=None, gt=0, description="Wall-time bound of one generation.")
+    seed: int | None = Field(
+        default=None,
+        description="Base seed. With it or the request's run seed, each turn samples from a seed derived from "
+        "both, the node and the conversation length (as the HTTP back end): reproducible per turn.",
+    )
+    max_prompt_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        description="Longest prompt accepted; default the model's max_position_embeddings minus max_new_tokens.",
+    )
+    on_context_overflow: Literal["turn", "raise"] = Field(
+        default="turn",
+        description="An over-long prompt: 'turn' returns an empty turn whose parse error says so (as the HTTP "
+        "back end: the graph ends the run by its format-error budget, trajectory kept); 'raise' raises "
+        "PolicyContextError.",
+    )
+    logprobs: Literal["processed", "raw"] = Field(
+        default="processed",
+        description="'processed': log-softmax of the logits after temperature/top-p/top-k (the sampling "
+        "distribution); 'raw': log-softmax of the model's logits.",
+    )
+    render_tools: bool = Field(
+        default=False,
+        description="Also pass request.tools to the chat template as 'tools' (a '# Tools' block in the system "
+        "prompt). Off by default, as the HTTP back end's 'tags' mode: our system message already lists the tools "
+        "with their schemas, and the block would double that (~2.2k more tokens for SmolLM2 with the real tools).",
+    )
+    node_instructions: bool = Field(
+        default=True, description="Keep each node's one-line instruction in the history (see chat_messages)."
+    )
+    stitch: bool = Field(
+        default=True, description="Token-exact multi-turn prompts: reuse the ids of turns generated here."
+    )
+    stitch_cache_size: int = Field(
+        default=512,
+        ge=0,
+        description="Generated turns remembered for stitching (each holds its prompt and completion ids as a "
+        "compact array: 8 bytes a token, ~64 KB for an 8k-token turn).",
+    )
+    flush_denormal: bool = Field(
+        default=True, description="torch.set_flush_denormal(True) at load (process-wide; ~4x faster for SmolLM2)."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch.set_num_threads at load (process-wide); None leaves it."
+    )
+
+
+class _Prompt:
+    __slots__ = ("ids", "text")
+
+    def __init__(self, text: str, ids: list[int]) -> None:
+        self.text = text
+        self.ids = ids
+
+
+class TransformersPolicy:
+    """A policy backed by a local ``transformers`` causal LM.
+
+    Args:
+        model_dir: A Hugging Face model directory (e.g. from :func:`build_tiny_lm` or
+            :func:`load_smollm`).
+        settings: Device, sampling and prompt settings.
+        images: Accepted for parity with the HTTP back end; text-only models ignore it (they read
+            image handles in the text).
+
+    """
+
+    def __init__(
+        self,
+        model_dir: Path | str,
+        *,
+        settings: LocalPolicySettings | None = None,
+        images: ImageSource | None = None,
+    ) -> None:
+        self.model_dir = Path(model_dir)
+        self.settings = settings or LocalPolicySettings()
+        self.name = self.settings.name or f"transformers:{self.model_dir.name}"
+        self._images = images
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._tok: Any = None
+        self._eos: frozenset[int] = frozenset()
+        self._special: frozenset[int] = frozenset()
+        self._max_prompt = 0
+        self._stitched: OrderedDict[str, array[int]] = OrderedDict()
+
+    # ---- public ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the model and tokenizer now (otherwise the first turn does). Blocking."""
+        with self._lock:
+            self._load()
+
+    async def respond(self, request: PolicyRequest) -> PolicyTurn:
+        """One assistant turn. Raises only :class:`PolicyContextError` (``on_context_overflow='raise'``)."""
+        return (await self.sample(request, 1))[0]
+
+    async def sample(self, request: PolicyRequest, n: int) -> list[PolicyTurn]:
+        """``n`` independent turns for the same request, from one batched generation.
+
+        Raises:
+            ValueError: ``n`` is below 1.
+            PolicyContextError: The prompt is too long and ``on_context_overflow='raise'``.
+
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        stop = threading.Event()
+        try:
+            return await anyio.to_thread.run_sync(self._sample_sync, request, n, stop, abandon_on_cancel=True)
+        finally:
+            # On cancellation the worker thread is abandoned: make it stop at the next token.
+            stop.set()
+
+    def prompt_ids(self, request: PolicyRequest) -> list[int]:
+        """The prompt ids the next turn for ``request`` would get (stitched when possible). Blocking."""
+        with self._lock:
+            self._load()
+            return self._prompt(request).ids
+
+    # ---- worker thread ---------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        s = self.settings
+        if s.flush_denormal:
+            torch.set_flush_denormal(True)
+        if s.torch_threads is not None:
+            torch.set_num_threads(s.torch_threads)
+        tok = AutoTokenizer.from_pretrained(self.model_dir)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=s.dtype)
+        model.to(s.device).eval()
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tok.eos_token_id
+        self._eos = frozenset([eos] if isinstance(eos, int) else eos)
+        self._special = frozenset(tok.all_special_ids)
+        limit = getattr(model.config, "max_position_embeddings", None) or 32768
+        self._max_prompt = s.max_prompt_tokens or max(1, int(limit) - s.max_new_tokens)
+        self._tok, self._model = tok, model
+
+    def _render(self, request: PolicyRequest, messages: Sequence[Message], node: Node | None) -> str:
+        chat = chat_messages(messages, node, instructions=self.settings.node_instructions)
+        tools = tool_dicts(request.tools) if self.settings.render_tools and request.tools else None
+        text = self._tok.apply_chat_template(chat, tools=tools, tokenize=False, add_generation_prompt=True)
+        return str(text)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self._tok(text, add_special_tokens=False)["input_ids"])
+
+    @staticmethod
+    def _key(text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def _prompt(self, request: PolicyRequest) -> _Prompt:
+        text = self._render(request, request.messages, request.node)
+        if self.settings.stitch:
+            for j in range(len(request.messages) - 1, -1, -1):
+                m = request.messages[j]
+                if m.role != "assistant":
+                    continue
+                head = self._render(request, request.messages[:j], m.node) + m.content
+                ids = self._stitched.get(self._key(head))
+                if ids is None or not text.startswith(head):
+                    continue
+                self._stitched.move_to_end(self._key(head))
+                rest = self._encode(text[len(head) :])
+                # The template closes the message with the stop token the model may have written.
+                if ids and rest and ids[-1] == rest[0] and ids[-1] in self._special:
+                    rest = rest[1:]
+                return _Prompt(text, [*ids, *rest])
+        return _Prompt(text, self._encode(text))
+
+    def _remember(self, prompt: _Prompt, text: str, completion: Sequence[int]) -> None:
+        size = self.settings.stitch_cache_size
+        if not self.settings.stitch or size == 0:
+            return
+        key = self._key(prompt.text + text)
+        self._stitched[key] = array("q", [*prompt.ids, *completion])
+        self._stitched.move_to_end(key)
+        while len(self._stitched) > size:
+            self._stitched.popitem(last=False)
+
+    def _sample_sync(self, request: PolicyRequest, n: int, stop: threading.Event) -> list[PolicyTurn]:
+        with self._lock:
+            started = time.perf_counter()
+            self._load()
+            prompt = self._prompt(request)
+            if len(prompt.ids) > self._max_prompt:
+                return self._overflow(len(prompt.ids), n, time.perf_counter() - started)
+            rows = self._generate(prompt.ids, n, turn_seed(self.settings.seed, request.seed, request), stop)
+            latency = time.perf_counter() - started
+            turns = []
+            for ids, logprobs in rows:
+                text = str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+                self._remember(prompt, text, ids)
+                turns.append(
+                    PolicyTurn(
+                        text=text,
+                        parsed=parse_turn(text),
+                        model=self.model_dir.name,
+                        prompt_token_ids=tuple(prompt.ids),
+                        completion_token_ids=tuple(ids),
+                        logprobs=tuple(logprobs),
+                        latency_s=latency,
+                    )
+                )
+            return turns
+
+    def _overflow(self, length: int, n: int, latency: float) -> list[PolicyTurn]:
+        message = f"the prompt has {length} tokens, over max_prompt_tokens={self._max_prompt}"
+        if self.settings.on_context_overflow == "raise":
+            raise PolicyContextError(message)
+        error = FormatError(code="empty", message=f"no turn: {message}")
+        turn = PolicyTurn(text="", parsed=ParsedTurn(errors=(error,)), model=self.model_dir.name, latency_s=latency)
+        return [turn] * n
+
+    def _generate(
+        self, prompt_ids: list[int], n: int, seed: int | None, stop: threading.Event
+    ) -> list[tuple[list[int], list[float]]]:
+        import torch
+        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+
+        class _Stop(StoppingCriteria):
+            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        s = self.settings
+        greedy = s.temperature == 0
+        config = GenerationConfig(  # type: ignore[no-untyped-call]
+            do_sample=not greedy,
+            temperature=None if greedy else s.temperature,
+            top_p=None if greedy else s.top_p,
+            top_k=None if greedy else s.top_k,
+            max_new_tokens=s.max_new_tokens,
+            max_time=s.max_time_s,
+            num_return_sequences=n,
+            eos_token_id=sorted(self._eos),
+            pad_token_id=self._model.generation_config.pad_token_id or self._tok.pad_token_id or min(self._eos),
+            return_dict_in_generate=True,
+            output_scores=s.logprobs == "processed",
+            output_logits=s.logprobs == "raw",
+        )
+        device = self._model.device
+        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self._model.generate(
+                input_ids=input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                generation_config=config,
+                stopping_criteria=StoppingCriteriaList([_Stop()]),
+            )
+        steps = out.scores if s.logprobs == "processed" else out.logits
+        new = out.sequences[:, input_ids.shape[1] :]
+        if not steps:
+            return [([], []) for _ in range(n)]
+        logp = torch.log_softmax(torch.stack(steps, dim=1).float(), dim=-1)  # (n, T, V)
+        chosen = logp.gather(-1, new[:, : logp.shape[1], None]).squeeze(-1)
+        rows = []
+        for i in range(n):
+            ids = new[i].tolist()
+            end = next((t + 1 for t, tok in enumerate(ids) if tok in self._eos), len(ids))
+            rows.append((ids[:end], chosen[i, :end].tolist()))
+        return rows

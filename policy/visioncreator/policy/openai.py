@@ -1,0 +1,341 @@
+"""The ``openai`` policy: any OpenAI-compatible chat endpoint over httpx (vLLM in production).
+
+One request per turn (``respond``) or per group of samples (``sample(request, n)``: one request
+with ``n``). With vLLM, each turn also carries the prompt and completion token ids and the
+completion tokens' log-probabilities, which RL needs.
+
+What goes wrong, and what happens then:
+
+==============================  ==================================  ========================================
+failure                         handling                            surfaces as
+==============================  ==================================  ========================================
+connection refused / reset,     retried ``max_retries`` times,      :class:`PolicyConnectionError`
+connect timeout                 exponential backoff                 (a ``ConnectionError``)
+HTTP 5xx                        retried likewise                    :class:`PolicyHTTPError` (status, message)
+no answer within ``timeout_s``  not retried (the generation would   :class:`PolicyTimeoutError`
+                                start over)                         (a ``TimeoutError``)
+HTTP 400 "prompt too long"      not retried                         ``on_context_overflow="turn"`` (default):
+                                                                    an empty turn whose parse error says so;
+                                                                    ``"raise"``: :class:`PolicyContextLengthError`
+other HTTP 4xx                  not retried                         :class:`PolicyHTTPError` with the server's
+                                                                    message
+200 with a body that is not a   not retried                         :class:`PolicyResponseError`
+chat completion
+==============================  ==================================  ========================================
+
+Why: a raised error fails the graph run, and the run resumes from its checkpoint (every finished
+turn and tool call is kept) once the server is healthy again: that is right for an outage, a bad
+deployment or a misconfiguration, which the model can do nothing about. A prompt that outgrew the
+context is different: resuming would hit it again, so by default it becomes a turn the model
+"wrote" empty, with a ``FormatError`` (code ``empty``) that names the cause; the graph shows it
+as an error observation and ends the run by its format-error budget, trajectory intact. Every
+raised error derives from a type LangGraph's default retry policy does not retry (this back end
+has already retried what is worth retrying).
+
+A read timeout is never retried, so one turn normally ends within ``timeout_s`` plus
+``(max_retries + 1) * connect_timeout_s`` plus the backoff delays (only slow 5xx answers, each
+retried, can stretch it to ``(max_retries + 1) * (timeout_s + connect_timeout_s)``). Keep that
+under the graph's ``AgentConfig.policy_timeout_s`` (300 s), or the graph's own timeout fires first
+(a plain ``TimeoutError``, with the same fail-and-resume outcome).
+
+In native tool mode the turn text is the canonical rewrite (content, then one ``<tool_call>`` per
+native call), while ``completion_token_ids`` and ``logprobs`` are the server's tokens for what
+the model actually emitted (e.g. Hermes-style ``<tool_call>`` JSON): train on the token ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from visioncreator.policy.errors import (
+    PolicyConnectionError,
+    PolicyContextLengthError,
+    PolicyHTTPError,
+    PolicyResponseError,
+    PolicyTimeoutError,
+)
+from visioncreator.policy.format import parse_turn
+from visioncreator.policy.openai_messages import ImageSource, encode_image, native_tools, to_chat_messages, turn_text
+from visioncreator.policy.openai_settings import OpenAIPolicySettings
+from visioncreator.policy.types import FormatError, ParsedTurn, PolicyRequest, PolicyTurn
+
+__all__ = ["OpenAIPolicy", "turn_seed"]
+
+# Errors after which the request may never have reached the model: safe and useful to retry.
+_RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+_OVERFLOW_RE = re.compile(
+    r"maximum context length|context length|context window|max_model_len|maximum model length|"
+    r"prompt is too long|too many tokens|context_length_exceeded",
+    re.IGNORECASE,
+)
+
+
+def turn_seed(base: int | None, run_seed: int | None, request: PolicyRequest) -> int | None:
+    """The seed sent for one turn: derived from both seeds, the node and the conversation length.
+
+    The same run seed gives every turn of a run a different but reproducible seed (a resumed run
+    re-sends the same one); ``None`` when neither seed is set.
+    """
+    if base is None and run_seed is None:
+        return None
+    key = f"{base}|{run_seed}|{request.node}|{len(request.messages)}"
+    # 31 bits: vLLM takes int64, but llama.cpp and some hosted APIs take only 32-bit seeds.
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") >> 1
+
+
+class OpenAIPolicy:
+    """A policy served by an OpenAI-compatible chat endpoint.
+
+    Use as an async context manager, or call :meth:`aclose` when done. Safe to share between
+    concurrent runs.
+
+    Args:
+        settings: Endpoint, sampling, retry and image settings.
+        images: Where image bytes come from; without it (or with ``send_images=False``) images are
+            not sent, and the model knows them only by the handles named in the text.
+
+    """
+
+    def __init__(self, settings: OpenAIPolicySettings, *, images: ImageSource | None = None) -> None:
+        self.settings = settings
+        self.name = settings.policy_name
+        self._images = images
+        self._client: httpx.AsyncClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._uris: OrderedDict[str, str] = OrderedDict()
+
+    async def __aenter__(self) -> OpenAIPolicy:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def respond(self, request: PolicyRequest) -> PolicyTurn:
+        """One assistant turn. Raises only the transport errors in the module docstring."""
+        return (await self.sample(request, 1))[0]
+
+    async def sample(self, request: PolicyRequest, n: int) -> list[PolicyTurn]:
+        """``n`` independent turns for the same request, in one request (``n=``), in choice order.
+
+        Raises:
+            ValueError: ``n`` is below 1.
+            PolicyConnectionError, PolicyHTTPError, PolicyTimeoutError, PolicyResponseError: see
+                the module docstring.
+
+        """
+        if n < 1:
+            raise ValueError(f"n must be at least 1, got {n}")
+        started = time.perf_counter()
+        body = await self._body(request, n)
+        try:
+            data = await self._post(body)
+        except PolicyContextLengthError as exc:
+            if self.settings.on_context_overflow == "raise":
+                raise
+            return [self._overflow_turn(exc, time.perf_counter() - started)] * n
+        return self._turns(data, n, time.perf_counter() - started)
+
+    # ---- request ---------------------------------------------------------------------------
+
+    async def _body(self, request: PolicyRequest, n: int) -> dict[str, Any]:
+        s = self.settings
+        uris = await self._image_uris(request)
+        body: dict[str, Any] = {
+            "model": s.model,
+            "messages": await to_chat_messages(request.messages, request.node, s, uris),
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+            "n": n,
+        }
+        if s.stop:
+            body["stop"] = list(s.stop)
+        seed = turn_seed(s.seed, request.seed, request)
+        if seed is not None:
+            body["seed"] = seed
+        if s.logprobs:
+            body["logprobs"] = True
+            if s.top_logprobs:
+                body["top_logprobs"] = s.top_logprobs
+        if s.return_token_ids:
+            body["return_token_ids"] = True
+        if s.tool_mode == "native" and request.tools and request.node in s.native_tool_nodes:
+            body["tools"] = native_tools(request.tools)
+            body["tool_choice"] = s.tool_choice if request.node == "act" else "auto"
+        body.update(s.extra_body)
+        return body
+
+    async def _image_uris(self, request: PolicyRequest) -> dict[str, str]:
+        if self._images is None or not self.settings.send_images:
+            return {}
+        out: dict[str, str] = {}
+        for handle in dict.fromkeys(h for m in request.messages for h in m.images):
+            uri = self._uris.get(handle)
+            if uri is None:
+                uri = await asyncio.to_thread(encode_image, await self._images.read(handle), self.settings)
+                if self.settings.image_cache_size:
+                    self._uris[handle] = uri
+                    while len(self._uris) > self.settings.image_cache_size:
+                        self._uris.popitem(last=False)
+            else:
+                self._uris.move_to_end(handle)
+            out[handle] = uri
+        return out
+
+    def _http(self) -> httpx.AsyncClient:
+        # A client's pooled connections belong to the event loop that opened them.
+        loop = asyncio.get_running_loop()
+        if self._client is None or self._loop is not loop:
+            s = self.settings
+            headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
+            self._client = httpx.AsyncClient(
+                headers=headers,
+                timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s),
+                limits=httpx.Limits(max_connections=s.max_connections),
+                trust_env=s.trust_env,
+            )
+            self._loop = loop
+        return self._client
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.settings.backoff_s * 2.0**attempt, self.settings.backoff_max_s)
+        return float(delay * (1 + 0.1 * random.random()))  # jitter: concurrent runs do not retry in lockstep
+
+    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        client = self._http()
+        # One attempt is bounded as a whole: httpx's read timeout bounds each read, not a server
+        # that trickles bytes.
+        bound = s.timeout_s + s.connect_timeout_s
+        attempts = s.max_retries + 1
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            try:
+                response = await asyncio.wait_for(client.post(s.chat_url, json=body), timeout=bound)
+            except _RETRYABLE as exc:
+                if last:
+                    raise PolicyConnectionError(
+                        f"cannot reach the model server at {s.chat_url} after {attempts} attempts: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+            except (httpx.TimeoutException, TimeoutError) as exc:
+                raise PolicyTimeoutError(
+                    f"the model server at {s.chat_url} did not answer within timeout_s={s.timeout_s}"
+                ) from exc
+            except httpx.TransportError as exc:
+                raise PolicyConnectionError(f"transport error talking to {s.chat_url}: {exc}") from exc
+            else:
+                if response.status_code >= 500 and not last:
+                    await response.aclose()
+                elif response.status_code != 200:
+                    raise _http_error(response, attempt + 1, s.chat_url)
+                else:
+                    return _json(response, s.chat_url)
+            await asyncio.sleep(self._backoff(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- response --------------------------------------------------------------------------
+
+    def _turns(self, data: dict[str, Any], n: int, latency: float) -> list[PolicyTurn]:
+        choices = data.get("choices")
+        if not isinstance(choices, list) or len(choices) < n or not all(isinstance(c, dict) for c in choices):
+            raise PolicyResponseError(f"expected {n} choice(s) in the answer, got {str(choices)[:200]}")
+        ordered = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
+        model = data.get("model") if isinstance(data.get("model"), str) else self.settings.model
+        prompt_ids = _ids(data.get("prompt_token_ids"), "prompt_token_ids")
+        turns = []
+        for choice in ordered[:n]:
+            message = choice.get("message")
+            if not isinstance(message, dict):
+                raise PolicyResponseError(f"a choice has no message: {str(choice)[:200]}")
+            text = turn_text(message)
+            turns.append(
+                PolicyTurn(
+                    text=text,
+                    parsed=parse_turn(text),
+                    model=str(model),
+                    prompt_token_ids=prompt_ids or _ids(choice.get("prompt_token_ids"), "prompt_token_ids"),
+                    completion_token_ids=_ids(choice.get("token_ids"), "token_ids"),
+                    logprobs=_logprobs(choice.get("logprobs")),
+                    latency_s=latency,
+                )
+            )
+        return turns
+
+    def _overflow_turn(self, exc: PolicyHTTPError, latency: float) -> PolicyTurn:
+        error = FormatError(
+            code="empty", message=f"no turn: the conversation is longer than the model's context ({exc.server_message})"
+        )
+        return PolicyTurn(text="", parsed=ParsedTurn(errors=(error,)), model=self.settings.model, latency_s=latency)
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:500] or response.reason_phrase
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        for key in ("message", "detail", "error"):
+            if data.get(key):
+                return str(data[key])
+    return json.dumps(data)[:500]
+
+
+def _http_error(response: httpx.Response, attempts: int, url: str) -> PolicyHTTPError:
+    message = _server_message(response)
+    if response.status_code == 400 and _OVERFLOW_RE.search(message):
+        return PolicyContextLengthError(400, message, attempts=attempts, url=url)
+    return PolicyHTTPError(response.status_code, message, attempts=attempts, url=url)
+
+
+def _json(response: httpx.Response, url: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PolicyResponseError(f"{url} answered 200 with a body that is not JSON: {response.text[:200]!r}") from exc
+    if not isinstance(data, dict):
+        raise PolicyResponseError(f"{url} answered 200 with JSON that is not an object: {str(data)[:200]}")
+    return data
+
+
+def _ids(value: Any, field: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        raise PolicyResponseError(f"'{field}' is not a list of integers: {str(value)[:200]}")
+    return tuple(value)
+
+
+def _logprobs(value: Any) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    content = value.get("content") if isinstance(value, Mapping) else None
+    if content is None:
+        return None
+    if not isinstance(content, Sequence) or not all(
+        isinstance(t, Mapping) and isinstance(t.get("logprob"), int | float) for t in content
+    ):
+        raise PolicyResponseError(f"'logprobs.content' is not a list of token log-probabilities: {str(value)[:200]}")
+    return tuple(float(t["logprob"]) for t in content)
