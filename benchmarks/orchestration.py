@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visioncreator.evals.runner import _put_input
+from visioncreator.evals.runner import put_input
 from visioncreator.evals.suite import load_suite
 from visioncreator.graph import ToolClient, ToolServerSpec, build_agent, open_checkpointer, run_task
 from visioncreator.graph.offline import expert_policy
@@ -68,7 +68,7 @@ async def main() -> None:
             agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
             for seed in range(args.seeds):
                 for suite_task in tasks:
-                    inputs = [(await _put_input(store, image))[0] for image in suite_task.inputs]
+                    inputs = [(await put_input(store, image))[0] for image in suite_task.inputs]
                     task = Task(request=suite_task.request, n_images=suite_task.n_images, split=suite_task.split,
                                 inputs=tuple(inputs))  # fmt: skip
                     started = time.time()

@@ -42,7 +42,8 @@ class SuiteRun:
     """Seed of every task's run."""
 
 
-async def _put_input(store: ImageStore, image: InputImage) -> tuple[str, Scene]:
+async def put_input(store: ImageStore, image: InputImage) -> tuple[str, Scene]:
+    """Render an input image (faults off) straight into a store the tool server shares; its handle and scene."""
     backend = SyntheticBackend(SyntheticSettings(fault_rate=0.0))
     args = TextToImageInput(prompt=image.prompt, width=image.width, height=image.height, seed=image.seed)
     generated = await backend.text_to_image(args)
@@ -64,7 +65,7 @@ async def run_suite(
 
         async def one(task: SuiteTask) -> TaskScore:
             async with gate:
-                inputs = [await _put_input(store, image) for image in task.inputs]
+                inputs = [await put_input(store, image) for image in task.inputs]
                 agent_task = Task(
                     request=task.request, n_images=task.n_images, split=task.split,
                     inputs=tuple(h for h, _ in inputs), id=task.id,

@@ -67,8 +67,6 @@ def score_task(
     outputs = [_scene(truths.get(h)) for h in answer]
     known = [s for s in outputs if s is not None]
     results = verify(task.checklist, known, input_scenes) if len(known) == len(outputs) else []
-    if len(known) != len(outputs):
-        results = []
     passed = sum(r.passed for r in results)
     score = passed / len(task.checklist) if task.checklist and results else 0.0
     judged = verdicts(turns)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,6 @@ from visioncreator.policy.types import (
     Policy,
     PolicyRequest,
     PolicyTurn,
-    Reflection,
     Task,
     ToolCall,
 )
@@ -351,7 +349,3 @@ def _latest_images(state: AgentState) -> list[str]:
     n = int(state.get("task", {}).get("n_images", 1))
     return list(by_step.values())[:n]
 
-
-def accepted(reflections: Sequence[Reflection]) -> set[str]:
-    """Handles accepted by a sequence of reflections."""
-    return {r.image for r in reflections if r.verdict == "accept" and r.image}

@@ -1,0 +1,65 @@
+"""What every reward takes and gives: the context of a trajectory and a result in [0, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from visioncreator.graph.trajectory import Trajectory
+from visioncreator.policy.format import parse_turn
+from visioncreator.policy.types import ParsedTurn
+from visioncreator.tool_servers.checklist_models import CheckItem
+from visioncreator.tool_servers.scene import GroundTruth, Scene
+
+__all__ = ["IMAGE_TOOLS", "RewardContext", "RewardResult", "parsed_turns", "policy_turns", "truth_of"]
+
+IMAGE_TOOLS: frozenset[str] = frozenset({"text_to_image", "edit_image", "reference_to_image"})
+"""Tools that make a new image (the graph's own list, repeated so rewards stay data-only)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RewardContext:
+    """What a reward needs besides the trajectory.
+
+    Attributes:
+        checklist: The task's checklist; empty when unknown (``outcome`` then derives one for
+            ``single`` tasks from the request, and ``plan`` from each step's goal).
+        input_scenes: Ground-truth scenes of the task's input images, by index (img2img).
+        self_corrected_credit: Credit in [0, 1] of a failed tool call that a later call for the
+            same plan step fixed.
+    """
+
+    checklist: tuple[CheckItem, ...] = ()
+    input_scenes: tuple[Scene, ...] = ()
+    self_corrected_credit: float = field(default=0.5)
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    """One reward: ``value`` in [0, 1] and the counts behind it."""
+
+    value: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.value <= 1.0:
+            raise ValueError(f"reward value {self.value} is outside [0, 1]")
+
+
+def policy_turns(trajectory: Trajectory) -> list[dict[str, Any]]:
+    """The turns the policy wrote (every recorded turn has a node), in order."""
+    return [t for t in trajectory.turns if t.get("node")]
+
+
+def parsed_turns(trajectory: Trajectory) -> list[tuple[dict[str, Any], ParsedTurn]]:
+    """Each policy turn with its parse (re-parsed from the text: the record keeps no values)."""
+    return [(t, parse_turn(str(t.get("text", "")))) for t in policy_turns(trajectory)]
+
+
+def truth_of(truths: Mapping[str, Any], handle: str) -> GroundTruth | None:
+    """The ground truth of ``handle``, or ``None`` when the trajectory has none."""
+    raw = truths.get(handle)
+    if not raw:
+        return None
+    return raw if isinstance(raw, GroundTruth) else GroundTruth.model_validate(raw)
