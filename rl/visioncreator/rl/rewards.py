@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
-from visioncreator.graph.trajectory import Trajectory
 from visioncreator.rl.rewards_base import IMAGE_TOOLS, RewardContext, RewardResult, truth_of
 from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec, verify
 from visioncreator.tool_servers.synthetic.prompt import parse_prompt
+
+if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
+    from visioncreator.graph.trajectory import Trajectory
 
 __all__ = [
     "REWARDS",
@@ -27,7 +30,7 @@ __all__ = [
     "score",
 ]
 
-RewardFn = Callable[[Trajectory, RewardContext], RewardResult]
+RewardFn = Callable[["Trajectory", RewardContext], RewardResult]
 
 
 def result_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from visioncreator.graph.trajectory import Trajectory
 from visioncreator.policy.format import parse_turn
 from visioncreator.policy.types import ParsedTurn
 from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import GroundTruth, Scene
+
+if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
+    from visioncreator.graph.trajectory import Trajectory
 
 __all__ = ["IMAGE_TOOLS", "RewardContext", "RewardResult", "parsed_turns", "policy_turns", "truth_of"]
 

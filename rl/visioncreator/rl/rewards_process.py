@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from visioncreator.graph.trajectory import Trajectory
 from visioncreator.policy.types import ParsedTurn, Plan, PlanStep, Reflection, ToolCall
 from visioncreator.rl.rewards_base import IMAGE_TOOLS, RewardContext, RewardResult, parsed_turns, truth_of
 from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec
 from visioncreator.tool_servers.synthetic.prompt import parse_prompt
+
+if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
+    from visioncreator.graph.trajectory import Trajectory
 
 __all__ = ["format_reward", "plan_reward", "reflection_reward", "tool_reward"]
 
