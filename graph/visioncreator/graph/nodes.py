@@ -348,4 +348,3 @@ def _latest_images(state: AgentState) -> list[str]:
             by_step[str(r["step"]) if r["step"] is not None else r["id"]] = r["handle"]
     n = int(state.get("task", {}).get("n_images", 1))
     return list(by_step.values())[:n]
-
