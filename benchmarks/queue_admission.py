@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,30 +28,11 @@ from mcp import Client, ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
+from _servers import http_server
 from visioncreator.tool_servers.server import build_server
 from visioncreator.tool_servers.settings import ServerSettings
 
 CAPACITY, QUEUE = 1, 4
-
-
-@contextmanager
-def http_server(store: Path, *extra: str) -> Iterator[str]:
-    """A tool server subprocess over streamable HTTP on a free loopback port; yields its URL."""
-    log_path = store.parent / "server.log"
-    command = [sys.executable, "-m", "visioncreator.tool_servers", "--transport", "http", "--port", "0"]
-    command += ["--store", str(store), *extra]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while (found := re.search(r"listening on (http://\S+)", log_path.read_text())) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start: " + log_path.read_text())
-            time.sleep(0.05)
-        yield found.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def burst(session: Any, calls: int, prompt: str = "a red dog") -> tuple[list[float], list[float], list[str]]:

@@ -26,14 +26,12 @@ import base64
 import io
 import logging
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -42,6 +40,8 @@ from mcp import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import DEFAULT_MAX_SSE_EVENT_SIZE, streamable_http_client
 from PIL import Image
+
+from _servers import http_server
 
 
 class _Counter:
@@ -78,26 +78,6 @@ class _CountingTransport(httpx2.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self._inner.aclose()
-
-
-@contextmanager
-def http_server(store: Path) -> Iterator[str]:
-    """A tool server subprocess over streamable HTTP on a free loopback port; yields its URL."""
-    log_path = store.parent / "http-server.log"
-    command = [sys.executable, "-m", "visioncreator.tool_servers", "--transport", "http", "--port", "0"]
-    command += ["--store", str(store)]
-    with log_path.open("w") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
-    try:
-        deadline = time.monotonic() + 60
-        while (found := re.search(r"listening on (http://\S+)", log_path.read_text())) is None:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("server did not start: " + log_path.read_text())
-            time.sleep(0.05)
-        yield found.group(1)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @asynccontextmanager
