@@ -177,7 +177,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="Serve a policy model with vLLM (OpenAI-compatible, loopback): serve-policy MODEL_DIR [flags]; "
         "see `python -m visioncreator.policy.vllm_server --help`.",
     )
+    sub.add_parser(
+        "eval",
+        help="Run a task suite and report it, or compare two runs: eval --suite FILE --out DIR | eval compare A B; "
+        "see `visioncreator eval --help`.",
+    )
+    sub.add_parser(
+        "train",
+        help="Train the policy: train sft|grpo|rpco --config FILE; see `visioncreator train --help`.",
+    )
     args, rest = parser.parse_known_args(argv)
+    # `eval` and `train` own their arguments (and their heavy imports): hand them everything after the verb.
+    if args.command == "eval":
+        from visioncreator.evals.cli import main as eval_main
+
+        return int(eval_main(rest) or 0)
+    if args.command == "train":
+        from visioncreator.rl.train_cli import main as train_main
+
+        return int(train_main(rest) or 0)
     if args.command == "serve-policy":
         from visioncreator.policy.vllm_server import main as serve_policy_main
 

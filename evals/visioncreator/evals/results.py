@@ -1,0 +1,154 @@
+"""What an eval run writes: the run folder's layout and one result record per task.
+
+A run folder (``visioncreator eval --out DIR``)::
+
+    DIR/run.json              RunInfo: suite, policy, tools, settings, versions, start time
+    DIR/results.jsonl         one TaskResult per line, appended as tasks finish (resume skips their ids)
+    DIR/errors.jsonl          one TaskError per line: suite lines that could not load, tasks that crashed
+    DIR/trajectories/ID.json  the full trajectory of each task (visioncreator.graph.Trajectory)
+    DIR/store/                the image store (content-addressed PNGs, ``img_<sha256>.png``)
+    DIR/checkpoints.sqlite    LangGraph checkpoints (a killed task resumes mid-trajectory)
+    DIR/judge_cache.sqlite    cached judge answers, when a judge is used
+    DIR/summary.json          Summary (written by the report)
+    DIR/report.html, DIR/plots/*.png
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visioncreator.tool_servers.checklist_models import CheckResult
+
+__all__ = [
+    "ERRORS_FILE",
+    "RESULTS_FILE",
+    "RUN_FILE",
+    "JudgeScore",
+    "ReflectionCategory",
+    "ReflectionRecord",
+    "RunInfo",
+    "TaskCost",
+    "TaskError",
+    "TaskResult",
+    "read_results",
+]
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.jsonl"
+ERRORS_FILE = "errors.jsonl"
+
+ReflectionCategory = Literal["good", "under", "over", "unknown"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCost(_Record):
+    """What one task cost."""
+
+    policy_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tool_calls: int = 0
+    """Every tool call (the policy's and the graph's own inspections)."""
+    generator_s: float = 0.0
+    """Seconds spent in image-producing tool calls."""
+    policy_s: float = 0.0
+    wall_s: float = 0.0
+
+
+class ReflectionRecord(_Record):
+    """One verdict of one reflection on one image, classified against the ground truth."""
+
+    turn: int
+    """Index of the reflect turn in the trajectory."""
+    image: str | None
+    verdict: str
+    """``accept``, ``redo`` or ``revise``."""
+    faults_listed: list[str] = Field(default_factory=list)
+    faults_true: list[str] | None = None
+    """The faults really injected into the image (None: no ground truth)."""
+    category: ReflectionCategory
+    """good; under (missed a real fault or accepted a bad image); over (rejected a good image or redid
+    needlessly); unknown (no ground truth)."""
+    reason: str = ""
+
+
+class JudgeScore(_Record):
+    """A vision judge's view of one output image (VIEScore-style, 0-10)."""
+
+    image: str
+    semantic_consistency: float | None = None
+    perceptual_quality: float | None = None
+    overall: float | None = None
+    checklist: dict[str, bool] = Field(default_factory=dict)
+    """Checklist item (as text) -> the judge's yes/no."""
+    model: str = ""
+    cached: bool = False
+    error: str | None = None
+
+
+class TaskResult(_Record):
+    """The scored result of one task of a run (a line of ``results.jsonl``)."""
+
+    id: str
+    split: str
+    request: str
+    success: bool
+    """The right number of images and every checklist item satisfied."""
+    checklist_score: float
+    """Fraction of the checklist satisfied (0 when it cannot be checked)."""
+    items: list[CheckResult] = Field(default_factory=list)
+    scorer: str = "synthetic"
+    """Which scorer gave ``items``: ``synthetic``, ``detectors`` or ``judge``."""
+    answer: list[str] = Field(default_factory=list)
+    inputs: list[str] = Field(default_factory=list)
+    termination: str = ""
+    plan: dict[str, Any] | None = None
+    reflections: list[ReflectionRecord] = Field(default_factory=list)
+    judge: list[JudgeScore] = Field(default_factory=list)
+    cost: TaskCost = Field(default_factory=TaskCost)
+    faults_injected: int = 0
+    faults_caught: int = 0
+    faulty_answers: int = 0
+    trajectory: str = ""
+    """Path of the trajectory file, relative to the run folder."""
+
+
+class TaskError(_Record):
+    """A task that could not be loaded or run; the rest of the suite still runs."""
+
+    id: str | None = None
+    line: int | None = None
+    """1-based line of the suite file, for load errors."""
+    stage: Literal["load", "run", "score"]
+    message: str
+
+
+class RunInfo(_Record):
+    """How a run was made (``run.json``)."""
+
+    suite: str
+    policy: str
+    tools: str
+    label: str = ""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    versions: dict[str, str] = Field(default_factory=dict)
+    started_at: str = ""
+
+
+def read_results(run_dir: str | Path) -> list[TaskResult]:
+    """Every task result of a run folder, the last record winning for a repeated id."""
+    path = Path(run_dir) / RESULTS_FILE
+    if not path.exists():
+        return []
+    by_id: dict[str, TaskResult] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            result = TaskResult.model_validate_json(line)
+            by_id[result.id] = result
+    return list(by_id.values())

@@ -1,0 +1,195 @@
+"""Training configuration: the policy, the stages (SFT or GRPO) and what each reads, as one file.
+
+``visioncreator train sft|grpo|rpco --config FILE`` reads a :class:`TrainConfig` from TOML or
+JSON. The RPCO recipe (:mod:`visioncreator.rl.recipe`) is one such configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from visioncreator.policy.types import Split
+
+__all__ = [
+    "ConfigError",
+    "GRPOStage",
+    "LoraSpec",
+    "PolicyModel",
+    "SFTStage",
+    "Selection",
+    "Stage",
+    "TaskSource",
+    "TrainConfig",
+    "load_train_config",
+]
+
+
+DEFAULT_WEIGHTS: dict[str, float] = {
+    "format": 0.1,
+    "tool": 0.1,
+    "result": 0.1,
+    "plan": 0.1,
+    "reflection": 0.1,
+    "outcome": 0.5,
+}
+"""The default reward weights (those of :class:`visioncreator.rl.RewardWeights`)."""
+
+
+class ConfigError(ValueError):
+    """A training configuration file that cannot be read or is invalid (the message names the file)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSpec(_Model):
+    """LoRA adapters (peft) instead of full fine-tuning."""
+
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+
+
+class PolicyModel(_Model):
+    """The model being trained, and how it writes turns during rollouts."""
+
+    model: str = Field(
+        description="`tiny` (a random Qwen2 built on the spot), `smollm2` (the packaged SmolLM2-135M-Instruct) "
+        "or a model directory (a previous stage's output included)."
+    )
+    lora: LoraSpec | None = None
+    max_new_tokens: int = Field(default=256, ge=1, description="Most tokens per policy turn in rollouts.")
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    torch_threads: int | None = Field(default=None, ge=1, description="torch.set_num_threads (None: leave it).")
+
+
+class TaskSource(_Model):
+    """Which tasks a stage runs on."""
+
+    suite: str | None = Field(default=None, description="Suite JSONL file; None is the built-in synthetic suite.")
+    splits: tuple[Split, ...] = ("single", "multi", "img2img")
+    ids: tuple[str, ...] = Field(default=(), description="Only these task ids (empty: all of the splits).")
+    exclude_ids: tuple[str, ...] = Field(default=(), description="Never these task ids (held-out tasks).")
+    limit: int | None = Field(default=None, ge=1, description="At most this many tasks, in file order.")
+    fault_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Synthetic fault injection rate.")
+
+
+class Selection(_Model):
+    """A filter over collected trajectories; a trajectory is kept when every condition holds."""
+
+    splits: tuple[Split, ...] = ()
+    """Only these splits (empty: any)."""
+    min_rewards: dict[str, float] = Field(default_factory=dict)
+    """Reward name -> lowest value kept, e.g. ``{"reflection": 1.0}`` for reflection-strong trajectories."""
+    require_success: bool = True
+    """Keep only trajectories whose outcome is a full success."""
+    limit: int | None = Field(default=None, ge=1)
+    """At most this many trajectories from this selection."""
+
+
+class SFTStage(_Model):
+    """Supervised fine-tuning on selected trajectories (TRL ``SFTTrainer``, loss on policy turns only)."""
+
+    kind: Literal["sft"] = "sft"
+    name: str = "sft"
+    records: str | None = Field(
+        default=None, description="Trajectory records (JSONL) to learn from; None collects them with the expert."
+    )
+    tasks: TaskSource = Field(default_factory=TaskSource, description="Tasks the expert runs when collecting.")
+    group_size: int = Field(default=1, ge=1, description="Expert samples per task when collecting.")
+    expert: dict[str, Any] = Field(default_factory=dict, description="ExpertConfig fields for collection.")
+    select: tuple[Selection, ...] = (Selection(),)
+    """The union of these selections is the training set."""
+    max_steps: int = Field(default=100, ge=1)
+    learning_rate: float = Field(default=2e-5, gt=0.0)
+    batch_size: int = Field(default=2, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    max_length: int = Field(default=2048, ge=16)
+    save_steps: int = Field(default=50, ge=1)
+    logging_steps: int = Field(default=1, ge=1)
+    trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``SFTConfig`` fields, passed through.")
+
+
+class GRPOStage(_Model):
+    """GRPO by replaying the graph (TRL ``GRPOTrainer``); the loss sees the recorded token ids and masks."""
+
+    kind: Literal["grpo"] = "grpo"
+    name: str = "grpo"
+    tasks: TaskSource = Field(default_factory=TaskSource)
+    num_generations: int = Field(default=4, ge=2, description="Samples per task: the GRPO group.")
+    max_steps: int = Field(default=50, ge=1)
+    learning_rate: float = Field(default=1e-5, gt=0.0)
+    beta: float = Field(default=0.0, ge=0.0, description="KL coefficient (0: no reference model).")
+    batch_size: int | None = Field(default=None, ge=1, description="Per-device batch; default num_generations.")
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="Reward name -> weight (the names of visioncreator.rl.REWARDS).",
+    )
+    per_node_advantages: bool = Field(
+        default=False, description="Credit plan tokens by plan rewards and reflect tokens by the reflection reward."
+    )
+    node_rewards: dict[str, list[str]] = Field(
+        default_factory=lambda: {"plan": ["plan", "format"], "reflect": ["reflection", "format"]},
+        description="With per-node advantages: node -> the rewards that credit its tokens (others: the total).",
+    )
+    max_turns: int = Field(default=12, ge=1, description="Policy turns per rollout.")
+    max_completion_length: int = Field(default=2048, ge=16, description="Most tokens of one whole trajectory.")
+    save_steps: int = Field(default=10, ge=1)
+    logging_steps: int = Field(default=1, ge=1)
+    trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``GRPOConfig`` fields, passed through.")
+
+    @model_validator(mode="after")
+    def _known_rewards(self) -> GRPOStage:
+        known = {"format", "tool", "result", "plan", "reflection", "outcome"}
+        unknown = (set(self.rewards) | {r for names in self.node_rewards.values() for r in names}) - known
+        if unknown:
+            raise ValueError(f"unknown reward names {sorted(unknown)}; known: {sorted(known)}")
+        if any(w < 0 for w in self.rewards.values()) or sum(self.rewards.values()) <= 0:
+            raise ValueError("reward weights must be non-negative with a positive sum")
+        return self
+
+
+Stage = Annotated[SFTStage | GRPOStage, Field(discriminator="kind")]
+
+
+class TrainConfig(_Model):
+    """A whole training run: one policy through one or more stages, each starting from the previous one."""
+
+    policy: PolicyModel
+    output_dir: str = Field(description="Each stage writes OUTPUT_DIR/NN-NAME/ (checkpoints, final model, logs).")
+    seed: int = 0
+    stages: tuple[Stage, ...] = Field(min_length=1)
+    eval_tasks: TaskSource | None = Field(
+        default=None, description="Held-out tasks whose success rate is measured before and after every stage."
+    )
+    eval_group_size: int = Field(default=1, ge=1)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read a :class:`TrainConfig` from a ``.toml`` or ``.json`` file.
+
+    Raises:
+        ConfigError: The file is missing, unparseable, or invalid; the message names the file.
+
+    """
+    file = Path(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read the training config: {exc}") from exc
+    try:
+        data: Any = tomllib.loads(text) if file.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{file}: not valid {file.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{file}: invalid training config:\n{exc}") from exc
