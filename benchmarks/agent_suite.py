@@ -12,14 +12,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from visioncreator.evals.runner import SuiteRun, run_suite
-from visioncreator.evals.scoring import TaskScore
-from visioncreator.evals.suite import load_suite
+from visioncreator.evals.results import TaskResult, read_results
+from visioncreator.evals.runner import EvalSettings, run_eval
 from visioncreator.graph.config import AgentConfig
 
 
-def table(name: str, scores: list[TaskScore], seconds: float) -> None:
-    groups: dict[str, list[TaskScore]] = defaultdict(list)
+def table(name: str, scores: list[TaskResult], seconds: float) -> None:
+    groups: dict[str, list[TaskResult]] = defaultdict(list)
     for s in scores:
         groups[s.split].append(s)
         groups["all"].append(s)
@@ -33,7 +32,7 @@ def table(name: str, scores: list[TaskScore], seconds: float) -> None:
         print(
             f"{split:<8} {n:>5} {sum(s.success for s in group) / n:>8.1%} "
             f"{sum(s.checklist_score for s in group) / n:>9.3f} "
-            f"{sum(s.policy_tool_calls for s in group) / n:>10.2f} {sum(s.faults_injected for s in group):>6} "
+            f"{sum(s.cost.tool_calls for s in group) / n:>10.2f} {sum(s.faults_injected for s in group):>6} "
             f"{sum(s.faults_caught for s in group):>6} {sum(s.faulty_answers for s in group):>14}"
         )
 
@@ -44,20 +43,19 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    tasks = load_suite()
-    print(f"suite: {len(tasks)} tasks; fault rate {args.fault_rate}")
+    print(f"built-in synthetic suite; fault rate {args.fault_rate}; calls/task counts every tool call")
     with tempfile.TemporaryDirectory() as tmp:
         for name, reflect in (("expert, reflection on", True), ("expert, reflection off", False)):
-            run = SuiteRun(
-                store=Path(tmp) / "store",
+            settings = EvalSettings(
+                out=Path(tmp) / name.replace(" ", "_").replace(",", ""),
                 fault_rate=args.fault_rate,
                 agent=AgentConfig(reflect=reflect),
                 concurrency=args.concurrency,
                 seed=args.seed,
             )
             started = time.perf_counter()
-            scores = await run_suite(tasks, run)
-            table(name, scores, time.perf_counter() - started)
+            await run_eval(settings)
+            table(name, read_results(settings.out), time.perf_counter() - started)
 
 
 if __name__ == "__main__":

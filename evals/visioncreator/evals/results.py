@@ -115,6 +115,10 @@ class TaskResult(_Record):
     faults_injected: int = 0
     faults_caught: int = 0
     faulty_answers: int = 0
+    unreflected: int = 0
+    """Images the policy's calls made that no reflection judged (reflection off or skipped)."""
+    unreflected_faulty: int = 0
+    """Of those, images with an injected fault."""
     trajectory: str = ""
     """Path of the trajectory file, relative to the run folder."""
 

@@ -1,39 +1,75 @@
-"""Score a finished task against its checklist with the synthetic ground truth."""
+"""Score a finished task against its checklist: the synthetic verifier, detectors, or a judge.
+
+The synthetic verifier is exact and used whenever every answer image has ground truth; otherwise
+the offline detectors check what they can. A vision judge, when given, adds its VIEScore-style
+scores (and answers the checklist when no other scorer could).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from visioncreator.evals.results import JudgeScore
 from visioncreator.evals.suite import SuiteTask
 from visioncreator.policy.format import parse_turn
-from visioncreator.tool_servers.checklist_models import CheckResult
+from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
 from visioncreator.tool_servers.scene import GroundTruth, Scene
 from visioncreator.tool_servers.synthetic.checklist import verify
 
+__all__ = ["FaultCounts", "Judge", "Verdict", "count_faults", "score_answer", "verdicts", "verify_synthetic"]
 
-class TaskScore(BaseModel):
-    """The verdict on one task."""
+ImageReader = Callable[[str], Awaitable[bytes]]
+
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+"""Largest output image file the detectors decode (the image store's own upload limit)."""
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest output image (width x height) the detectors decode."""
+
+
+class Judge(Protocol):
+    """What the scorer needs of a vision judge (:class:`visioncreator.evals.judge.VisionJudge`)."""
+
+    async def score(
+        self,
+        request: str,
+        image_bytes: bytes,
+        checklist: Sequence[CheckItem] = (),
+        *,
+        inputs: Sequence[bytes] = (),
+        image: str = "",
+    ) -> JudgeScore:
+        """Judge one output image against the request and its checklist items."""
+        ...
+
+
+class Verdict(BaseModel):
+    """The checklist verdict on one task's answer."""
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str
-    split: str
     success: bool
     """Right number of images and every checklist item satisfied."""
     checklist_score: float
-    """Fraction of checklist items satisfied."""
-    results: list[CheckResult]
-    n_answer: int
-    termination: str
-    policy_tool_calls: int
-    faults_injected: int
+    """Fraction of the checklist satisfied (0 when nothing could check it)."""
+    items: list[CheckResult] = Field(default_factory=list)
+    scorer: str = "synthetic"
+    judge: list[JudgeScore] = Field(default_factory=list)
+
+
+class FaultCounts(BaseModel):
+    """Injected faults on the policy's images, and what reflection did about them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    injected: int = 0
     """Images the policy's calls produced with an injected fault."""
-    faults_caught: int
+    caught: int = 0
     """Of those, images a reflection did not accept (redo or revise)."""
-    faulty_answers: int
+    faulty_answers: int = 0
     """Images of the answer that carry an injected fault."""
 
 
@@ -53,42 +89,126 @@ def verdicts(turns: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return seen
 
 
-def score_task(
-    task: SuiteTask,
-    *,
+def verify_synthetic(
+    checklist: Sequence[CheckItem],
     answer: Sequence[str],
     truths: Mapping[str, Mapping[str, Any]],
     input_scenes: Sequence[Scene],
+) -> list[CheckResult] | None:
+    """The exact verdict per checklist item, or ``None`` when an answer image has no ground truth."""
+    scenes = [_scene(truths.get(h)) for h in answer]
+    if not answer or any(s is None for s in scenes):
+        return None
+    return verify(checklist, [s for s in scenes if s is not None], input_scenes)
+
+
+def count_faults(
+    answer: Sequence[str],
+    truths: Mapping[str, Mapping[str, Any]],
     turns: Sequence[Mapping[str, Any]],
     tool_calls: Sequence[Mapping[str, Any]],
-    termination: str,
-) -> TaskScore:
-    """Verify a task's answer against its checklist, and count faults injected and caught."""
-    outputs = [_scene(truths.get(h)) for h in answer]
-    known = [s for s in outputs if s is not None]
-    results = verify(task.checklist, known, input_scenes) if len(known) == len(outputs) else []
-    passed = sum(r.passed for r in results)
-    score = passed / len(task.checklist) if task.checklist and results else 0.0
+) -> FaultCounts:
+    """Count the injected faults of the policy's images, those reflection caught, and faulty answers."""
     judged = verdicts(turns)
-    injected = caught = 0
+    counts = FaultCounts()
     for call in tool_calls:
         if call.get("by") != "policy" or not call.get("ok") or not call.get("handle"):
             continue
         truth = truths.get(str(call["handle"]))
         if truth and truth.get("faults"):
-            injected += 1
-            caught += judged.get(str(call["handle"])) in ("redo", "revise")
-    faulty = sum(1 for h in answer if (truths.get(h) or {}).get("faults"))
-    return TaskScore(
-        id=task.id,
-        split=task.split,
-        success=len(answer) == task.n_images and bool(results) and passed == len(results),
-        checklist_score=score,
-        results=results,
-        n_answer=len(answer),
-        termination=termination,
-        policy_tool_calls=sum(1 for c in tool_calls if c.get("by") == "policy"),
-        faults_injected=injected,
-        faults_caught=caught,
-        faulty_answers=faulty,
+            counts.injected += 1
+            counts.caught += judged.get(str(call["handle"])) in ("redo", "revise")
+    counts.faulty_answers = sum(1 for h in answer if (truths.get(h) or {}).get("faults"))
+    return counts
+
+
+def _verdict(task: SuiteTask, answer: Sequence[str], items: Sequence[CheckResult], scorer: str) -> Verdict:
+    passed = sum(r.passed for r in items)
+    return Verdict(
+        success=len(answer) == task.n_images and bool(items) and passed == len(items),
+        checklist_score=passed / len(task.checklist) if task.checklist and items else 0.0,
+        items=list(items),
+        scorer=scorer,
+    )
+
+
+async def score_answer(
+    task: SuiteTask,
+    answer: Sequence[str],
+    *,
+    truths: Mapping[str, Mapping[str, Any]],
+    input_scenes: Sequence[Scene],
+    input_handles: Sequence[str] = (),
+    read_image: ImageReader | None = None,
+    judge: Judge | None = None,
+) -> Verdict:
+    """Score one task's answer with the best scorer that applies.
+
+    Args:
+        task: The suite task (its checklist and the number of images it wants).
+        answer: The answer's image handles, in order.
+        truths: Handle -> synthetic ground truth, where the tool server has it.
+        input_scenes: Ground-truth scenes of the input images (for edit checks).
+        input_handles: Handles of the input images (shown to the judge).
+        read_image: Reads an image's PNG bytes; needed by the detectors and the judge.
+        judge: A vision judge; when given, every answer image is judged too.
+
+    Returns:
+        The verdict: synthetic when every answer image has ground truth, else detectors (when
+        ``read_image`` is given), else the judge's checklist answers.
+    """
+    items = verify_synthetic(task.checklist, answer, truths, input_scenes)
+    if items is not None:
+        verdict = _verdict(task, answer, items, "synthetic")
+    elif read_image is not None and answer:
+        verdict = await _detected(task, answer, read_image)
+    else:
+        verdict = _verdict(task, answer, [], "none")
+    if judge is None or read_image is None:
+        return verdict
+    inputs = [await read_image(h) for h in input_handles]
+    scores = [
+        await judge.score(
+            task.request, await read_image(h), [i for i in task.checklist if i.image == k], inputs=inputs, image=h
+        )
+        for k, h in enumerate(answer)
+    ]
+    verdict.judge = scores
+    if not verdict.items and scores:
+        verdict = _judged(task, answer, scores, verdict)
+    return verdict
+
+
+async def _detected(task: SuiteTask, answer: Sequence[str], read_image: ImageReader) -> Verdict:
+    """The detectors' verdict; items they cannot check are kept but left out of the score."""
+    from visioncreator.evals.detect_scoring import checkable, score_with_detectors
+    from visioncreator.tool_servers.decode import decode_image
+
+    images = [decode_image(await read_image(h), max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS) for h in answer]
+    items = await asyncio.to_thread(score_with_detectors, task.checklist, images)
+    checked = [r for r in items if checkable(r)]
+    passed = sum(r.passed for r in checked)
+    return Verdict(
+        success=len(answer) == task.n_images and bool(checked) and passed == len(checked),
+        checklist_score=passed / len(checked) if checked else 0.0,
+        items=items,
+        scorer="detectors",
+    )
+
+
+def _judged(task: SuiteTask, answer: Sequence[str], scores: Sequence[JudgeScore], base: Verdict) -> Verdict:
+    """A verdict from the judge's yes/no answers to the checklist (every image's answers pooled)."""
+    answers: dict[str, bool] = {}
+    for score in scores:
+        for question, yes in score.checklist.items():
+            answers[question] = answers.get(question, True) and yes
+    if not answers:
+        return base
+    passed = sum(answers.values())
+    return Verdict(
+        success=len(answer) == task.n_images and passed == len(answers),
+        checklist_score=passed / len(answers),
+        items=[],
+        scorer="judge",
+        judge=list(scores),
     )

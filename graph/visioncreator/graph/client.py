@@ -66,10 +66,17 @@ class ToolServerSpec:
     """Timeout for starting or reaching the server."""
 
     @classmethod
-    def synthetic(cls, *, store: str, fault_rate: float = 0.0, extra_args: Sequence[str] = ()) -> ToolServerSpec:
-        """The bundled synthetic tool server over stdio, with its store at ``store``."""
-        args = ("-m", "visioncreator.tool_servers", "--store", store, "--fault-rate", str(fault_rate), *extra_args)
-        return cls(args=args)
+    def synthetic(
+        cls, *, store: str, fault_rate: float = 0.0, tool_seed: int = 0, extra_args: Sequence[str] = ()
+    ) -> ToolServerSpec:
+        """The bundled synthetic tool server over stdio, with its store at ``store``.
+
+        ``tool_seed`` is mixed into the server's layout and fault draws (0: the call seeds alone decide).
+        """
+        args: tuple[str, ...] = ("-m", "visioncreator.tool_servers", "--store", store, "--fault-rate", str(fault_rate))
+        if tool_seed:
+            args += ("--tool-seed", str(tool_seed))
+        return cls(args=(*args, *extra_args))
 
 
 @dataclass(kw_only=True)

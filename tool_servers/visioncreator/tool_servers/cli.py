@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     backend = parser.add_argument_group("back end")
     backend.add_argument("--backend", choices=("synthetic", "tiny", "diffusers"), help="image back end (synthetic)")
     backend.add_argument("--fault-rate", type=float, help="synthetic back end fault probability (default 0)")
+    backend.add_argument("--tool-seed", type=int, help="synthetic back end seed mixed into every draw (default 0)")
     backend.add_argument("--latency", type=float, help="simulated seconds per generated image (default 0)")
     backend.add_argument("--call-log", type=Path, help="append a JSON line per generated image to this file")
     backend.add_argument("--registry", type=Path, help="diffusers model registry file (TOML; default: packaged)")
@@ -68,6 +69,7 @@ def _settings(options: argparse.Namespace) -> ServerSettings:
         "store_root": options.store,
         "backend": options.backend,
         "fault_rate": options.fault_rate,
+        "tool_seed": options.tool_seed,
         "bearer_token": options.token,
         "simulated_latency_s": options.latency,
         "call_log": options.call_log,

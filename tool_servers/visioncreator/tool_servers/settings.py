@@ -68,6 +68,11 @@ class ServerSettings(BaseModel):
     fault_rate: float = Field(
         default=0.0, ge=0.0, le=1.0, description="Probability that the synthetic back end injects a fault."
     )
+    tool_seed: int = Field(
+        default=0,
+        description="Seed the synthetic back end mixes into every layout and fault draw, so tool randomness can be "
+        "varied apart from the callers' seeds; 0 keeps the draws as the call seeds alone make them.",
+    )
     fault_types: tuple[FaultType, ...] | None = Field(
         default=None, description="Fault types the synthetic back end may inject; None means all."
     )

@@ -58,8 +58,12 @@ def default_backend(settings: ServerSettings) -> ImageBackend:
     from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
 
     if settings.fault_types is None:
-        return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate))
-    return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate, fault_types=settings.fault_types))
+        return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate, tool_seed=settings.tool_seed))
+    return SyntheticBackend(
+        SyntheticSettings(
+            fault_rate=settings.fault_rate, fault_types=settings.fault_types, tool_seed=settings.tool_seed
+        )
+    )
 
 
 class ToolRunner:

@@ -59,6 +59,10 @@ class SyntheticSettings:
     fault_types: tuple[FaultType, ...] = ALL_FAULTS
     """Fault types that may be injected; a call only gets one that applies to its request."""
 
+    tool_seed: int = 0
+    """Server-side seed mixed into every layout and fault draw, so tool randomness can vary while the
+    caller's seeds stay fixed. 0 leaves the draws exactly as the call's own seed makes them."""
+
     def __post_init__(self) -> None:
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within [0, 1], got {self.fault_rate}")
@@ -84,12 +88,14 @@ class SyntheticBackend:
 
     def __init__(self, settings: SyntheticSettings | None = None) -> None:
         self.settings = settings or SyntheticSettings()
+        # Prepended to every draw's seed parts; empty for tool_seed 0 so outputs stay as they were.
+        self._salt: tuple[object, ...] = ("tool_seed", self.settings.tool_seed) if self.settings.tool_seed else ()
 
     async def text_to_image(self, args: TextToImageInput) -> Generated:
         """Draw the scene the prompt describes."""
         seed = args.seed or 0
         spec = parse_prompt(args.prompt)
-        rng = stable_rng(seed, "text_to_image", args.prompt)
+        rng = stable_rng(*self._salt, seed, "text_to_image", args.prompt)
         scene = layout(spec, args.width, args.height, rng)
         scene, faults = self._inject(scene, spec, rng)
         truth = GroundTruth(
@@ -101,7 +107,7 @@ class SyntheticBackend:
         """Apply the instruction to the source's scene; an uploaded image is drawn over instead."""
         seed = args.seed or 0
         ops = parse_edit(args.instruction)
-        rng = stable_rng(seed, "edit_image", args.instruction, source.handle)
+        rng = stable_rng(*self._salt, seed, "edit_image", args.instruction, source.handle)
         width, height = source.image.size
         if source.truth is None:
             base_scene = Scene(width=width, height=height, background=UPLOADED_BACKGROUND)
@@ -131,7 +137,7 @@ class SyntheticBackend:
         """Draw the prompt's scene, giving each kind seen in a reference that reference's look."""
         seed = args.seed or 0
         spec = parse_prompt(args.prompt)
-        rng = stable_rng(seed, "reference_to_image", args.prompt, *(r.handle for r in references))
+        rng = stable_rng(*self._salt, seed, "reference_to_image", args.prompt, *(r.handle for r in references))
         ref_scenes = [r.truth.scene for r in references if r.truth is not None]
         identities: dict[str, SceneObject] = {}
         for ref in ref_scenes:

@@ -1,0 +1,331 @@
+"""GRPO generation by replaying our graph: TRL's ``rollout_func`` and its reward functions.
+
+TRL 1.16's ``GRPOTrainer._generate`` calls ``rollout_func(prompts, trainer)`` with the prompts of
+one generation batch, each task already repeated ``num_generations`` times in a row (the
+trainer's ``RepeatSampler``; ``rewards.view(-1, num_generations)`` relies on that order), and
+wants one ``prompt_ids``/``completion_ids``/``logprobs`` entry back per prompt, plus optional
+``env_mask`` (1 = policy token, 0 = excluded from the loss) and extra keys, which reach the
+reward functions per sample. The rollout function does not see the dataset rows, only the
+prompts, so each prompt carries its whole task: a single user message whose content is the
+:class:`~visioncreator.rl.records.CollectTask` JSON (:func:`task_prompt`). Nothing has to be
+looked up, and shuffling, resuming or several processes cannot mismatch task and prompt.
+
+:class:`GraphRollout` runs each group through the compiled graph with the collector, on an
+in-process synthetic tool server, with a :class:`~visioncreator.policy.local.TransformersPolicy`
+that wraps the trainer's current model and tokenizer (no copy; eval mode, no grad, for the
+rollout). Every trajectory becomes one sample through
+:func:`~visioncreator.rl.samples.token_sample`: exactly the recorded ids, tool observations
+and template tokens masked out. The trajectory record and its reward values travel as extra
+keys; :func:`reward_functions` gives one TRL reward function per reward name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from visioncreator.graph.trajectory import Trajectory
+from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+from visioncreator.rl.config import GRPOStage, PolicyModel, TaskSource
+from visioncreator.rl.records import CollectTask, TrajectoryRecord
+from visioncreator.rl.rewards import REWARDS
+from visioncreator.rl.rewards_base import RewardContext
+from visioncreator.rl.samples import SampleError, TokenSample, token_sample
+
+__all__ = [
+    "GraphRollout",
+    "RolloutSample",
+    "TrainerPolicy",
+    "load_tasks",
+    "reward_functions",
+    "sample_of",
+    "task_of_prompt",
+    "task_prompt",
+]
+
+_T = TypeVar("_T")
+_SEED_STRIDE = 10_007  # run seeds of successive generation steps; larger than any group
+
+
+def load_tasks(source: TaskSource) -> list[CollectTask]:
+    """The tasks a :class:`~visioncreator.rl.config.TaskSource` names, as collector tasks.
+
+    Raises:
+        ValueError: No task is left after the filters (the message names them).
+
+    """
+    from visioncreator.evals.suite import load_suite
+    from visioncreator.rl.collector import as_collect_task
+
+    wanted, excluded = set(source.ids), set(source.exclude_ids)
+    tasks = [
+        as_collect_task(t)
+        for t in load_suite(source.suite)
+        if t.split in source.splits and (not wanted or t.id in wanted) and t.id not in excluded
+    ]
+    tasks = tasks[: source.limit]
+    if not tasks:
+        raise ValueError(
+            f"no tasks in suite {source.suite or 'built-in'} for splits={list(source.splits)}, "
+            f"ids={list(source.ids)}, exclude_ids={list(source.exclude_ids)}"
+        )
+    return tasks
+
+
+def task_prompt(task: CollectTask) -> list[dict[str, str]]:
+    """The conversational prompt of a GRPO dataset row: one user message holding the task JSON."""
+    return [{"role": "user", "content": task.model_dump_json()}]
+
+
+def task_of_prompt(prompt: Any) -> CollectTask:
+    """The task a :func:`task_prompt` prompt carries.
+
+    Raises:
+        ValueError: The prompt is not one made by :func:`task_prompt`.
+
+    """
+    try:
+        return CollectTask.model_validate_json(prompt[-1]["content"])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ValueError(f"a GRPO prompt must be task_prompt(task), got {str(prompt)[:200]!r}: {exc}") from exc
+
+
+class TrainerPolicy(TransformersPolicy):
+    """A :class:`TransformersPolicy` over an already loaded model and tokenizer (the trainer's own).
+
+    No weights are copied: rollouts sample from the very parameters being trained.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, *, settings: LocalPolicySettings) -> None:
+        path = getattr(getattr(model, "config", None), "_name_or_path", "") or "trainer-model"
+        super().__init__(Path(str(path)), settings=settings)
+        self._given = (model, tokenizer)
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        model, tok = self._given
+        eos = model.generation_config.eos_token_id
+        if eos is None:
+            eos = tok.eos_token_id
+        self._eos = frozenset([eos] if isinstance(eos, int) else eos)
+        self._special = frozenset(tok.all_special_ids)
+        limit = getattr(model.config, "max_position_embeddings", None) or 32768
+        self._max_prompt = self.settings.max_prompt_tokens or max(1, int(limit) - self.settings.max_new_tokens)
+        self._tok, self._model = tok, model
+
+
+@dataclass(frozen=True)
+class RolloutSample:
+    """One rollout: the trajectory, the token sample TRL trains on, and its reward values."""
+
+    record: TrajectoryRecord
+    sample: TokenSample
+    """What TRL gets: recorded ids, cut to ``max_completion_length``."""
+    rewards: Mapping[str, float]
+    """Reward name -> value (the names of :data:`visioncreator.rl.REWARDS`)."""
+    group: int
+    """Index of its group (one task's ``num_generations`` samples) in the batch."""
+
+
+def _cut(sample: TokenSample, length: int) -> TokenSample:
+    if len(sample.completion_ids) <= length:
+        return sample
+    return TokenSample(
+        prompt_ids=sample.prompt_ids,
+        completion_ids=sample.completion_ids[:length],
+        env_mask=sample.env_mask[:length],
+        logprobs=None if sample.logprobs is None else sample.logprobs[:length],
+        nodes=sample.nodes[:length],
+        turns=sample.turns[:length],
+    )
+
+
+def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample:
+    """The token sample of a rollout; a turn without ids (an over-long prompt) ends it early.
+
+    Raises:
+        SampleError: Not even the first turn has token ids.
+
+    """
+    try:
+        return _cut(token_sample(trajectory), max_completion_length)
+    except SampleError:
+        kept = []
+        for turn in trajectory.turns:
+            if turn.get("prompt_token_ids") is None or turn.get("completion_token_ids") is None:
+                break
+            kept.append(turn)
+        if not kept or len(kept) == len(trajectory.turns):
+            raise
+        return _cut(token_sample(trajectory.model_copy(update={"turns": kept})), max_completion_length)
+
+
+def _run(coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run a coroutine to the end from sync code, also when the caller's thread runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="visioncreator-rollout")
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]  # type: ignore[no-any-return]
+
+
+def _runs(tasks: Sequence[CollectTask]) -> list[tuple[CollectTask, int]]:
+    """Consecutive repeats of one task (the trainer's groups), as (task, count)."""
+    runs: list[tuple[CollectTask, int]] = []
+    for task in tasks:
+        if runs and runs[-1][0] == task:
+            runs[-1] = (task, runs[-1][1] + 1)
+        else:
+            runs.append((task, 1))
+    return runs
+
+
+@dataclass
+class GraphRollout:
+    """TRL's ``rollout_func`` for :class:`~visioncreator.rl.config.GRPOStage`: replays the graph per prompt.
+
+    Call it as ``rollout(prompts, trainer)``. After each call, :attr:`last` holds the batch it
+    returned, in prompt order.
+    """
+
+    stage: GRPOStage
+    policy: PolicyModel
+    store: Path
+    """Image store of the in-process synthetic tool server."""
+    seed: int = 0
+    """Base run seed; generation step ``s`` runs group sample ``i`` with seed ``seed + s * 10007 + i``."""
+    concurrency: int = 8
+    """Trajectories in flight at once."""
+    last: list[RolloutSample] = field(default_factory=list, init=False)
+    groups: int = field(default=0, init=False)
+    """Groups rolled out so far."""
+    degenerate_groups: int = field(default=0, init=False)
+    """Groups so far whose weighted rewards were all equal (no learning signal)."""
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
+        """Roll out every prompt; see the module docstring for what TRL gets back."""
+        tasks = [task_of_prompt(p) for p in prompts]
+        step = int(getattr(getattr(trainer, "state", None), "global_step", 0))
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        model.eval()
+        try:
+            batch = _run(self._roll(_runs(tasks), model, trainer.processing_class, self.seed + step * _SEED_STRIDE))
+        finally:
+            model.train(was_training)
+        self.last = batch
+        self._count_degenerate(batch)
+        samples = [b.sample for b in batch]
+        with_logprobs = all(s.logprobs is not None for s in samples)
+        return {
+            "prompt_ids": [list(s.prompt_ids) for s in samples],
+            "completion_ids": [list(s.completion_ids) for s in samples],
+            "logprobs": [list(s.logprobs or ()) for s in samples] if with_logprobs else None,
+            "env_mask": [list(s.env_mask) for s in samples],
+            "trajectory": [b.record for b in batch],
+            "reward_values": [dict(b.rewards) for b in batch],
+        }
+
+    def _policy(self, model: Any, tokenizer: Any) -> TrainerPolicy:
+        p = self.policy
+        settings = LocalPolicySettings(
+            max_new_tokens=p.max_new_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            torch_threads=p.torch_threads,
+            flush_denormal=False,
+            name=f"train:{self.stage.name}",
+        )
+        return TrainerPolicy(model, tokenizer, settings=settings)
+
+    async def _roll(
+        self, runs: list[tuple[CollectTask, int]], model: Any, tokenizer: Any, run_seed: int
+    ) -> list[RolloutSample]:
+        from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
+
+        group_size = max(n for _, n in runs)
+        config = CollectConfig(
+            group_size=group_size,
+            concurrency=self.concurrency,
+            seed=run_seed,
+            fault_rate=self.stage.tasks.fault_rate,
+            store=self.store,
+            max_turns=self.stage.max_turns,
+            rewards=dict(self.stage.rewards),
+        )
+        policy = self._policy(model, tokenizer)
+        async with synthetic_tools(config) as tools:
+            records = await collect([t for t, _ in runs], policy=policy, tools=tools, config=config)
+        if len(records) != group_size * len(runs):
+            raise RuntimeError(f"the collector returned {len(records)} records for {len(runs)} groups of {group_size}")
+        batch = []
+        for group, (_, n) in enumerate(runs):
+            # collect() returns task-major, sample order: this group's records are one slice.
+            for record in records[group * group_size : group * group_size + n]:
+                rewards = {name: float(record.rewards[name]) for name in REWARDS}
+                sample = sample_of(record, self.stage.max_completion_length)
+                batch.append(RolloutSample(record=record, sample=sample, rewards=rewards, group=group))
+        return batch
+
+    def _count_degenerate(self, batch: Sequence[RolloutSample]) -> None:
+        weights = self.stage.rewards
+        totals: dict[int, set[float]] = {}
+        for b in batch:
+            total = sum(weights.get(name, 0.0) * value for name, value in b.rewards.items())
+            totals.setdefault(b.group, set()).add(round(total, 9))
+        self.groups += len(totals)
+        self.degenerate_groups += sum(len(values) == 1 for values in totals.values())
+
+
+def _reward_fn(name: str) -> Callable[..., list[float]]:
+    reward = REWARDS[name]
+
+    def fn(
+        prompts: list[Any],
+        completions: list[Any],
+        trajectory: Sequence[Trajectory] | None = None,
+        reward_values: Sequence[Mapping[str, float]] | None = None,
+        **kwargs: Any,
+    ) -> list[float]:
+        if reward_values is not None:
+            return [float(v[name]) for v in reward_values]
+        if trajectory is None:
+            raise ValueError(f"the {name!r} reward needs the 'trajectory' column a GraphRollout returns")
+        out = []
+        for t in trajectory:
+            context = t.reward_context() if isinstance(t, TrajectoryRecord) else RewardContext()
+            out.append(reward(t, context).value)
+        return out
+
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__doc__ = f"The {name!r} reward of each rollout's trajectory (TRL reward function)."
+    return fn
+
+
+def reward_functions(weights: Mapping[str, float]) -> tuple[list[Callable[..., list[float]]], list[float]]:
+    """One TRL reward function per reward of :data:`visioncreator.rl.REWARDS`, and their weights.
+
+    Every reward is computed and logged; names missing from ``weights`` weigh 0 (logged only).
+    Use the weights as ``GRPOConfig.reward_weights``.
+    """
+    names = list(REWARDS)
+    return [_reward_fn(n) for n in names], [float(weights.get(n, 0.0)) for n in names]

@@ -1,0 +1,183 @@
+"""A tiny random vision-language policy (Idefics3), built in memory in about a second.
+
+Idefics3 (the SmolVLM family) is the tiny VLM that runs here end to end: its processor needs no
+torchvision (transformers falls back to the PIL image processor, which we name directly), while
+the Qwen-VL processors need torchvision's video-processor registry. The model has random weights
+and ~30k parameters, enough for tests of the training path: images change the log-probabilities
+of the tokens after them, and a GRPO step changes the weights.
+
+Needs the ``rl`` extra (torch, transformers, tokenizers).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["IMAGE_TOKEN", "TinyVLM", "build_tiny_vlm"]
+
+IMAGE_TOKEN = "<image>"
+"""The placeholder an Idefics3 processor expands into ``image_seq_len`` image tokens per image tile."""
+
+_SPECIAL = ("<fake_token_around_image>", IMAGE_TOKEN, "<end_of_utterance>", "<global-img>")
+_WORDS = (
+    "user",
+    "assistant",
+    "tool",
+    "system",
+    ":",
+    ".",
+    ",",
+    "'",
+    '"',
+    "{",
+    "}",
+    "[",
+    "]",
+    "(",
+    ")",
+    "<",
+    ">",
+    "/",
+    "=",
+    "the",
+    "a",
+    "an",
+    "is",
+    "here",
+    "image",
+    "images",
+    "of",
+    "and",
+    "draw",
+    "make",
+    "edit",
+    "show",
+    "shows",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "black",
+    "white",
+    "cat",
+    "dog",
+    "fox",
+    "sky",
+    "bench",
+    "park",
+    "accept",
+    "redo",
+    "revise",
+    "think",
+    "plan",
+    "tool_call",
+    "reflect",
+    "answer",
+    "text_to_image",
+    "edit_image",
+    "reference_to_image",
+    "inspect_image",
+    "img_a",
+    "img_b",
+    "img_c",
+    "prompt",
+    "name",
+    "arguments",
+    "verdict",
+    "faults",
+    "done",
+)
+
+
+class TinyVLM(NamedTuple):
+    """A tiny random Idefics3 model and the processor that matches it."""
+
+    model: Any
+    """An ``Idefics3ForConditionalGeneration`` with random float32 weights."""
+    processor: Any
+    """An ``Idefics3Processor`` (PIL image processor, word-level tokenizer)."""
+
+
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {word: i for i, word in enumerate(("<unk>", "<pad>", "<eos>", *_WORDS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", eos_token="<eos>"
+    )
+    hf_tok.add_special_tokens({"additional_special_tokens": list(_SPECIAL)})
+    return hf_tok
+
+
+def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 32, seed: int = 0) -> TinyVLM:
+    """Build a tiny random Idefics3 model and its processor, in memory, without downloads.
+
+    Every image is resized to ``image_size`` square (no splitting into tiles), so each image in a
+    text becomes ``<fake_token_around_image><global-img>`` + ``image_seq_len`` image tokens +
+    ``<fake_token_around_image>``, with ``image_seq_len = (image_size // patch_size) ** 2 // 4``.
+
+    Args:
+        image_size: Side of the (square) image the vision encoder sees, in pixels.
+        patch_size: Side of a vision patch; must divide ``image_size`` into an even grid.
+        hidden: Hidden size of both the vision and the text transformer (two heads each).
+        seed: Seeds the weights; the caller's torch random state is left as it was.
+
+    Returns:
+        The model (float32, training mode off) and its processor.
+
+    Raises:
+        ValueError: ``patch_size`` does not divide ``image_size`` into an even number of patches a side.
+
+    """
+    grid, rest = divmod(image_size, patch_size)
+    if rest or grid % 2:
+        raise ValueError(
+            f"patch_size={patch_size} must divide image_size={image_size} into an even number of patches a side"
+        )
+    import torch
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    tokenizer = _tokenizer()
+    scale_factor = 2
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False,
+        size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=grid * grid // scale_factor**2
+    )
+    config = Idefics3Config(
+        vision_config={
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": patch_size,
+        },
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        scale_factor=scale_factor,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Idefics3ForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.train(False)
+    return TinyVLM(model=model, processor=processor)
