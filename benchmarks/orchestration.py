@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visioncreator.evals.runner import put_input
-from visioncreator.evals.suite import load_suite
+from visioncreator.evals.suite import load_suite, materialize_input
 from visioncreator.graph import ToolClient, ToolServerSpec, build_agent, open_checkpointer, run_task
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import Task
@@ -68,7 +67,8 @@ async def main() -> None:
             agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
             for seed in range(args.seeds):
                 for suite_task in tasks:
-                    inputs = [(await put_input(store, image))[0] for image in suite_task.inputs]
+                    # The built-in suite's inputs are prompts (rendered, no file), so the folder is unused.
+                    inputs = [(await materialize_input(store, image, Path.cwd()))[0] for image in suite_task.inputs]
                     task = Task(request=suite_task.request, n_images=suite_task.n_images, split=suite_task.split,
                                 inputs=tuple(inputs))  # fmt: skip
                     started = time.time()

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 from PIL import Image, ImageDraw, ImageFont
 
-from visioncreator.evals.detect_scoring import NOT_CHECKABLE, checkable, score_with_detectors
+from visioncreator.evals.detect_scoring import score_with_detectors
+from visioncreator.evals.scoring import score_answer
+from visioncreator.evals.suite import SuiteTask
 from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.schemas import ColorShare, ColorStats, ImageAnalysis, ImageLabel, Region
 
@@ -30,7 +34,7 @@ def test_real_detectors_check_text_colour_and_people_on_a_drawn_sign() -> None:
         CheckItem(check="object", subject="dog", image=1),
     ]
     results = score_with_detectors(checklist, [_sign("SALE")])
-    verdicts = [(r.passed, checkable(r)) for r in results]
+    verdicts = [(r.passed, r.checkable) for r in results]
     assert verdicts == [
         (True, True),
         (False, True),
@@ -45,8 +49,8 @@ def test_real_detectors_check_text_colour_and_people_on_a_drawn_sign() -> None:
     assert "SALE" in results[0].detail
     assert results[2].detail.startswith("dominant colours of the whole image (a proxy for the sign's)")
     assert results[4].detail == "0 people (faces or whole bodies) detected"
-    assert results[6].detail == NOT_CHECKABLE + "the detectors do not locate objects"
-    assert results[7].detail == NOT_CHECKABLE + "the detectors do not count car (only people and faces)"
+    assert results[6].detail == "the detectors do not locate objects"
+    assert results[7].detail == "the detectors do not count car (only people and faces)"
     assert results[8].detail == "output image 1 is missing (the answer has 1)"
 
 
@@ -80,12 +84,56 @@ def test_labels_faces_and_absent_detectors_from_a_given_analysis() -> None:
     assert results[0].detail.startswith("ImageNet label 'Tibetan terrier'")
     assert results[2].detail.startswith("no ImageNet label names it; top: Tibetan terrier (70%)")
     assert results[5].detail == "2 people (faces or whole bodies) detected"
-    assert results[7].detail == NOT_CHECKABLE + "the OCR detector did not run (absent)"
-    assert not checkable(results[8])
+    assert results[7].detail == "the OCR detector did not run (absent)"
+    assert not results[8].checkable
+    assert [r.checkable for r in results] == [True] * 7 + [False, False]
     blind = ImageAnalysis(detectors={"faces": "absent", "people": "absent", "labels": "error: boom"})
     unseen = score_with_detectors(checklist[:1] + checklist[4:5], [Image.new("RGB", (8, 8))], analyses=[blind])
     assert [r.detail for r in unseen] == [
-        NOT_CHECKABLE + "the ImageNet classifier did not run (error: boom)",
-        NOT_CHECKABLE + "the face detector did not run (absent)",
+        "the ImageNet classifier did not run (error: boom)",
+        "the face detector did not run (absent)",
     ]
-    assert not any(r.passed for r in unseen)
+    assert not any(r.passed or r.checkable for r in unseen)
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+async def test_task_scores_count_checkable_items_only_and_need_one() -> None:
+    sign = _png(_sign("SALE"))
+
+    async def read_image(handle: str) -> bytes:
+        assert handle == "img_sign"
+        return sign
+
+    def task(*checklist: CheckItem) -> SuiteTask:
+        return SuiteTask(id="t", split="single", request="a red SALE sign", n_images=1, checklist=checklist)
+
+    unlocatable = CheckItem(check="position", subject="sign", relation="above", other="car")
+    styled = CheckItem(check="style", value="sketch")
+    mixed = task(CheckItem(check="text", value="SALE"), unlocatable, CheckItem(check="text", value="OPEN"), styled)
+    verdict = await score_answer(mixed, ["img_sign"], truths={}, input_scenes=[], read_image=read_image)
+    assert verdict.scorer == "detectors"
+    assert [(r.passed, r.checkable) for r in verdict.items] == [
+        (True, True),
+        (False, False),
+        (False, True),
+        (False, False),
+    ]
+    assert verdict.checklist_score == 0.5  # 1 of the 2 checkable items; the 2 others are left out
+    assert not verdict.success
+
+    passing = await score_answer(
+        task(CheckItem(check="text", value="SALE"), unlocatable), ["img_sign"], truths={}, input_scenes=[],
+        read_image=read_image,
+    )  # fmt: skip
+    assert (passing.success, passing.checklist_score) == (True, 1.0)
+
+    nothing = await score_answer(
+        task(unlocatable, styled), ["img_sign"], truths={}, input_scenes=[], read_image=read_image
+    )
+    assert [r.checkable for r in nothing.items] == [False, False]
+    assert (nothing.success, nothing.checklist_score) == (False, 0.0)

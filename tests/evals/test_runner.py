@@ -172,3 +172,20 @@ def test_cost_counts_tokens_tool_calls_and_generator_time() -> None:
         "policy_s": 0.75, "wall_s": 9.0,
     }  # fmt: skip
     assert task_cost(trajectory, wall_s=1.5).wall_s == 1.5
+
+
+async def test_expert_does_not_redo_clean_panels_over_a_secondary_object_of_another_colour(tmp_path: Path) -> None:
+    # Regression: in these built-in tasks a later panel asks for the secondary object (a cup, an
+    # umbrella) in another colour than the first panel. Only the main subject must stay the same
+    # (the checklist's consistency items), so a clean panel must be accepted, not redone.
+    chosen = [t for t in load_suite() if t.id in ("multi-006", "multi-012")]
+    write_suite(chosen, tmp_path / "suite.jsonl")
+    settings = EvalSettings(out=tmp_path / "run", suite=tmp_path / "suite.jsonl", fault_rate=0.3, seed=0)
+    async with asyncio.timeout(TIMEOUT_S):
+        await run_eval(settings)
+    results = read_results(settings.out)
+    assert sorted(r.id for r in results) == ["multi-006", "multi-012"]
+    assert all(r.success for r in results)
+    reflections = [r for result in results for r in result.reflections]
+    assert len(reflections) >= 7
+    assert [r for r in reflections if r.category != "good"] == []

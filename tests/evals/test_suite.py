@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from importlib.resources import files
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from visioncreator.evals.suite import (
     materialize_input,
     write_suite,
 )
+from visioncreator.evals.suite import build_synthetic_suite as build_via_suite
+from visioncreator.evals.synthetic_suite import build_synthetic_suite
 from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import GroundTruth, Scene
 from visioncreator.tool_servers.store import TRUTH_KEY, ImageStore
@@ -55,6 +58,25 @@ def test_builtin_suite_loads_strictly_and_checked() -> None:
     assert checked.tasks == tasks
     assert checked.errors == []
     assert {t.split for t in tasks} == {"single", "multi", "img2img"}
+
+
+async def test_shipped_suite_is_exactly_what_the_builder_makes(tmp_path: Path) -> None:
+    shipped = files("visioncreator.evals").joinpath("data", "synthetic.jsonl").read_bytes()
+    write_suite(await build_synthetic_suite(), tmp_path / "built.jsonl")
+    assert (tmp_path / "built.jsonl").read_bytes() == shipped
+    # The old import path is the same builder.
+    assert await build_via_suite(per_split=2, seed=3) == await build_synthetic_suite(per_split=2, seed=3)
+
+
+async def test_multi_tasks_ask_consistency_of_the_shared_subject_only() -> None:
+    for task in await build_synthetic_suite(per_split=6, seed=1):
+        if task.split != "multi":
+            continue
+        subject = task.request.split(":")[0].split()[-1]
+        consistency = [i for i in task.checklist if i.check == "consistency"]
+        assert [(i.image, i.subject, i.reference) for i in consistency] == [
+            (k, subject, 0) for k in range(1, task.n_images)
+        ]
 
 
 def test_bad_lines_become_errors_naming_the_line_and_the_rest_load(tmp_path: Path) -> None:

@@ -243,3 +243,17 @@ async def test_tool_seed_varies_the_synthetic_tools_and_zero_changes_nothing(tmp
     assert records[0].tool_seed == 4
     assert records[0].config["tool_seed"] == 4
     assert isinstance(as_collect_task(Task(request="a red cup")), CollectTask)
+
+
+def test_img2img_suite_tasks_become_rendered_inputs() -> None:
+    from visioncreator.evals.suite import InputImage, SuiteTask, load_suite
+    from visioncreator.rl.records import as_collect_task
+
+    edits = [t for t in load_suite() if t.split == "img2img"]
+    collect_task = as_collect_task(edits[0])
+    assert [i.prompt for i in collect_task.inputs] == [i.prompt for i in edits[0].inputs]
+    from_file = SuiteTask(
+        id="f", split="img2img", request="make it red", n_images=1, inputs=(InputImage(path="a.png"),), checklist=()
+    )
+    with pytest.raises(TypeError, match=r"input image file 'a\.png'"):
+        as_collect_task(from_file)

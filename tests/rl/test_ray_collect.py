@@ -1,7 +1,9 @@
-"""The collector on a local Ray cluster of 2 CPUs: the same records as the local path."""
+"""The collector on a local Ray cluster of 2 CPUs: the same records as the local path; checkpoints per worker."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,21 @@ import anyio
 import pytest
 
 from tests.rl.test_collector import EDIT, SINGLE, collect_expert, without_timings
-from visioncreator.rl.collector import CollectConfig, CollectError
-from visioncreator.rl.ray_collect import PolicySpec, collect_ray, collect_ray_to
-from visioncreator.rl.records import read_records
+from visioncreator.graph.client import ToolClient
+from visioncreator.graph.offline import expert_policy
+from visioncreator.policy import PolicyRequest, PolicyTurn
+from visioncreator.rl.collector import CollectConfig, CollectError, plan_jobs
+from visioncreator.rl.ray_collect import (
+    PolicySpec,
+    RayWorkers,
+    checkpointed_threads,
+    collect_ray,
+    collect_ray_to,
+    worker_checkpoint,
+)
+from visioncreator.rl.records import policy_id_of, policy_info, read_records
+
+SINGLE_Y: dict[str, Any] = {**SINGLE, "id": "single-y", "request": "a yellow kite above a green bus"}
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +41,8 @@ def ray_cluster() -> Iterator[None]:
         ray.shutdown()
 
 
-def _json(records: list[Any]) -> dict[str, Any]:
-    return {r.trajectory_id: without_timings(r.model_dump(mode="json")) for r in records}
+def _json(records: list[Any], **exclude: Any) -> dict[str, Any]:
+    return {r.trajectory_id: without_timings(r.model_dump(mode="json", **exclude)) for r in records}
 
 
 async def test_ray_collects_the_same_records_as_the_local_path(ray_cluster: None, tmp_path: Path) -> None:
@@ -55,8 +69,84 @@ async def test_ray_writes_the_file_and_skips_what_it_holds(ray_cluster: None, tm
     assert _json(written) == _json(read_records(out)) == _json(local)
 
 
-async def test_ray_needs_a_shared_store(ray_cluster: None) -> None:
+async def test_a_pool_of_workers_serves_several_collections(ray_cluster: None, tmp_path: Path) -> None:
+    config = CollectConfig(group_size=2, concurrency=2, store=tmp_path / "store", fault_rate=0.5)
+    local = await collect_expert(config, [SINGLE, SINGLE_Y])
+    with anyio.fail_after(180):
+        async with RayWorkers(PolicySpec(), config, workers=1) as pool:
+            assert pool.policy_info == policy_info(expert_policy())
+            before = await pool.cpu_seconds()
+            first = await pool.collect([SINGLE])
+            second = await pool.collect([SINGLE, SINGLE_Y], skip=[r.trajectory_id for r in first])
+            after = await pool.cpu_seconds()
+    assert len(before) == len(after) == 1
+    assert after[0] > before[0]
+    assert _json(first + second) == _json(local)
+
+
+async def test_ray_needs_a_shared_store_and_a_worker(ray_cluster: None, tmp_path: Path) -> None:
     with pytest.raises(CollectError, match=r"needs CollectConfig\.store"):
         await collect_ray([SINGLE], policy=PolicySpec(), config=CollectConfig())
+    with pytest.raises(CollectError, match="workers must be at least 1, got 0"):
+        RayWorkers(PolicySpec(), CollectConfig(store=tmp_path), workers=0)
     with pytest.raises(CollectError, match="needs model"):
         PolicySpec(kind="transformers").build(tools=None)  # type: ignore[arg-type]
+    with pytest.raises(CollectError, match=r"use RayWorkers as `async with"):
+        await RayWorkers(PolicySpec(), CollectConfig(store=tmp_path)).collect([SINGLE])
+
+
+def test_worker_checkpoint_files_and_their_threads(tmp_path: Path) -> None:
+    assert worker_checkpoint(tmp_path / "records.sqlite", 1) == tmp_path / "records.worker1.sqlite"
+    assert worker_checkpoint(tmp_path / "ckpt", 0) == tmp_path / "ckpt.worker0.sqlite"
+    assert checkpointed_threads(tmp_path / "missing.sqlite") == set()
+    assert not (tmp_path / "missing.sqlite").exists()
+    empty = tmp_path / "empty.sqlite"
+    sqlite3.connect(empty).close()
+    assert checkpointed_threads(empty) == set()
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database, but long enough to be read as a header by sqlite" * 2)
+    with pytest.raises(sqlite3.DatabaseError):
+        checkpointed_threads(bad)
+
+
+class DyingExpert:
+    """The expert whose whole worker process dies at the reflect turn of seed 1 (fault injection)."""
+
+    name = "expert"
+
+    def __init__(self, tools: ToolClient) -> None:
+        self.inner = expert_policy()
+        self.config = self.inner.config  # the expert's identity: the same trajectory ids
+
+    async def respond(self, request: PolicyRequest) -> PolicyTurn:
+        if request.node == "reflect" and request.seed == 1:
+            os._exit(1)
+        return await self.inner.respond(request)
+
+
+async def test_a_killed_worker_resumes_from_its_own_checkpoint(ray_cluster: None, tmp_path: Path) -> None:
+    out = tmp_path / "records.jsonl"
+    ckpt = tmp_path / "ckpt.sqlite"
+    config = CollectConfig(group_size=2, concurrency=1, store=tmp_path / "store", fault_rate=0.5, checkpoint=ckpt)
+    tasks = [SINGLE, SINGLE_Y]
+    planned = plan_jobs(tasks, config, policy_id_of(policy_info(expert_policy())))
+    # Job 0 goes to worker 0, job 1 (sample 1 of single-x, seed 1) to worker 1, whose process dies at reflect.
+    with anyio.fail_after(180), pytest.raises(CollectError, match=r"sample 1 \(trajectory traj_"):
+        await collect_ray_to(out, tasks, policy=DyingExpert, config=config, workers=2)
+    first = {r.trajectory_id for r in read_records(out)}
+    crashed = planned[1].trajectory_id
+    assert crashed not in first
+    assert first <= {planned[0].trajectory_id, planned[2].trajectory_id}
+    assert not ckpt.exists()  # no shared file: one per worker
+    assert crashed in checkpointed_threads(worker_checkpoint(ckpt, 1))
+    assert crashed not in checkpointed_threads(worker_checkpoint(ckpt, 0))
+    # The driver starts again with the sound expert: the half-done trajectory goes back to worker 1's file.
+    with anyio.fail_after(180):
+        written = await collect_ray_to(out, tasks, policy=PolicySpec(), config=config, workers=2)
+    assert {r.trajectory_id for r in written} == {j.trajectory_id for j in planned} - first
+    assert crashed not in checkpointed_threads(worker_checkpoint(ckpt, 0))
+    final = read_records(out)
+    assert sorted(r.trajectory_id for r in final) == sorted(j.trajectory_id for j in planned)
+    clean = await collect_expert(config.model_copy(update={"checkpoint": None, "store": tmp_path / "clean"}), tasks)
+    # Resumed trajectories are whole (a killed worker can leave a step's writes without the next checkpoint).
+    assert _json(final, exclude={"config"}) == _json(clean, exclude={"config"})

@@ -233,6 +233,30 @@ def test_critique_identity_drift() -> None:
     assert critique(goal="a brown dog", tool="reference_to_image", inspection=_inspect(new), references=[unknown]) == []
 
 
+def test_critique_keeps_only_the_subjects_identity_like_the_checklist() -> None:
+    # Regression (built-in multi-006): "three images of the same blue bus"; the panels ask for a red
+    # cup, then a white cup. Only the bus must keep its identity (the task's consistency items).
+    first = _scene(_obj(0, "bus", "blue", 100, identity="bus/blue/striped"), _obj(1, "cup", "red", 300))
+    reference = [_inspect(first)]
+    clean = _scene(_obj(0, "bus", "blue", 100, 100, "bus/blue/striped"), _obj(1, "cup", "white", 100, 300))
+    goal = "a blue bus above a white cup"
+    assert critique(goal=goal, tool="reference_to_image", inspection=_inspect(clean), references=reference) == []
+    other_cup = _scene(_obj(0, "bus", "blue", 100, 100, "bus/blue/striped"), _obj(1, "cup", "red", 100, 300, "c/2"))
+    red_cup = "a blue bus above a red cup"
+    assert critique(goal=red_cup, tool="reference_to_image", inspection=_inspect(other_cup), references=reference) == []
+    drifted = _scene(_obj(0, "bus", "blue", 100, 100, "bus/blue/dotted"), _obj(1, "cup", "white", 100, 300))
+    assert critique(goal=goal, tool="reference_to_image", inspection=_inspect(drifted), references=reference) == [
+        "identity drift: bus differs from the reference"
+    ]
+    # The subject is what the goal names first, whatever the tool that made the image.
+    assert critique(goal=goal, tool="text_to_image", inspection=_inspect(drifted), references=reference) == [
+        "identity drift: bus differs from the reference"
+    ]
+    # An edit keeps its source (the preserved item), not the identities of references.
+    edited = critique(goal="make the cup white", tool="edit_image", inspection=_inspect(drifted), references=reference)
+    assert edited == []
+
+
 SOURCE = _scene(_obj(0, "dog", "brown", 80), _obj(1, "car", "red", 300), _obj(2, "cat", "black", 200, 320))
 EDIT_FAULTS: list[tuple[str, Scene, list[str]]] = [
     (

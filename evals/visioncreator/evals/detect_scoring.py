@@ -15,8 +15,8 @@ What the detectors can check, and how:
 
 Everything else (counts of other objects, positions, style, identity across images, edit
 preservation), and any item whose detector is not installed, is reported as not checkable:
-``passed=False`` and a detail that starts with :data:`NOT_CHECKABLE` and gives the reason. Such
-an item is never passed; :func:`checkable` tells them apart for scores that leave them out.
+``checkable=False``, ``passed=False`` and the reason as the detail. Such an item is never passed,
+and checklist scores leave it out.
 """
 
 from __future__ import annotations
@@ -32,10 +32,7 @@ from visioncreator.tool_servers.detectors import DetectorSettings, analyse_image
 from visioncreator.tool_servers.schemas import ImageAnalysis
 from visioncreator.tool_servers.synthetic.vocab import COLOR_SYNONYMS
 
-__all__ = ["NOT_CHECKABLE", "DetectScoring", "check_item", "checkable", "score_with_detectors"]
-
-NOT_CHECKABLE = "not checkable: "
-"""Prefix of the detail of an item the detectors cannot check."""
+__all__ = ["DetectScoring", "check_item", "score_with_detectors"]
 
 _PEOPLE = frozenset({"person", "people", "man", "woman", "men", "women", "child", "children", "boy", "girl", "human"})
 _FACES = frozenset({"face", "faces"})
@@ -57,17 +54,12 @@ class DetectScoring:
     """Settings of the detectors themselves."""
 
 
-def checkable(result: CheckResult) -> bool:
-    """Whether the detectors could check the item (its verdict means something)."""
-    return not result.detail.startswith(NOT_CHECKABLE)
-
-
 def _norm(text: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text.lower())
 
 
 def _skip(item: CheckItem, reason: str) -> CheckResult:
-    return CheckResult(item=item, passed=False, detail=NOT_CHECKABLE + reason)
+    return CheckResult(item=item, passed=False, checkable=False, detail=reason)
 
 
 def _status(analysis: ImageAnalysis, detector: str) -> str:
@@ -170,7 +162,7 @@ def score_with_detectors(
         analyses: What the detectors already found per image (skips running them again).
 
     Returns:
-        One result per item, in order; see :func:`checkable` for items that could not be checked.
+        One result per item, in order; ``checkable`` is false on items the detectors could not check.
 
     """
     settings = settings or DetectScoring()

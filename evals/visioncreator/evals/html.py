@@ -17,7 +17,7 @@ from typing import Any
 from visioncreator.evals.plots import CATEGORY_COLORS, Plot
 from visioncreator.evals.report import CATEGORIES, ImageRef, SplitSummary, Summary
 from visioncreator.evals.results import ReflectionRecord, TaskError, TaskResult
-from visioncreator.tool_servers.checklist_models import CheckItem
+from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
 
 __all__ = ["describe_item", "image_html", "page", "render_report", "task_sort_key"]
 
@@ -257,11 +257,20 @@ def _reflections_html(reflections: Sequence[ReflectionRecord], refs: Mapping[str
 
 def failed_items_html(result: TaskResult) -> str:
     """The checklist items a task failed, as a list (empty string when none failed)."""
-    failed = [i for i in result.items if not i.passed]
-    if not failed:
-        return ""
-    lines = "".join(f"<li>{esc(describe_item(i.item))}{': ' + esc(i.detail) if i.detail else ''}</li>" for i in failed)
-    return f'<div class="label">failed checklist items</div><ul class="bad-items">{lines}</ul>'
+    failed = [i for i in result.items if not i.passed and i.checkable]
+    unchecked = [i for i in result.items if not i.checkable]
+
+    def items(results: list[CheckResult]) -> str:
+        return "".join(
+            f"<li>{esc(describe_item(i.item))}{': ' + esc(i.detail) if i.detail else ''}</li>" for i in results
+        )
+
+    html = ""
+    if failed:
+        html += f'<div class="label">failed checklist items</div><ul class="bad-items">{items(failed)}</ul>'
+    if unchecked:
+        html += f'<div class="label">not checkable here</div><ul class="unchecked-items">{items(unchecked)}</ul>'
+    return html
 
 
 def _judge_html(result: TaskResult) -> str:

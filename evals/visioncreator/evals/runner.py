@@ -398,8 +398,3 @@ async def run_eval(
 def outcome_json(outcome: EvalOutcome) -> str:
     """The outcome as one JSON line (what the CLI prints)."""
     return json.dumps(asdict(outcome))
-
-
-async def put_input(store: ImageStore, image: Any) -> tuple[str, Any]:
-    """Deprecated: use :func:`visioncreator.evals.suite.materialize_input` (kept for older scripts)."""
-    return await materialize_input(store, image, Path.cwd())

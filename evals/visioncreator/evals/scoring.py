@@ -52,9 +52,9 @@ class Verdict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     success: bool
-    """Right number of images and every checklist item satisfied."""
+    """Right number of images, at least one checkable item, and every checkable item satisfied."""
     checklist_score: float
-    """Fraction of the checklist satisfied (0 when nothing could check it)."""
+    """Fraction of the checkable items satisfied (0 when no item could be checked)."""
     items: list[CheckResult] = Field(default_factory=list)
     scorer: str = "synthetic"
     judge: list[JudgeScore] = Field(default_factory=list)
@@ -123,10 +123,12 @@ def count_faults(
 
 
 def _verdict(task: SuiteTask, answer: Sequence[str], items: Sequence[CheckResult], scorer: str) -> Verdict:
-    passed = sum(r.passed for r in items)
+    """Score the checkable items only: an item nothing could check neither passes nor fails the task."""
+    checked = [r for r in items if r.checkable]
+    passed = sum(r.passed for r in checked)
     return Verdict(
-        success=len(answer) == task.n_images and bool(items) and passed == len(items),
-        checklist_score=passed / len(task.checklist) if task.checklist and items else 0.0,
+        success=len(answer) == task.n_images and bool(checked) and passed == len(checked),
+        checklist_score=passed / len(checked) if checked else 0.0,
         items=list(items),
         scorer=scorer,
     )
@@ -181,19 +183,12 @@ async def score_answer(
 
 async def _detected(task: SuiteTask, answer: Sequence[str], read_image: ImageReader) -> Verdict:
     """The detectors' verdict; items they cannot check are kept but left out of the score."""
-    from visioncreator.evals.detect_scoring import checkable, score_with_detectors
+    from visioncreator.evals.detect_scoring import score_with_detectors
     from visioncreator.tool_servers.decode import decode_image
 
     images = [decode_image(await read_image(h), max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS) for h in answer]
     items = await asyncio.to_thread(score_with_detectors, task.checklist, images)
-    checked = [r for r in items if checkable(r)]
-    passed = sum(r.passed for r in checked)
-    return Verdict(
-        success=len(answer) == task.n_images and bool(checked) and passed == len(checked),
-        checklist_score=passed / len(checked) if checked else 0.0,
-        items=items,
-        scorer="detectors",
-    )
+    return _verdict(task, answer, items, "detectors")
 
 
 def _judged(task: SuiteTask, answer: Sequence[str], scores: Sequence[JudgeScore], base: Verdict) -> Verdict:

@@ -186,16 +186,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train",
         help="Train the policy: train sft|grpo|rpco --config FILE; see `visioncreator train --help`.",
     )
-    args, rest = parser.parse_known_args(argv)
-    # `eval` and `train` own their arguments (and their heavy imports): hand them everything after the verb.
-    if args.command == "eval":
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `eval` and `train` own their arguments, `--help` included (and their heavy imports): hand them the rest.
+    if args_list and args_list[0] == "eval":
         from visioncreator.evals.cli import main as eval_main
 
-        return int(eval_main(rest) or 0)
-    if args.command == "train":
+        return int(eval_main(args_list[1:]) or 0)
+    if args_list and args_list[0] == "train":
         from visioncreator.rl.train_cli import main as train_main
 
-        return int(train_main(rest) or 0)
+        return int(train_main(args_list[1:]) or 0)
+    args, rest = parser.parse_known_args(args_list)
     if args.command == "serve-policy":
         from visioncreator.policy.vllm_server import main as serve_policy_main
 

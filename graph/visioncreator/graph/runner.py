@@ -79,7 +79,9 @@ async def run_task(
     if agent.checkpointer is not None:
         snapshot = await agent.aget_state(config)
         if snapshot.values:
-            if not snapshot.next:
+            # Finished means nothing left to run AND no saved writes waiting: a crash between a step's
+            # writes and its checkpoint leaves `next` empty with the step's tasks still pending.
+            if not snapshot.next and not snapshot.tasks:
                 return RunResult(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed = True
             run_input = None

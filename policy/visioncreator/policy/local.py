@@ -55,7 +55,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import anyio.to_thread
 from pydantic import BaseModel, ConfigDict, Field
@@ -173,6 +173,34 @@ class TransformersPolicy:
 
     # ---- public ----------------------------------------------------------------------------
 
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, *, settings: LocalPolicySettings | None = None) -> Self:
+        """A policy over an already loaded causal LM and its tokenizer: nothing is loaded or copied.
+
+        The policy samples from the very parameters it is given (a trainer's model, while it
+        trains, is the use case), as they are: on their device, in their dtype and train/eval
+        mode. So the load-time settings (``device``, ``dtype``, ``flush_denormal``,
+        ``torch_threads``) are not applied; sampling and prompt settings are. ``model_dir`` is the
+        model's ``name_or_path`` (only names the policy and its turns).
+
+        Args:
+            model: A ``transformers`` causal LM (a PEFT-wrapped one too) with a ``generation_config``.
+            tokenizer: Its tokenizer, with the chat template the turns are rendered with.
+            settings: Sampling and prompt settings.
+
+        Raises:
+            TypeError: ``model`` has no ``generate`` or ``tokenizer`` no ``apply_chat_template``.
+
+        """
+        if not callable(getattr(model, "generate", None)):
+            raise TypeError(f"from_model needs a transformers model with generate(), got {type(model).__name__}")
+        if not callable(getattr(tokenizer, "apply_chat_template", None)):
+            raise TypeError(f"from_model needs a tokenizer with apply_chat_template(), got {type(tokenizer).__name__}")
+        name = getattr(getattr(model, "config", None), "name_or_path", "") or "model"
+        policy = cls(Path(str(name)), settings=settings)
+        policy._adopt(model, tokenizer)
+        return policy
+
     def load(self) -> None:
         """Load the model and tokenizer now (otherwise the first turn does). Blocking."""
         with self._lock:
@@ -221,6 +249,11 @@ class TransformersPolicy:
         tok = AutoTokenizer.from_pretrained(self.model_dir)
         model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=s.dtype)
         model.to(s.device).eval()
+        self._adopt(model, tok)
+
+    def _adopt(self, model: Any, tok: Any) -> None:
+        """Sample from this model and tokenizer: stop tokens, special ids and the prompt limit from them."""
+        s = self.settings
         eos = model.generation_config.eos_token_id
         if eos is None:
             eos = tok.eos_token_id

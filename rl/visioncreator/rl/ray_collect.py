@@ -1,19 +1,29 @@
 """The collector on Ray: workers are Ray actors, each with its own policy and synthetic tool server.
 
-The driver plans the same jobs as the local path (same trajectory ids), hands them out round
-robin to ``workers`` async actors, and writes the records they send back exactly as
+The driver plans the same jobs as the local path (same trajectory ids), hands each to the least
+busy of ``workers`` async actors, and writes the records they send back exactly as
 :func:`visioncreator.rl.collector.collect_to` does. Each actor builds its policy from a picklable
-:class:`PolicySpec` and an in-process synthetic tool server on ``config.store``, which must be a
-folder every worker sees (one machine, or a shared file system).
+:class:`PolicySpec` (or any picklable ``tools -> Policy`` factory) and an in-process synthetic tool
+server on ``config.store``, which must be a folder every worker sees (one machine, or a shared
+file system).
+
+Checkpoints: SQLite allows one writer at a time and its WAL mode needs every process on one host,
+so workers never share a file. With ``config.checkpoint`` set, worker ``i`` owns
+:func:`worker_checkpoint` ``(config.checkpoint, i)``. Before the actors start, the driver reads
+which trajectories each of those files holds and sends every such trajectory back to the worker
+owning its file, so a collection re-run after a killed worker or driver resumes mid-trajectory.
+A trajectory whose checkpoint sits in a file no worker owns now (fewer workers than before) starts
+over: trajectories are deterministic, so that costs time, never a duplicate or a lost record.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import sqlite3
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -30,9 +40,21 @@ from visioncreator.rl.collector import (
 )
 from visioncreator.rl.records import TrajectoryRecord, append_record, policy_id_of, repair_records
 
-__all__ = ["PolicySpec", "RayWorker", "collect_ray", "collect_ray_to", "ensure_ray"]
+__all__ = [
+    "PolicyFactory",
+    "PolicySpec",
+    "RayWorker",
+    "RayWorkers",
+    "checkpointed_threads",
+    "collect_ray",
+    "collect_ray_to",
+    "ensure_ray",
+    "worker_checkpoint",
+]
 
 RecordHandler = Callable[[TrajectoryRecord], None]
+PolicyFactory = Callable[[ToolClient], Policy]
+"""Builds a worker's policy from its tool client; must be picklable (a module-level function or class)."""
 
 
 class PolicySpec(BaseModel):
@@ -60,6 +82,29 @@ class PolicySpec(BaseModel):
         return TransformersPolicy(self.model, settings=LocalPolicySettings(**self.settings), images=tools)
 
 
+def worker_checkpoint(path: str | Path, slot: int) -> Path:
+    """Worker ``slot``'s own checkpoint file: ``records.sqlite`` -> ``records.worker0.sqlite``."""
+    file = Path(path)
+    return file.with_name(f"{file.stem}.worker{slot}{file.suffix or '.sqlite'}")
+
+
+def checkpointed_threads(path: str | Path) -> set[str]:
+    """The thread (trajectory) ids a SQLite checkpoint file holds; none for a missing or empty file.
+
+    Call it only while no process writes the file (the driver does, before its workers start).
+    """
+    file = Path(path)
+    if not file.exists():
+        return set()
+    with sqlite3.connect(file) as db:
+        try:
+            return {row[0] for row in db.execute("select distinct thread_id from checkpoints")}
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return set()
+            raise CollectError(f"cannot read the checkpoint file {file}: {exc}") from exc
+
+
 class RayWorker:
     """A Ray actor body: one policy, one in-process synthetic tool server, one :class:`Collector`.
 
@@ -67,7 +112,7 @@ class RayWorker:
     them, so one long-lived service task owns them while method calls come and go.
     """
 
-    def __init__(self, policy: PolicySpec, config: CollectConfig) -> None:
+    def __init__(self, policy: PolicySpec | PolicyFactory, config: CollectConfig) -> None:
         self._spec = policy
         self._config = config
         self._collector: Collector | None = None
@@ -77,7 +122,8 @@ class RayWorker:
 
     async def _serve(self) -> None:
         async with synthetic_tools(self._config) as tools:
-            policy = self._spec.build(tools)
+            spec = self._spec
+            policy = spec.build(tools) if isinstance(spec, PolicySpec) else spec(tools)
             async with Collector(policy=policy, tools=tools, config=self._config) as collector:
                 self._collector = collector
                 self._ready.set()
@@ -102,6 +148,10 @@ class RayWorker:
         """Collect one trajectory."""
         return await (await self._open()).run(job)
 
+    async def cpu_seconds(self) -> float:
+        """CPU seconds this worker process has used so far."""
+        return time.process_time()
+
     async def close(self) -> None:
         """Close the collector and the tool client."""
         if self._service is not None:
@@ -124,54 +174,138 @@ def ensure_ray(address: str, *, num_cpus: int = 2) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
-async def _run_on_ray(
-    tasks: Iterable[Any],
-    *,
-    policy: PolicySpec,
-    config: CollectConfig,
-    address: str,
-    workers: int,
-    skip: set[str],
-    on_record: RecordHandler | None,
-    progress: bool,
-) -> list[TrajectoryRecord]:
-    import ray
+class RayWorkers:
+    """A pool of Ray collector workers that lives across collections. Use as an async context manager.
 
-    if config.store is None:
-        raise CollectError("collecting on Ray needs CollectConfig.store, a folder every worker can reach")
-    if workers < 1:
-        raise CollectError(f"workers must be at least 1, got {workers}")
-    ensure_ray(address)
-    actor_class: Any = ray.remote(RayWorker)
-    actors: list[Any] = [
-        actor_class.options(num_cpus=1, max_concurrency=max(1, config.concurrency)).remote(policy, config)
-        for _ in range(workers)
-    ]
-    try:
-        info = await actors[0].info.remote()
-        planned = plan_jobs(tasks, config, config.policy_id or policy_id_of(info))
-        jobs = [j for j in planned if j.trajectory_id not in skip]
-        turn = itertools.count()
+    Entering starts the actors and waits until each has built its policy and tool server, so the
+    first :meth:`collect` pays no start-up. Leaving closes them; after an error they are killed
+    (their checkpoint files stay consistent: SQLite writes are transactions).
 
-        async def run_one(job: Job) -> TrajectoryRecord:
-            actor = actors[next(turn) % len(actors)]
-            record: TrajectoryRecord = await actor.run.remote(job)
-            return record
+    Args:
+        policy: What each worker builds: a :class:`PolicySpec` or a picklable ``tools -> Policy`` factory.
+        config: The collection's settings (``store`` is required: the workers' shared image store;
+            ``concurrency`` is per worker).
+        address: ``local`` or a Ray cluster address (ignored when Ray is already initialised).
+        workers: Ray actors (each takes one CPU).
+        close_timeout_s: How long leaving waits for the workers to close before killing them.
 
-        concurrency = config.concurrency * len(actors)
-        return await run_jobs(jobs, run_one, concurrency=concurrency, on_record=on_record, progress=progress)
-    finally:
-        for actor in actors:
+    """
+
+    def __init__(
+        self,
+        policy: PolicySpec | PolicyFactory,
+        config: CollectConfig,
+        *,
+        address: str = "local",
+        workers: int = 2,
+        close_timeout_s: float = 30.0,
+    ) -> None:
+        if config.store is None:
+            raise CollectError("collecting on Ray needs CollectConfig.store, a folder every worker can reach")
+        if workers < 1:
+            raise CollectError(f"workers must be at least 1, got {workers}")
+        self.policy = policy
+        self.config = config
+        self.address = address
+        self.workers = workers
+        self.close_timeout_s = close_timeout_s
+        self.policy_info: dict[str, Any] = {}
+        self._actors: list[Any] = []
+        self._busy: list[int] = []
+        self._slot_of: dict[str, int] = {}
+
+    def _slot_config(self, slot: int) -> CollectConfig:
+        if self.config.checkpoint is None:
+            return self.config
+        return self.config.model_copy(update={"checkpoint": worker_checkpoint(self.config.checkpoint, slot)})
+
+    async def __aenter__(self) -> Self:
+        import ray
+
+        ensure_ray(self.address)
+        if self.config.checkpoint is not None:
+            for slot in range(self.workers):
+                for tid in checkpointed_threads(worker_checkpoint(self.config.checkpoint, slot)):
+                    self._slot_of.setdefault(tid, slot)
+        actor_class: Any = ray.remote(RayWorker)
+        options = actor_class.options(num_cpus=1, max_concurrency=self.config.concurrency + 1)
+        self._actors = [options.remote(self.policy, self._slot_config(i)) for i in range(self.workers)]
+        self._busy = [0] * self.workers
+        try:
+            infos = await asyncio.gather(*(actor.info.remote() for actor in self._actors))
+        except BaseException:
+            self._kill()
+            raise
+        if any(info != infos[0] for info in infos):
+            self._kill()
+            raise CollectError(f"the Ray workers built different policies: {infos}")
+        self.policy_info = infos[0]
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if exc[0] is None:
+            import ray
+
             try:
-                await actor.close.remote()
-            finally:
-                ray.kill(actor)
+                async with asyncio.timeout(self.close_timeout_s):
+                    await asyncio.gather(*(actor.close.remote() for actor in self._actors))
+            except (TimeoutError, ray.exceptions.RayError):
+                pass  # killed below either way; the checkpoint files are transactional
+        self._kill()
+
+    def _kill(self) -> None:
+        import ray
+
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+
+    async def cpu_seconds(self) -> list[float]:
+        """CPU seconds each worker process has used so far (for throughput accounting)."""
+        return list(await asyncio.gather(*(actor.cpu_seconds.remote() for actor in self._actors)))
+
+    def jobs(self, tasks: Iterable[Any]) -> list[Job]:
+        """The jobs of ``tasks`` under the workers' policy id."""
+        return plan_jobs(tasks, self.config, self.config.policy_id or policy_id_of(self.policy_info))
+
+    async def _run(self, job: Job) -> TrajectoryRecord:
+        slot = self._slot_of.get(job.trajectory_id)
+        if slot is None:  # the least busy worker; it keeps the trajectory's checkpoint from now on
+            slot = min(range(self.workers), key=self._busy.__getitem__)
+            self._slot_of[job.trajectory_id] = slot
+        self._busy[slot] += 1
+        try:
+            record: TrajectoryRecord = await self._actors[slot].run.remote(job)
+        finally:
+            self._busy[slot] -= 1
+        return record
+
+    async def collect(
+        self,
+        tasks: Iterable[Any],
+        *,
+        skip: Iterable[str] = (),
+        on_record: RecordHandler | None = None,
+        progress: bool = False,
+    ) -> list[TrajectoryRecord]:
+        """Collect every job of ``tasks`` whose trajectory id is not in ``skip``; the records in job order.
+
+        Raises:
+            CollectError: A job failed or a worker died (the pool is then unusable: leave it).
+
+        """
+        if not self._actors:
+            raise CollectError("use RayWorkers as `async with RayWorkers(...)` before collecting")
+        done = set(skip)
+        jobs = [j for j in self.jobs(tasks) if j.trajectory_id not in done]
+        concurrency = self.config.concurrency * self.workers
+        return await run_jobs(jobs, self._run, concurrency=concurrency, on_record=on_record, progress=progress)
 
 
 async def collect_ray(
     tasks: Iterable[Any],
     *,
-    policy: PolicySpec,
+    policy: PolicySpec | PolicyFactory,
     config: CollectConfig,
     address: str = "local",
     workers: int = 2,
@@ -182,7 +316,7 @@ async def collect_ray(
 
     Args:
         tasks: Suite tasks, ``Task``s or ``CollectTask``s.
-        policy: What each worker builds.
+        policy: What each worker builds (see :class:`RayWorkers`).
         config: The collection's settings (``store`` is required: the workers' shared image store).
         address: ``local`` or a Ray cluster address.
         workers: Ray actors (each takes one CPU).
@@ -190,24 +324,26 @@ async def collect_ray(
         progress: Show a tqdm bar on stderr.
 
     """
-    return await _run_on_ray(
-        tasks, policy=policy, config=config, address=address, workers=workers, skip=set(), on_record=on_record,
-        progress=progress,
-    )  # fmt: skip
+    async with RayWorkers(policy, config, address=address, workers=workers) as pool:
+        return await pool.collect(tasks, on_record=on_record, progress=progress)
 
 
 async def collect_ray_to(
     path: str | Path,
     tasks: Iterable[Any],
     *,
-    policy: PolicySpec,
+    policy: PolicySpec | PolicyFactory,
     config: CollectConfig,
     address: str = "local",
     workers: int = 2,
     on_record: RecordHandler | None = None,
     progress: bool = False,
 ) -> list[TrajectoryRecord]:
-    """:func:`visioncreator.rl.collector.collect_to` with Ray actors as workers; the driver writes the file."""
+    """:func:`visioncreator.rl.collector.collect_to` with Ray actors as workers; the driver writes the file.
+
+    Trajectory ids already in the file are skipped; with ``config.checkpoint`` set, half-done
+    trajectories resume from their worker's checkpoint file (see the module docstring).
+    """
     file = Path(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     done = {r.trajectory_id for r in repair_records(file)}
@@ -217,7 +353,5 @@ async def collect_ray_to(
         if on_record is not None:
             on_record(record)
 
-    return await _run_on_ray(
-        tasks, policy=policy, config=config, address=address, workers=workers, skip=done, on_record=write,
-        progress=progress,
-    )  # fmt: skip
+    async with RayWorkers(policy, config, address=address, workers=workers) as pool:
+        return await pool.collect(tasks, skip=done, on_record=write, progress=progress)

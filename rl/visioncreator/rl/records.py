@@ -108,14 +108,24 @@ def as_collect_task(task: CollectTask | Task | Mapping[str, Any] | Any) -> Colle
 
     if get("request", None) is None:
         raise TypeError(f"cannot collect {type(task).__name__}: expected a Task, CollectTask or suite task")
-    inputs = tuple(
-        TextToImageInput.model_validate(i if isinstance(i, Mapping) else i.model_dump()) for i in get("inputs", ())
-    )
+    inputs = tuple(_rendered_input(i) for i in get("inputs", ()))
     agent_task = Task(
         request=get("request", None), n_images=get("n_images", 1), split=get("split", "single"), id=get("id", None)
     )
     checklist = tuple(c if isinstance(c, CheckItem) else CheckItem.model_validate(c) for c in get("checklist", ()))
     return CollectTask(task=agent_task, checklist=checklist, inputs=inputs)
+
+
+def _rendered_input(image: Mapping[str, Any] | Any) -> TextToImageInput:
+    """A suite input image as the text-to-image call that renders it (suite inputs given as files are refused)."""
+    data = dict(image) if isinstance(image, Mapping) else image.model_dump()
+    path = data.pop("path", None)
+    if path is not None:
+        raise TypeError(
+            f"input image file {path!r}: the collector renders input images in the synthetic environment "
+            "(ground truth is needed for rewards); give inputs as prompts"
+        )
+    return TextToImageInput.model_validate({k: v for k, v in data.items() if v is not None})
 
 
 _SECRET_WORDS = ("key", "token", "secret", "password")

@@ -11,12 +11,22 @@ prompts, so each prompt carries its whole task: a single user message whose cont
 looked up, and shuffling, resuming or several processes cannot mismatch task and prompt.
 
 :class:`GraphRollout` runs each group through the compiled graph with the collector, on an
-in-process synthetic tool server, with a :class:`~visioncreator.policy.local.TransformersPolicy`
-that wraps the trainer's current model and tokenizer (no copy; eval mode, no grad, for the
-rollout). Every trajectory becomes one sample through
-:func:`~visioncreator.rl.samples.token_sample`: exactly the recorded ids, tool observations
-and template tokens masked out. The trajectory record and its reward values travel as extra
-keys; :func:`reward_functions` gives one TRL reward function per reward name.
+in-process synthetic tool server, with :meth:`TransformersPolicy.from_model
+<visioncreator.policy.local.TransformersPolicy.from_model>` over the trainer's current model and
+tokenizer (no copy; eval mode, no grad, for the rollout). Every trajectory becomes one sample
+through :func:`~visioncreator.rl.samples.token_sample`: exactly the recorded ids, tool
+observations and template tokens masked out. The trajectory record and its reward values travel
+as extra keys; :func:`reward_functions` gives one TRL reward function per reward name.
+
+Images. When the agent shows the policy images (``observe`` ``"image"`` or ``"both"``) and a VLM
+``processor`` is given, each sample also carries ``trajectory_images``
+(:data:`visioncreator.rl.vlm_grpo.TRAJECTORY_IMAGES`): the images it saw, read from the store by
+handle, in placeholder order (:func:`images_seen`), which
+:class:`~visioncreator.rl.grpo_trainer.GraphGRPOTrainer` feeds to its forward passes. Only the
+plumbing exists: our local policy is text-only (it reads handles, its prompt ids hold no image
+placeholders), so such a rollout cannot be trained on until a local VLM policy writes ids with
+each image expanded by that processor; the trainer then refuses the mismatch by name. Text
+rollouts (every other case) return no images and train as before.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from visioncreator.graph.trajectory import Trajectory
 from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
@@ -38,8 +48,9 @@ from visioncreator.rl.samples import SampleError, TokenSample, token_sample
 
 __all__ = [
     "GraphRollout",
+    "Observe",
     "RolloutSample",
-    "TrainerPolicy",
+    "images_seen",
     "load_tasks",
     "reward_functions",
     "sample_of",
@@ -48,6 +59,8 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+Observe = Literal["inspect", "image", "both"]
+"""How the agent shows the policy a new image (``AgentConfig.observe``)."""
 _SEED_STRIDE = 10_007  # run seeds of successive generation steps; larger than any group
 
 
@@ -94,31 +107,6 @@ def task_of_prompt(prompt: Any) -> CollectTask:
         raise ValueError(f"a GRPO prompt must be task_prompt(task), got {str(prompt)[:200]!r}: {exc}") from exc
 
 
-class TrainerPolicy(TransformersPolicy):
-    """A :class:`TransformersPolicy` over an already loaded model and tokenizer (the trainer's own).
-
-    No weights are copied: rollouts sample from the very parameters being trained.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, *, settings: LocalPolicySettings) -> None:
-        path = getattr(getattr(model, "config", None), "_name_or_path", "") or "trainer-model"
-        super().__init__(Path(str(path)), settings=settings)
-        self._given = (model, tokenizer)
-
-    def _load(self) -> None:
-        if self._model is not None:
-            return
-        model, tok = self._given
-        eos = model.generation_config.eos_token_id
-        if eos is None:
-            eos = tok.eos_token_id
-        self._eos = frozenset([eos] if isinstance(eos, int) else eos)
-        self._special = frozenset(tok.all_special_ids)
-        limit = getattr(model.config, "max_position_embeddings", None) or 32768
-        self._max_prompt = self.settings.max_prompt_tokens or max(1, int(limit) - self.settings.max_new_tokens)
-        self._tok, self._model = tok, model
-
-
 @dataclass(frozen=True)
 class RolloutSample:
     """One rollout: the trajectory, the token sample TRL trains on, and its reward values."""
@@ -163,6 +151,37 @@ def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample
         if not kept or len(kept) == len(trajectory.turns):
             raise
         return _cut(token_sample(trajectory.model_copy(update={"turns": kept})), max_completion_length)
+
+
+def images_seen(trajectory: Trajectory, sample: TokenSample, store: Path) -> list[Any]:
+    """The images a rollout's policy saw within ``sample``, in the order of their placeholders.
+
+    That is every image of the messages the last policy turn of the sample saw (the task's input
+    images and the tool observations before it), in message order, each decoded from the image
+    store by handle. A sample cut inside an observation (``max_completion_length``) leaves out
+    that observation's images, whose placeholders the cut may have split.
+
+    Args:
+        trajectory: The rollout's record (its ``messages`` and the turns' ``n_messages``).
+        sample: Its token sample (which turns it holds).
+        store: The image store the tools wrote to.
+
+    Returns:
+        PIL images, RGB; empty when no image was shown.
+
+    Raises:
+        UnknownHandleError: A handle is not in ``store``.
+
+    """
+    from visioncreator.tool_servers.store import ImageStore
+
+    last = max((t for t in sample.turns if t >= 0), default=0)
+    seen = int(trajectory.turns[last].get("n_messages", 0)) if trajectory.turns else 0
+    handles = [h for message in trajectory.messages[:seen] for h in message.get("images") or ()]
+    if not handles:
+        return []
+    images = ImageStore(store)
+    return [images.load(handle)[1] for handle in handles]
 
 
 def _run(coro: Coroutine[Any, Any, _T]) -> _T:
@@ -214,6 +233,11 @@ class GraphRollout:
     """Base run seed; generation step ``s`` runs group sample ``i`` with seed ``seed + s * 10007 + i``."""
     concurrency: int = 8
     """Trajectories in flight at once."""
+    observe: Observe = "inspect"
+    """How the agent shows the policy new images (``AgentConfig.observe``)."""
+    processor: Any = None
+    """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
+    are returned (see the module docstring). None: text rollouts."""
     last: list[RolloutSample] = field(default_factory=list, init=False)
     groups: int = field(default=0, init=False)
     """Groups rolled out so far."""
@@ -235,7 +259,7 @@ class GraphRollout:
         self._count_degenerate(batch)
         samples = [b.sample for b in batch]
         with_logprobs = all(s.logprobs is not None for s in samples)
-        return {
+        out: dict[str, Any] = {
             "prompt_ids": [list(s.prompt_ids) for s in samples],
             "completion_ids": [list(s.completion_ids) for s in samples],
             "logprobs": [list(s.logprobs or ()) for s in samples] if with_logprobs else None,
@@ -243,8 +267,18 @@ class GraphRollout:
             "trajectory": [b.record for b in batch],
             "reward_values": [dict(b.rewards) for b in batch],
         }
+        if self.shows_images:
+            from visioncreator.rl.vlm_grpo import TRAJECTORY_IMAGES
 
-    def _policy(self, model: Any, tokenizer: Any) -> TrainerPolicy:
+            out[TRAJECTORY_IMAGES] = [images_seen(b.record, b.sample, self.store) for b in batch]
+        return out
+
+    @property
+    def shows_images(self) -> bool:
+        """Whether rollouts return ``trajectory_images``: the policy observes images and a processor is given."""
+        return self.processor is not None and self.observe in ("image", "both")
+
+    def _policy(self, model: Any, tokenizer: Any) -> TransformersPolicy:
         p = self.policy
         settings = LocalPolicySettings(
             max_new_tokens=p.max_new_tokens,
@@ -254,7 +288,7 @@ class GraphRollout:
             flush_denormal=False,
             name=f"train:{self.stage.name}",
         )
-        return TrainerPolicy(model, tokenizer, settings=settings)
+        return TransformersPolicy.from_model(model, _text_tokenizer(tokenizer), settings=settings)
 
     async def _roll(
         self, runs: list[tuple[CollectTask, int]], model: Any, tokenizer: Any, run_seed: int
@@ -268,6 +302,7 @@ class GraphRollout:
             seed=run_seed,
             fault_rate=self.stage.tasks.fault_rate,
             store=self.store,
+            observe=self.observe,
             max_turns=self.stage.max_turns,
             rewards=dict(self.stage.rewards),
         )
@@ -293,6 +328,13 @@ class GraphRollout:
             totals.setdefault(b.group, set()).add(round(total, 9))
         self.groups += len(totals)
         self.degenerate_groups += sum(len(values) == 1 for values in totals.values())
+
+
+def _text_tokenizer(processing_class: Any) -> Any:
+    """The tokenizer inside a VLM processor (the local policy writes text); a tokenizer itself."""
+    if hasattr(processing_class, "image_processor") and hasattr(processing_class, "tokenizer"):
+        return processing_class.tokenizer
+    return processing_class
 
 
 def _reward_fn(name: str) -> Callable[..., list[float]]:

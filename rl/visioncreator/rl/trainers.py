@@ -10,9 +10,8 @@ SFT learns from trajectories (a records file, given records, or the expert's, co
 stage's tasks), filtered by the stage's selections and tokenized by
 :func:`~visioncreator.rl.exports.sft_dataset`, so the loss is exactly on the assistant turns.
 GRPO generates by replaying the graph (:class:`~visioncreator.rl.rollout.GraphRollout`) and
-trains on the recorded ids and masks (:func:`graph_grpo_trainer_class`: the smallest
-``GRPOTrainer`` subclass that counts degenerate groups and, optionally, puts per-node advantages
-in place of the per-sample ones).
+trains on the recorded ids and masks with :class:`~visioncreator.rl.grpo_trainer.GraphGRPOTrainer`
+(degenerate-group counts, optional per-node advantages, mid-trajectory images for VLM policies).
 
 Needs the ``rl`` extra; every heavy import is inside a function.
 """
@@ -38,7 +37,6 @@ __all__ = [
     "Progress",
     "StageResult",
     "TrainingError",
-    "graph_grpo_trainer_class",
     "select_trajectories",
     "train_grpo",
     "train_sft",
@@ -280,93 +278,6 @@ def train_sft(
     return StageResult(model_dir=final, log_history=list(trainer.state.log_history), metrics=metrics)
 
 
-_GRPO_CLASS: list[type] = []
-
-
-def graph_grpo_trainer_class() -> type:
-    """``GraphGRPOTrainer``: TRL's ``GRPOTrainer`` for :class:`~visioncreator.rl.rollout.GraphRollout`.
-
-    The smallest subclass: one override of ``_generate_and_score_completions`` (the method that
-    builds the batch the loss trains on) that, after TRL's own scoring,
-
-    - logs ``groups/degenerate`` (groups of the batch whose weighted rewards are all equal: zero
-      advantage, no learning signal) and ``groups/total``;
-    - with ``per_node_advantages``, replaces the per-sample advantages (shape ``(B,)``) by
-      per-token ones (``(B, T)``, which TRL 1.16's ``_compute_loss`` accepts) from
-      :func:`visioncreator.rl.advantages.per_token_advantages`: plan tokens credited by the
-      plan rewards, reflect tokens by the reflection reward, the rest by the total;
-    - calls ``on_batch`` with the batch (``prompt_ids``, ``completion_ids``, ``tool_mask``,
-      ``advantages`` ... as TRL made them) and the rollouts behind it (``rollouts``).
-
-    Built on first call, so that importing this module does not import TRL.
-
-    Constructor: ``GRPOTrainer``'s arguments plus ``rollout`` (the :class:`GraphRollout`, also
-    passed as ``rollout_func``), ``per_node_advantages``, ``node_rewards``, ``reward_weights``
-    (name -> weight) and ``on_batch``.
-    """
-    if _GRPO_CLASS:
-        return _GRPO_CLASS[0]
-    import torch
-    from trl.trainer.grpo_trainer import GRPOTrainer
-
-    from visioncreator.rl.rollout import GraphRollout
-
-    class GraphGRPOTrainer(GRPOTrainer):
-        def __init__(
-            self,
-            *args: Any,
-            rollout: GraphRollout,
-            per_node_advantages: bool = False,
-            node_rewards: Mapping[str, Sequence[str]] | None = None,
-            reward_weights: Mapping[str, float] | None = None,
-            on_batch: Callable[[Mapping[str, Any]], None] | None = None,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(*args, rollout_func=rollout, **kwargs)  # type: ignore[misc]
-            self.graph_rollout = rollout
-            self.per_node_advantages = per_node_advantages
-            self.node_rewards = {k: list(v) for k, v in (node_rewards or {}).items()}
-            self.graph_reward_weights = dict(reward_weights or rollout.stage.rewards)
-            self.on_batch = on_batch
-
-        def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-            degenerate_before, groups_before = self.graph_rollout.degenerate_groups, self.graph_rollout.groups
-            output: dict[str, Any] = super()._generate_and_score_completions(inputs)
-            batch = self.graph_rollout.last
-            mode = "train" if self.model is not None and self.model.training else "eval"
-            self._metrics[mode]["groups/degenerate"].append(
-                float(self.graph_rollout.degenerate_groups - degenerate_before)
-            )
-            self._metrics[mode]["groups/total"].append(float(self.graph_rollout.groups - groups_before))
-            if self.per_node_advantages and mode == "train":
-                output["advantages"] = self._per_token(batch, output["completion_ids"].shape[1]).to(
-                    output["completion_ids"].device
-                )
-            if self.on_batch is not None:
-                self.on_batch({**output, "rollouts": list(batch)})
-            return output
-
-        def _per_token(self, batch: Sequence[Any], width: int) -> torch.Tensor:
-            from visioncreator.rl.advantages import per_token_advantages
-
-            rows: list[list[float]] = []
-            for group in sorted({b.group for b in batch}):
-                members = [b for b in batch if b.group == group]
-                rows += per_token_advantages(
-                    [b.sample for b in members],
-                    [dict(b.rewards) for b in members],
-                    self.graph_reward_weights,
-                    self.node_rewards,
-                )
-            values = torch.zeros(len(rows), width, dtype=torch.float32)
-            for i, row in enumerate(rows):
-                values[i, : len(row)] = torch.tensor(row[:width], dtype=torch.float32)
-            return values
-
-    _GRPO_CLASS.append(GraphGRPOTrainer)
-    return GraphGRPOTrainer
-
-
 def train_grpo(
     stage: GRPOStage,
     policy: PolicyModel,
@@ -389,7 +300,7 @@ def train_grpo(
         resume: Continue from the latest checkpoint in ``output_dir``, if any.
         progress: Called with each log entry (``reward``, ``loss``, ``groups/degenerate``, ...).
         on_batch: Called with every scored generation batch TRL is about to train on (see
-            :func:`graph_grpo_trainer_class`); for inspection and tests.
+            :data:`visioncreator.rl.grpo_trainer.OnBatch`); for inspection and tests.
 
     Raises:
         TrainingError: The batch size is not a multiple of ``num_generations``.
@@ -398,6 +309,7 @@ def train_grpo(
     from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
     from trl.trainer.grpo_config import GRPOConfig
 
+    from visioncreator.rl.grpo_trainer import GraphGRPOTrainer
     from visioncreator.rl.models import lora_config
     from visioncreator.rl.rollout import GraphRollout, load_tasks, reward_functions, task_prompt
 
@@ -433,7 +345,7 @@ def train_grpo(
             **stage.trl,
         )
         rollout = GraphRollout(stage=stage, policy=policy, store=out / "store", seed=seed)
-        trainer = graph_grpo_trainer_class()(
+        trainer = GraphGRPOTrainer(
             model=model,
             reward_funcs=funcs,
             args=args,

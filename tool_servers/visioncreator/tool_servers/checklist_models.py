@@ -46,3 +46,10 @@ class CheckResult(BaseModel):
     item: CheckItem
     passed: bool
     detail: str = ""
+    checkable: bool = Field(
+        default=True,
+        description=(
+            "False when the scorer could not check the item at all (e.g. no detector for it): the item then "
+            "never passes, and checklist scores leave it out."
+        ),
+    )

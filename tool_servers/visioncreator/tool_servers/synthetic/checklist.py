@@ -292,6 +292,21 @@ def scene_from_inspection(d: Mapping[str, Any]) -> Scene:
     )
 
 
+def _consistency_subject(goal: str, tool: str) -> str | None:
+    """The kind whose identity a new image must keep from its references, if any.
+
+    A multi-image task's consistency requirement is about one subject ("three images of the same
+    blue bus"), and its checklist has ``consistency`` items about that subject only. Each panel's
+    prompt names that subject first ("a blue bus above a white cup"); other kinds a panel shares
+    with a reference are scenery and may differ (the cup may be red in one panel, white in the
+    next). An edit keeps its source through the ``preserved`` item instead, so it has none.
+    """
+    if tool == "edit_image":
+        return None
+    objects = parse_prompt(goal).objects
+    return objects[0].kind if objects else None
+
+
 def critique(
     *,
     goal: str,
@@ -306,8 +321,10 @@ def critique(
         goal: The edit instruction for ``edit_image``, else the prompt.
         tool: The tool that made the image.
         inspection: ``InspectResult.model_dump()`` of the new image.
-        references: Inspections of reference images: every kind present in a reference and in
-            the new image must keep its identity.
+        references: Inspections of reference images. The subject the goal names first (a
+            multi-image task's "the same X", which every panel's prompt opens with) must keep its
+            identity from each reference that shows it; other kinds may differ, as in the task's
+            checklist. Ignored for ``edit_image`` (its ``source`` is what it must preserve).
         source: Inspection of the edited image, for ``edit_image``: enables exact counts and
             the ``preserved`` check.
 
@@ -331,12 +348,14 @@ def critique(
     else:
         items = checklist_for_spec(parse_prompt(goal))
     outputs = [scene]
+    subject = _consistency_subject(goal, tool)
     for ref in references:
-        if not ref.get("known", True):
+        if subject is None or not ref.get("known", True):
             continue
         outputs.append(scene_from_inspection(ref))
-        ref_kinds = {o.kind for o in outputs[-1].objects}
-        shared = dict.fromkeys(o.kind for o in scene.objects if o.kind in ref_kinds)
-        items += [CheckItem(check="consistency", subject=k, reference=len(outputs) - 1) for k in shared]
+        # A subject missing from the new image is already a count fault; one missing from the
+        # reference gives nothing to compare with.
+        if _of(scene, subject) and _of(outputs[-1], subject):
+            items.append(CheckItem(check="consistency", subject=subject, reference=len(outputs) - 1))
     faults = [f for _, v in _verdicts(items, outputs, inputs) if not v.passed for f in v.faults]
     return list(dict.fromkeys(faults))

@@ -1,0 +1,144 @@
+"""GraphGRPOTrainer: per-node advantages in the batch TRL trains on, and the trajectory-image plumbing.
+
+The policy is the warmed-up tiny model of ``tests/rl/conftest.py``: its sampled plans sometimes
+parse and sometimes do not, so the plan reward varies within a group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rl.conftest import GRPO_POLICY, GRPO_TASKS
+from visioncreator.policy.types import Task
+from visioncreator.rl.advantages import group_advantages, per_token_advantages, weighted_total
+from visioncreator.rl.config import GRPOStage, TaskSource
+from visioncreator.rl.records import CollectTask
+from visioncreator.rl.rollout import GraphRollout, images_seen, task_prompt
+from visioncreator.rl.trainers import train_grpo
+from visioncreator.tool_servers.schemas import TextToImageInput
+
+pytest.importorskip("trl")
+
+# TRL 1.16 reads model.is_gradient_checkpointing, deprecated in transformers 5.24 (a FutureWarning).
+pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
+
+# Plan has no weight in the total, so the total is equal across the group (TRL alone would give
+# every token advantage 0) while the plan reward is not: plan tokens must carry the plan reward's
+# advantage, act tokens the total's (0), observations 0.
+WEIGHTS = {"format": 1.0, "outcome": 1.0}
+NODE_REWARDS = {"plan": ["plan"]}
+SEED = 4  # a run seed whose group of four holds parsed and unparsed plans, each then an act turn
+
+
+def test_per_node_advantages_reach_the_batch_trl_trains_on(warm_dir: Path, tmp_path: Path) -> None:
+    stage = GRPOStage(
+        tasks=GRPO_TASKS,
+        num_generations=4,
+        max_steps=1,
+        max_turns=2,
+        max_completion_length=1024,
+        rewards=WEIGHTS,
+        per_node_advantages=True,
+        node_rewards=NODE_REWARDS,
+    )
+    batches: list[Mapping[str, Any]] = []
+    train_grpo(stage, GRPO_POLICY, model_dir=warm_dir, output_dir=tmp_path, seed=SEED, on_batch=batches.append)
+
+    [batch] = batches
+    rollouts = batch["rollouts"]
+    advantages = batch["advantages"]
+    assert advantages.shape == batch["completion_ids"].shape
+    rewards = [dict(r.rewards) for r in rollouts]
+    plan = group_advantages([r["plan"] for r in rewards])
+    total = group_advantages([weighted_total(r, WEIGHTS) for r in rewards])
+    assert not plan.all_equal, f"the group's plan rewards are all equal, the test has no signal: {rewards}"
+    assert total.all_equal
+    expected = per_token_advantages([r.sample for r in rollouts], rewards, WEIGHTS, NODE_REWARDS)
+    seen = set()
+    for i, rollout in enumerate(rollouts):
+        sample = rollout.sample
+        row = advantages[i].tolist()
+        n = len(sample.completion_ids)
+        assert row[:n] == pytest.approx(expected[i], abs=1e-6)
+        assert row[n:] == [0.0] * (len(row) - n)  # padding
+        for value, node, mask in zip(row, sample.nodes, sample.env_mask, strict=False):
+            want = 0.0 if not mask else plan.values[i] if node == "plan" else total.values[i]
+            assert value == pytest.approx(want, abs=1e-6), (i, node, mask)
+            seen.add(node if mask else "env")
+    assert {"plan", "act", "env"} <= seen
+
+
+# ---- trajectory images --------------------------------------------------------------------
+
+IMG2IMG = CollectTask(
+    task=Task(request="put the red cat beside the two blue dogs", split="img2img", id="cat-and-dogs"),
+    inputs=(
+        TextToImageInput(prompt="a red cat", width=64, height=64, seed=1),
+        TextToImageInput(prompt="two blue dogs", width=96, height=64, seed=2),
+    ),
+)
+"""Two different input images, rendered into the rollout's store before the run."""
+
+
+def _trainer(model_dir: Path, out: Path, rollout: GraphRollout, task: CollectTask) -> Any:
+    from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
+    from trl.trainer.grpo_config import GRPOConfig
+
+    from visioncreator.rl.grpo_trainer import GraphGRPOTrainer
+    from visioncreator.rl.models import load_policy_model
+    from visioncreator.rl.rollout import reward_functions
+
+    model, tokenizer = load_policy_model(model_dir, torch_threads=1)
+    funcs, weights = reward_functions(rollout.stage.rewards)
+    args = GRPOConfig(
+        output_dir=str(out),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        activation_checkpointing=False,  # the default (via gradient_checkpointing) is a FutureWarning
+        disable_tqdm=True,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_steps=1,
+        max_completion_length=rollout.stage.max_completion_length,
+        reward_weights=weights,
+    )
+    dataset = Dataset.from_list([{"prompt": task_prompt(task)}])
+    return GraphGRPOTrainer(
+        model=model, reward_funcs=funcs, args=args, train_dataset=dataset, processing_class=tokenizer, rollout=rollout
+    )
+
+
+@pytest.mark.parametrize(("observe", "with_processor"), [("image", True), ("inspect", True), ("image", False)])
+def test_a_rollout_returns_the_images_its_policy_saw_only_when_it_sees_images(
+    warm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observe: Any, with_processor: bool
+) -> None:
+    from visioncreator.rl.tiny_vlm import build_tiny_vlm
+    from visioncreator.tool_servers.store import ImageStore
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    stage = GRPOStage(tasks=TaskSource(fault_rate=0.0), num_generations=2, max_turns=1, max_completion_length=512)
+    processor = build_tiny_vlm(seed=0).processor if with_processor else None
+    store = tmp_path / "store"
+    rollout = GraphRollout(stage=stage, policy=GRPO_POLICY, store=store, observe=observe, processor=processor)
+    trainer = _trainer(warm_dir, tmp_path / "out", rollout, IMG2IMG)
+    out = rollout([task_prompt(IMG2IMG)] * 2, trainer)
+
+    assert rollout.shows_images is (observe == "image" and with_processor)
+    if not rollout.shows_images:
+        assert "trajectory_images" not in out
+        return
+    images = out["trajectory_images"]
+    assert len(images) == 2
+    for record, shown in zip(out["trajectory"], images, strict=True):
+        inputs = record.task["inputs"]
+        assert len(inputs) == 2
+        # One policy turn: it saw the task's input images, in order, as the store holds them.
+        assert [im.tobytes() for im in shown] == [ImageStore(store).load(h)[1].tobytes() for h in inputs]
+    first = rollout.last[0]
+    assert [im.tobytes() for im in images_seen(first.record, first.sample, store)] == [im.tobytes() for im in images[0]]
