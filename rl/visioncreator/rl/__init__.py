@@ -1,21 +1,61 @@
-"""visioncreator.rl: rewards of finished trajectories (and, later, the RL trainers)."""
+"""visioncreator.rl: collect trajectories by replaying the graph, reward them, train with TRL (RPCO).
 
+- :func:`collect` / :func:`collect_to`: tasks x group size through the compiled graph, concurrently
+  (Ray workers with ``visioncreator.rl.ray_collect``), as :class:`TrajectoryRecord` JSONL lines;
+- rewards (:data:`REWARDS`, :func:`score`), GRPO advantages (:func:`group_advantages`,
+  :func:`per_token_advantages`), token samples with masks (:func:`token_sample`);
+- exports for TRL (``visioncreator.rl.exports``) and the trainers (``visioncreator.rl.trainers``:
+  ``train_sft``, ``train_grpo``), the RPCO recipe (``visioncreator.rl.recipe``) and
+  ``visioncreator train sft|grpo|rpco --config FILE``.
+
+Importing this package loads no torch, transformers, TRL, datasets or Ray: those load in the
+functions that need them.
+"""
+
+from visioncreator.rl.advantages import (
+    GroupAdvantages,
+    GroupReport,
+    group_advantages,
+    group_report,
+    per_token_advantages,
+)
+from visioncreator.rl.collector import CollectConfig, Collector, collect, collect_to
+from visioncreator.rl.records import CollectTask, TrajectoryRecord, append_record, read_records, records_dataset
 from visioncreator.rl.rewards import REWARDS, RewardFn, Rewards, RewardWeights, outcome_reward, result_reward, score
 from visioncreator.rl.rewards_base import RewardContext, RewardResult
 from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
+from visioncreator.rl.samples import SampleError, TokenSample, sft_token_sample, token_sample
 
 __all__ = [
     "REWARDS",
+    "CollectConfig",
+    "CollectTask",
+    "Collector",
+    "GroupAdvantages",
+    "GroupReport",
     "RewardContext",
     "RewardFn",
     "RewardResult",
     "RewardWeights",
     "Rewards",
+    "SampleError",
+    "TokenSample",
+    "TrajectoryRecord",
+    "append_record",
+    "collect",
+    "collect_to",
     "format_reward",
+    "group_advantages",
+    "group_report",
     "outcome_reward",
+    "per_token_advantages",
     "plan_reward",
+    "read_records",
+    "records_dataset",
     "reflection_reward",
     "result_reward",
     "score",
+    "sft_token_sample",
+    "token_sample",
     "tool_reward",
 ]
