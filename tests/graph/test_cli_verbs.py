@@ -1,4 +1,4 @@
-"""`visioncreator eval` and `visioncreator train` hand every argument, `--help` included, to their own parsers."""
+"""`visioncreator eval`, `train` and `collect` hand every argument, `--help` included, to their own parsers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from visioncreator.graph.cli import main
 
 
-@pytest.mark.parametrize(("verb", "flag"), [("eval", "--suite"), ("train", "--config")])
+@pytest.mark.parametrize(("verb", "flag"), [("eval", "--suite"), ("train", "--config"), ("collect", "--group-size")])
 def test_verb_help_is_the_verbs_own(verb: str, flag: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main([verb, "--help"])

@@ -183,6 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "see `visioncreator eval --help`.",
     )
     sub.add_parser(
+        "collect",
+        help="Collect scored expert trajectories of a suite into a JSONL records file (RL data); "
+        "see `visioncreator collect --help`.",
+    )
+    sub.add_parser(
         "train",
         help="Train the policy: train sft|grpo|rpco --config FILE; see `visioncreator train --help`.",
     )
@@ -192,6 +197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from visioncreator.evals.cli import main as eval_main
 
         return int(eval_main(args_list[1:]) or 0)
+    if args_list and args_list[0] == "collect":
+        from visioncreator.rl.collect_cli import main as collect_main
+
+        collect_main(args_list[1:])
+        return 0
     if args_list and args_list[0] == "train":
         from visioncreator.rl.train_cli import main as train_main
 

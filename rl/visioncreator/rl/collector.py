@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib
-import json
 import sys
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -388,89 +387,3 @@ async def collect_to(
                 on_record(record)
 
         return await run_jobs(jobs, collector.run, concurrency=config.concurrency, on_record=write, progress=progress)
-
-
-def _parser() -> Any:
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        prog="python -m visioncreator.rl.collector",
-        description="Collect scored expert trajectories of a task suite on the synthetic tools into a JSONL file.",
-    )
-    parser.add_argument("--suite", help="suite JSONL file (default: the built-in synthetic suite)")
-    parser.add_argument("--splits", nargs="*", default=(), help="only these splits (single, multi, img2img)")
-    parser.add_argument("--limit", type=int, help="at most this many tasks per split")
-    parser.add_argument("--out", required=True, type=Path, help="records file (JSONL); re-running resumes it")
-    parser.add_argument("--store", type=Path, help="image store (default: OUT's folder / store)")
-    parser.add_argument("--checkpoint", type=Path, help="SQLite checkpoint (default: OUT with .sqlite)")
-    parser.add_argument("--ray", help="Ray address ('local' starts a local cluster): run workers on Ray")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray)")
-    parser.add_argument("--expert", default="{}", help="ExpertConfig fields as JSON, e.g. '{\"bad_plan_rate\": 0.3}'")
-    for name, field in CollectConfig.model_fields.items():
-        if name in ("store", "checkpoint", "rewards", "policy_id", "observe") or field.annotation is bool:
-            continue
-        kind: Callable[[str], Any] = int if field.annotation is int else float if field.annotation is float else str
-        flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=name, type=kind, default=field.default, help=field.description)
-    parser.add_argument("--no-reflect", action="store_true", help="turn the reflect node off")
-    return parser
-
-
-def _suite_tasks(suite: str | None, splits: Sequence[str], limit: int | None) -> list[dict[str, Any]]:
-    from importlib.resources import files
-
-    builtin = files("visioncreator.evals").joinpath("data", "synthetic.jsonl")
-    text = Path(suite).read_text() if suite else builtin.read_text()
-    tasks = [json.loads(line) for line in text.splitlines() if line.strip()]
-    tasks = [t for t in tasks if not splits or t.get("split") in splits]
-    if limit is not None:
-        counts: dict[str, int] = {}
-        kept = []
-        for t in tasks:
-            counts[t["split"]] = counts.get(t["split"], 0) + 1
-            if counts[t["split"]] <= limit:
-                kept.append(t)
-        tasks = kept
-    return tasks
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m visioncreator.rl.collector``: collect expert trajectories of a suite into a JSONL file."""
-    from visioncreator.graph.offline import expert_policy
-    from visioncreator.policy.expert import ExpertConfig
-
-    options = _parser().parse_args(argv)
-    out: Path = options.out
-    own = {"store", "checkpoint", "reflect"}
-    fields = {n: getattr(options, n) for n in CollectConfig.model_fields if hasattr(options, n) and n not in own}
-    config = CollectConfig(
-        **fields,
-        reflect=not options.no_reflect,
-        store=options.store or out.parent / "store",
-        checkpoint=options.checkpoint or out.with_suffix(".sqlite"),
-    )
-    expert = ExpertConfig(**json.loads(options.expert))
-    tasks = _suite_tasks(options.suite, options.splits, options.limit)
-    if options.ray:
-        from visioncreator.rl.ray_collect import PolicySpec, collect_ray_to
-
-        spec = PolicySpec(kind="expert", settings=dataclasses.asdict(expert))
-        written = asyncio.run(
-            collect_ray_to(
-                out, tasks, policy=spec, config=config, address=options.ray, workers=options.workers, progress=True
-            )
-        )
-    else:
-
-        async def local() -> list[TrajectoryRecord]:
-            async with synthetic_tools(config) as tools:
-                policy = expert_policy(expert)
-                return await collect_to(out, tasks, policy=policy, tools=tools, config=config, progress=True)
-
-        written = asyncio.run(local())
-    mean = sum(r.rewards.get("total", 0.0) for r in written) / max(1, len(written))
-    print(json.dumps({"records": str(out), "written": len(written), "mean_total_reward": round(mean, 4)}))
-
-
-if __name__ == "__main__":
-    main()
