@@ -68,3 +68,8 @@ def test_a_selection_that_keeps_nothing_is_an_error(tiny_dir: Path, tmp_path: Pa
     stage = _stage(1, select=(Selection(splits=("multi",)),))
     with pytest.raises(TrainingError, match="passes the selections"):
         train_sft(stage, POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft")
+
+
+def test_a_max_length_that_cuts_every_policy_token_is_an_error(tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="max_length=16 cuts every example"):
+        train_sft(_stage(1, max_length=16), POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,14 +171,22 @@ class TrainConfig(_Model):
     eval_tasks: TaskSource | None = Field(
         default=None, description="Held-out tasks whose success rate is measured before and after every stage."
     )
-    eval_group_size: int = Field(default=1, ge=1)
+    eval_group_size: int = Field(default=1, ge=1, description="Samples per held-out task.")
+    eval_temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature of evaluations (0: greedy).")
+    eval_max_turns: int = Field(default=12, ge=1, description="Policy turns per held-out task.")
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
+def load_train_config(path: str | Path, *, default_stages: Sequence[SFTStage | GRPOStage] | None = None) -> TrainConfig:
     """Read a :class:`TrainConfig` from a ``.toml`` or ``.json`` file.
 
+    Args:
+        path: The file.
+        default_stages: Stages to use when the file has no ``stages`` (the ``rpco`` verb passes
+            the RPCO recipe's); None requires the file to give them.
+
     Raises:
-        ConfigError: The file is missing, unparseable, or invalid; the message names the file.
+        ConfigError: The file is missing, unparseable, or invalid; the message names the file
+            and the offending fields.
 
     """
     file = Path(path)
@@ -189,7 +198,10 @@ def load_train_config(path: str | Path) -> TrainConfig:
         data: Any = tomllib.loads(text) if file.suffix.lower() == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{file}: not valid {file.suffix.lstrip('.') or 'JSON'}: {exc}") from exc
+    if isinstance(data, dict) and "stages" not in data and default_stages is not None:
+        data = {**data, "stages": [s.model_dump() for s in default_stages]}
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{file}: invalid training config:\n{exc}") from exc
+        fields = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{file}: invalid training config: {fields}") from exc

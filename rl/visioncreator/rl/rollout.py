@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from visioncreator.graph.client import ToolClient
 from visioncreator.graph.trajectory import Trajectory
 from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+from visioncreator.rl.collector import CollectConfig
 from visioncreator.rl.config import GRPOStage, PolicyModel, TaskSource
 from visioncreator.rl.records import CollectTask, TrajectoryRecord
 from visioncreator.rl.rewards import REWARDS
@@ -235,6 +237,9 @@ class GraphRollout:
     """Trajectories in flight at once."""
     observe: Observe = "inspect"
     """How the agent shows the policy new images (``AgentConfig.observe``)."""
+    tools: Callable[[CollectConfig], ToolClient] | None = None
+    """Makes the rollouts' tool client from their collect config; default
+    :func:`visioncreator.rl.collector.synthetic_tools` (the in-process synthetic server)."""
     processor: Any = None
     """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
     are returned (see the module docstring). None: text rollouts."""
@@ -307,7 +312,7 @@ class GraphRollout:
             rewards=dict(self.stage.rewards),
         )
         policy = self._policy(model, tokenizer)
-        async with synthetic_tools(config) as tools:
+        async with (self.tools or synthetic_tools)(config) as tools:
             records = await collect([t for t, _ in runs], policy=policy, tools=tools, config=config)
         if len(records) != group_size * len(runs):
             raise RuntimeError(f"the collector returned {len(records)} records for {len(runs)} groups of {group_size}")

@@ -28,7 +28,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visioncreator.graph.client import ToolClient
 from visioncreator.graph.trajectory import Trajectory
+from visioncreator.rl.collector import CollectConfig
 from visioncreator.rl.config import GRPOStage, PolicyModel, Selection, SFTStage
 from visioncreator.rl.rewards import RewardWeights, score
 from visioncreator.rl.rewards_base import RewardContext
@@ -254,6 +256,12 @@ def train_sft(
     _, model, tokenizer = _setup(policy, model_dir)
     dataset = sft_dataset(chosen, tokenizer)
     columns = set(dataset.column_names)
+    mask_column = "assistant_masks" if "assistant_masks" in columns else "completion_mask"
+    if mask_column in columns and not any(sum(m[: stage.max_length]) for m in dataset[mask_column]):
+        raise TrainingError(
+            f"SFT stage {stage.name!r}: max_length={stage.max_length} cuts every example before its first policy "
+            f"token ({len(chosen)} trajectories); raise max_length"
+        )
     with _quiet():
         args = SFTConfig(
             **_common_args(stage, out, seed),
@@ -288,6 +296,7 @@ def train_grpo(
     resume: bool = True,
     progress: Progress | None = None,
     on_batch: Callable[[Mapping[str, Any]], None] | None = None,
+    tools: Callable[[CollectConfig], ToolClient] | None = None,
 ) -> StageResult:
     """GRPO whose generation replays the graph, the loss on exactly the recorded ids and masks.
 
@@ -301,6 +310,8 @@ def train_grpo(
         progress: Called with each log entry (``reward``, ``loss``, ``groups/degenerate``, ...).
         on_batch: Called with every scored generation batch TRL is about to train on (see
             :data:`visioncreator.rl.grpo_trainer.OnBatch`); for inspection and tests.
+        tools: Makes the rollouts' tool client from their collect config; default the in-process
+            synthetic server (:func:`visioncreator.rl.collector.synthetic_tools`).
 
     Raises:
         TrainingError: The batch size is not a multiple of ``num_generations``.
@@ -344,7 +355,7 @@ def train_grpo(
             reward_weights=weights,
             **stage.trl,
         )
-        rollout = GraphRollout(stage=stage, policy=policy, store=out / "store", seed=seed)
+        rollout = GraphRollout(stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools)
         trainer = GraphGRPOTrainer(
             model=model,
             reward_funcs=funcs,

@@ -1,0 +1,347 @@
+"""Run a :class:`~visioncreator.rl.config.TrainConfig`'s stages in sequence, resumably, with held-out evaluation.
+
+Layout of ``OUTPUT_DIR``:
+
+- ``NN-NAME/`` per stage (``01-grpo-reflect``, ``02-sft``, ...): the trainer's checkpoints, the
+  final ``model/``, and ``stage.json`` (a :class:`StageRecord`) once the stage has finished;
+- ``NN-NAME/eval.json``: the held-out evaluation after that stage; ``eval-initial.json``: before
+  the first stage;
+- ``curves.json``: a :class:`Curves` (reward and loss per step of every stage, success per stage).
+
+Each stage starts from the previous finished stage's model (the first from ``policy.model``). On a
+re-run, a stage with a ``stage.json`` is skipped and an interrupted one continues from its latest
+TRL checkpoint; with ``resume=False`` markers and checkpoints are ignored and every stage trains
+again from its start model.
+
+Heavy imports (torch, TRL) happen inside the trainers; importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visioncreator.rl.config import GRPOStage, PolicyModel, SFTStage, TaskSource, TrainConfig
+
+if TYPE_CHECKING:
+    from visioncreator.graph.client import ToolClient
+    from visioncreator.rl.collector import CollectConfig
+
+__all__ = [
+    "Curves",
+    "EvalPoint",
+    "Event",
+    "RunSummary",
+    "StageCurve",
+    "StageRecord",
+    "ToolsFactory",
+    "curve_steps",
+    "evaluate",
+    "run_stages",
+    "stage_dir",
+]
+
+Event = Callable[[dict[str, Any]], None]
+"""Receives progress events: ``{"event": "stage_start" | "step" | "stage_end" | "stage_skip" | "eval", ...}``."""
+
+ToolsFactory = Callable[["CollectConfig"], "ToolClient"]
+"""Makes the (unconnected) tool client an evaluation runs on; default the collector's synthetic server."""
+
+MARKER = "stage.json"
+CURVES = "curves.json"
+_CURVE_KEYS = ("loss", "reward", "learning_rate", "grad_norm", "groups/degenerate")
+
+
+class StageRecord(BaseModel):
+    """What ``stage.json`` holds: a finished stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="1-based position in the config's stages.")
+    name: str
+    kind: Literal["sft", "grpo"]
+    model_dir: str = Field(description="The stage's final model directory.")
+    start_model: str = Field(description="The model directory the stage started from.")
+    metrics: dict[str, float] = Field(default_factory=dict)
+    log_history: list[dict[str, Any]] = Field(default_factory=list)
+    wall_s: float = 0.0
+
+
+class EvalPoint(BaseModel):
+    """The current model on the held-out tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: str = Field(description="'initial', or the stage directory name it follows.")
+    model_dir: str
+    n: int = Field(description="Trajectories evaluated (tasks x group size).")
+    success_rate: float = Field(description="Fraction of trajectories whose outcome is a full success.")
+    mean_reward: float = Field(description="Mean weighted total reward.")
+    mean_rewards: dict[str, float] = Field(default_factory=dict, description="Mean of each reward.")
+    per_task: dict[str, float] = Field(default_factory=dict, description="Task id -> success rate.")
+    wall_s: float = 0.0
+
+
+class StageCurve(BaseModel):
+    """One stage's logged values per step."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["sft", "grpo"]
+    steps: list[dict[str, float]] = Field(default_factory=list, description="{'step': n, 'loss': ..., ...}.")
+
+
+class Curves(BaseModel):
+    """``curves.json``: what the run learned, stage by stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stages: list[StageCurve] = Field(default_factory=list)
+    evals: list[EvalPoint] = Field(default_factory=list, description="Before the first stage, then after each.")
+
+
+class RunSummary(BaseModel):
+    """The outcome of :func:`run_stages`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    output_dir: str
+    stages: list[StageRecord]
+    skipped: list[str] = Field(default_factory=list, description="Stage directories already finished.")
+    final_model: str | None = None
+    curves: Curves
+
+
+def stage_dir(output_dir: str | Path, index: int, stage: SFTStage | GRPOStage) -> Path:
+    """``OUTPUT_DIR/NN-NAME`` of the ``index``-th (1-based) stage; the name is made path-safe."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", stage.name).strip("-.") or stage.kind
+    return Path(output_dir) / f"{index:02d}-{safe}"
+
+
+def curve_steps(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]:
+    """The per-step rows of a TRL log history: ``step`` plus whichever of loss, reward, ... were logged."""
+    rows = []
+    for entry in log_history:
+        values = {k: float(entry[k]) for k in _CURVE_KEYS if isinstance(entry.get(k), int | float)}
+        if values and "step" in entry and "train_runtime" not in entry:
+            rows.append({"step": float(entry["step"]), **values})
+    return rows
+
+
+def evaluate(
+    model_dir: str | Path,
+    tasks: TaskSource,
+    *,
+    policy: PolicyModel,
+    store: str | Path,
+    after: str = "initial",
+    seed: int = 0,
+    group_size: int = 1,
+    temperature: float = 0.0,
+    max_turns: int = 12,
+    max_format_retries: int = 2,
+    tools: ToolsFactory | None = None,
+    progress: Event | None = None,
+) -> EvalPoint:
+    """Run ``model_dir`` as the policy on ``tasks`` through the graph and score every trajectory.
+
+    Args:
+        model_dir: The model to evaluate (a Hugging Face directory).
+        tasks: The held-out tasks.
+        policy: Sampling settings (``max_new_tokens``, ``top_p``, ``torch_threads``).
+        store: Image store of the synthetic tool server.
+        after: Label of the point (``initial`` or the stage directory name).
+        seed: Run seed.
+        group_size: Samples per task.
+        temperature: Sampling temperature of the evaluation (0: greedy).
+        max_turns: Policy turns per task.
+        max_format_retries: Consecutive unparseable turns before a task gives up.
+        tools: Makes the tool client; default :func:`visioncreator.rl.collector.synthetic_tools`.
+        progress: Called with ``{"event": "eval_task", ...}`` as each trajectory finishes.
+
+    Returns:
+        Success rate (the outcome reward's ``success``) and mean weighted reward.
+
+    """
+    from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+    from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
+    from visioncreator.rl.records import TrajectoryRecord
+    from visioncreator.rl.rollout import load_tasks
+
+    started = time.perf_counter()
+    config = CollectConfig(
+        group_size=group_size,
+        concurrency=1,
+        seed=seed,
+        fault_rate=tasks.fault_rate,
+        store=Path(store),
+        max_turns=max_turns,
+        max_format_retries=max_format_retries,
+    )
+    settings = LocalPolicySettings(
+        temperature=temperature,
+        top_p=policy.top_p,
+        max_new_tokens=policy.max_new_tokens,
+        torch_threads=policy.torch_threads,
+        seed=seed,
+    )
+    model = TransformersPolicy(model_dir, settings=settings)
+
+    def done(record: TrajectoryRecord) -> None:
+        if progress is not None:
+            success = record.reward_details.get("outcome", {}).get("success", 0.0)
+            progress({"event": "eval_task", "after": after, "task": record.task_id, "success": success})
+
+    async def run() -> list[TrajectoryRecord]:
+        async with (tools or synthetic_tools)(config) as client:
+            return await collect(load_tasks(tasks), policy=model, tools=client, config=config, on_record=done)
+
+    records = asyncio.run(run())
+    successes = [float(r.reward_details.get("outcome", {}).get("success", 0.0)) for r in records]
+    per_task: dict[str, list[float]] = {}
+    for record, success in zip(records, successes, strict=True):
+        per_task.setdefault(record.task_id, []).append(success)
+    names = sorted({k for r in records for k in r.rewards if k != "total"})
+    return EvalPoint(
+        after=after,
+        model_dir=str(model_dir),
+        n=len(records),
+        success_rate=sum(successes) / len(records),
+        mean_reward=sum(r.rewards.get("total", 0.0) for r in records) / len(records),
+        mean_rewards={n: sum(r.rewards.get(n, 0.0) for r in records) / len(records) for n in names},
+        per_task={k: sum(v) / len(v) for k, v in per_task.items()},
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def _emit(progress: Event | None, event: str, **data: Any) -> None:
+    if progress is not None:
+        progress({"event": event, **data})
+
+
+def _eval(
+    config: TrainConfig, model_dir: Path, path: Path, after: str, resume: bool, progress: Event | None
+) -> EvalPoint | None:
+    if config.eval_tasks is None:
+        return None
+    if resume and path.is_file():
+        return EvalPoint.model_validate_json(path.read_text())
+    point = evaluate(
+        model_dir,
+        config.eval_tasks,
+        policy=config.policy,
+        store=Path(config.output_dir) / "eval-store",
+        after=after,
+        seed=config.seed,
+        group_size=config.eval_group_size,
+        temperature=config.eval_temperature,
+        max_turns=config.eval_max_turns,
+        progress=progress,
+    )
+    path.write_text(point.model_dump_json(indent=2))
+    _emit(progress, "eval", **point.model_dump(exclude={"per_task", "mean_rewards"}))
+    return point
+
+
+def _train(
+    stage: SFTStage | GRPOStage, config: TrainConfig, start: Path | None, out: Path, resume: bool, progress: Event
+) -> Any:
+    from visioncreator.rl.trainers import train_grpo, train_sft
+
+    if isinstance(stage, SFTStage):
+        return train_sft(
+            stage, config.policy, model_dir=start, output_dir=out, seed=config.seed, resume=resume, progress=progress
+        )
+    return train_grpo(
+        stage, config.policy, model_dir=start, output_dir=out, seed=config.seed, resume=resume, progress=progress
+    )
+
+
+def run_stages(
+    config: TrainConfig,
+    *,
+    kinds: Sequence[Literal["sft", "grpo"]] | None = None,
+    resume: bool = True,
+    progress: Event | None = None,
+) -> RunSummary:
+    """Train ``config``'s stages in order, each from the previous one's final model.
+
+    Args:
+        config: Policy, output directory, stages, held-out tasks.
+        kinds: Only run stages of these kinds (others are neither run nor required); None runs all.
+        resume: Skip finished stages (``stage.json``) and continue interrupted ones from their
+            latest checkpoint; False trains every selected stage from scratch.
+        progress: Receives ``stage_start``, ``step`` (each logged step), ``stage_end``,
+            ``stage_skip``, ``eval_task`` and ``eval`` events.
+
+    Returns:
+        The stage records, the final model and the curves (also written to ``curves.json``).
+
+    """
+    from visioncreator.rl.models import model_dir_for
+
+    root = Path(config.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    records: list[StageRecord] = []
+    skipped: list[str] = []
+    curves = Curves()
+    start: Path | None = None
+    initial = _eval(config, model_dir_for(config.policy), root / "eval-initial.json", "initial", resume, progress)
+    if initial is not None:
+        curves.evals.append(initial)
+    total = len(config.stages)
+    for index, stage in enumerate(config.stages, start=1):
+        out = stage_dir(root, index, stage)
+        marker = out / MARKER
+        if kinds is not None and stage.kind not in kinds:
+            # Not run now; a later stage still starts from its model if it finished earlier.
+            if resume and marker.is_file():
+                start = Path(StageRecord.model_validate_json(marker.read_text()).model_dir)
+            continue
+        if resume and marker.is_file():
+            record = StageRecord.model_validate_json(marker.read_text())
+            skipped.append(out.name)
+            _emit(progress, "stage_skip", index=index, total=total, name=stage.name, kind=stage.kind, dir=str(out))
+        else:
+            _emit(progress, "stage_start", index=index, total=total, name=stage.name, kind=stage.kind, dir=str(out))
+            began = time.perf_counter()
+
+            def step(entry: dict[str, Any], _stage: SFTStage | GRPOStage = stage) -> None:
+                _emit(progress, "step", stage=_stage.name, kind=_stage.kind, **entry)
+
+            result = _train(stage, config, start, out, resume, step)
+            record = StageRecord(
+                index=index,
+                name=stage.name,
+                kind=stage.kind,
+                model_dir=str(result.model_dir),
+                start_model=str(start or model_dir_for(config.policy)),
+                metrics=dict(result.metrics),
+                log_history=list(result.log_history),
+                wall_s=time.perf_counter() - began,
+            )
+            marker.write_text(record.model_dump_json(indent=2))
+            _emit(progress, "stage_end", index=index, total=total, name=stage.name, kind=stage.kind,
+                  model_dir=record.model_dir, wall_s=record.wall_s)  # fmt: skip
+        records.append(record)
+        start = Path(record.model_dir)
+        curves.stages.append(StageCurve(name=stage.name, kind=stage.kind, steps=curve_steps(record.log_history)))
+        point = _eval(config, start, out / "eval.json", out.name, resume, progress)
+        if point is not None:
+            curves.evals.append(point)
+        (root / CURVES).write_text(curves.model_dump_json(indent=2))
+    (root / CURVES).write_text(curves.model_dump_json(indent=2))
+    return RunSummary(
+        output_dir=str(root),
+        stages=records,
+        skipped=skipped,
+        final_model=str(start) if start is not None else None,
+        curves=curves,
+    )
