@@ -123,7 +123,7 @@ def train_suite(path: Path, held_out: TaskSource, n_tasks: int) -> None:
 
 
 def eval_point(
-    args: argparse.Namespace, policy: PolicyModel, model_dir: Path, path: Path, after: str, seed: int = 0
+    args: argparse.Namespace, policy: PolicyModel, model_dir: Path, path: Path, after: str, tool_seed: int = 0
 ) -> EvalPoint:
     if path.is_file():
         return EvalPoint.model_validate_json(path.read_text())
@@ -134,7 +134,7 @@ def eval_point(
 
     point = evaluate(
         model_dir, held_out_tasks(args), policy=policy, store=Path(args.work) / "store", after=after,
-        seed=seed, max_turns=args.eval_max_turns, tools=brief_tools, progress=done,
+        seed=0, tool_seed=tool_seed, max_turns=args.eval_max_turns, tools=brief_tools, progress=done,
     )  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(point.model_dump_json(indent=2))
@@ -234,14 +234,19 @@ def phase_grpo(args: argparse.Namespace) -> None:
 
 
 def phase_reeval(args: argparse.Namespace) -> None:
-    """The trained models again at other run seeds (tool faults and sampling seeds change): the noise."""
+    """The trained models again with other tool seeds (other injected faults): the evaluation's noise.
+
+    The evaluation is greedy and the model writes its own tool seeds, so only the server's tool
+    seed changes what a trajectory meets.
+    """
     policy = policy_model(args)
     work = Path(args.work)
-    for seed in args.eval_seeds:
+    for seed in args.tool_seeds:
         for stage_name in ("01-sft", "02-grpo"):
             model = work / stage_name / "model"
             if (model / "config.json").is_file():
-                eval_point(args, policy, model, work / stage_name / f"eval-seed{seed}.json", stage_name, seed=seed)
+                path = work / stage_name / f"eval-toolseed{seed}.json"
+                eval_point(args, policy, model, path, stage_name, tool_seed=seed)
 
 
 def phase_report(args: argparse.Namespace) -> None:
@@ -270,13 +275,13 @@ def phase_report(args: argparse.Namespace) -> None:
             f"{p.after:10s} {p.n:3d} {p.success_rate:8.3f} {p.mean_reward:7.3f} "
             f"{p.mean_rewards.get('outcome', 0.0):8.3f} {p.mean_rewards.get('format', 0.0):7.3f} {p.wall_s:7.0f}"
         )
-    reevals = sorted(work.glob("0*/eval-seed*.json"))
+    reevals = sorted(work.glob("0*/eval-toolseed*.json"))
     if reevals:
-        print("\n== the same models at other run seeds (faults and seeds change)")
+        print("\n== the same models with other tool seeds (other injected faults)")
         for path in reevals:
             p = EvalPoint.model_validate_json(path.read_text())
-            seed = path.stem.removeprefix("eval-seed")
-            print(f"{p.after:10s} seed {seed:>2s} {p.n:3d} {p.success_rate:8.3f} {p.mean_reward:7.3f}")
+            seed = path.stem.removeprefix("eval-toolseed")
+            print(f"{p.after:10s} tool seed {seed:>2s} {p.n:3d} {p.success_rate:8.3f} {p.mean_reward:7.3f}")
     (work / "curves.json").write_text(curves.model_dump_json(indent=2))
 
 
@@ -294,7 +299,7 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=3)
     parser.add_argument("--grpo-generations", type=int, default=2)
     parser.add_argument("--grpo-lr", type=float, default=1e-5)
-    parser.add_argument("--eval-seeds", type=int, nargs="*", default=[1], help="run seeds of the reeval phase")
+    parser.add_argument("--tool-seeds", type=int, nargs="*", default=[1], help="tool seeds of the reeval phase")
     args = parser.parse_args()
     import torch
 

@@ -75,3 +75,30 @@ def test_offline_run_works_without_any_extra(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["termination"] == "answered"
     assert (out / "image_1.png").exists()
+
+
+def test_eval_and_train_say_what_extra_they_need(tmp_path: Path) -> None:
+    """Without the extras, `eval` still runs and reports (no plots, said on the page); `train` names the rl extra."""
+    site = tmp_path / "site"
+    site.mkdir()
+    blocked = [*HEAVY, "cv2", "onnxruntime", "rapidocr_onnxruntime", "matplotlib", "tqdm", "trl", "datasets", "peft"]
+    (site / "sitecustomize.py").write_text(BLOCKER.format(heavy=blocked))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    out = tmp_path / "eval"
+    done = subprocess.run(
+        [sys.executable, "-m", "visioncreator.graph", "eval", "--splits", "single", "--limit", "2", "--out", str(out),
+         "--quiet"],
+        capture_output=True, text=True, env=env, timeout=180, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (out / "summary.json").is_file()
+    assert "matplotlib is not installed" in (out / "report.html").read_text()
+    config = tmp_path / "train.toml"
+    config.write_text('output_dir = "x"\n[policy]\nmodel = "tiny"\n[[stages]]\nkind = "sft"\n')
+    train = subprocess.run(
+        [sys.executable, "-m", "visioncreator.graph", "train", "sft", "--config", str(config)],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert train.returncode == 2
+    assert "pip install 'visioncreator[rl]'" in train.stderr
+    assert "trl" in train.stderr

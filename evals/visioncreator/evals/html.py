@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -209,6 +210,13 @@ def _reflection_table(summary: Summary) -> str:
     return _table(head, rows)
 
 
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # an import hook refused it, or a broken half-installed package
+        return False
+
+
 def _plots_html(plots: Sequence[Plot]) -> str:
     figures = []
     for plot in plots:
@@ -218,7 +226,11 @@ def _plots_html(plots: Sequence[Plot]) -> str:
             f'<figcaption><small>{esc(plot.title)} (<a href="plots/{esc(plot.path.name)}">PNG</a>)</small>'
             "</figcaption></figure>"
         )
-    return f'<div class="plots">{"".join(figures)}</div>' if figures else "<p>No results to plot.</p>"
+    if figures:
+        return f'<div class="plots">{"".join(figures)}</div>'
+    if not _importable("matplotlib"):
+        return "<p>No plots: matplotlib is not installed (<code>pip install 'visioncreator[evals]'</code>).</p>"
+    return "<p>No results to plot.</p>"
 
 
 def _plan_html(plan: Mapping[str, Any] | None) -> str:

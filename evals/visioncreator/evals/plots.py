@@ -129,7 +129,10 @@ def write_plots(summary: Summary, results: Sequence[TaskResult], out: Path) -> l
     """
     if not results:
         return []
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # the evals extra is not installed: the report goes without plots
+        return []
 
     out.mkdir(parents=True, exist_ok=True)
     plots: list[Plot] = []

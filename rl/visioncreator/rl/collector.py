@@ -277,6 +277,28 @@ class Collector:
         return tuple(handles), scenes
 
 
+class _NoBar:
+    """Stands in for a tqdm bar when there is no bar to show."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to draw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A tqdm bar on stderr (the ``evals`` extra), or none when not asked for or tqdm is missing."""
+    if not show:
+        return _NoBar()
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm  # untyped; imported late like every optional dependency
+    except ImportError:
+        print(f"collect: {total} trajectories (install tqdm for a progress bar)", file=sys.stderr)
+        return _NoBar()
+    return tqdm(total=total, file=sys.stderr, unit="traj", desc="collect")
+
+
 async def run_jobs(
     jobs: Sequence[Job],
     run_one: Callable[[Job], Any],
@@ -291,11 +313,9 @@ async def run_jobs(
         CollectError: A job failed (the others are cancelled; records already handed on stay).
 
     """
-    tqdm = importlib.import_module("tqdm").tqdm  # untyped; imported late like every optional dependency
-
     results: dict[int, TrajectoryRecord] = {}
     pending = iter(enumerate(jobs))
-    bar = tqdm(total=len(jobs), file=sys.stderr, unit="traj", disable=not progress, desc="collect")
+    bar = _progress_bar(len(jobs), progress)
 
     async def worker() -> None:
         for k, job in pending:  # one shared iterator: next() never awaits, so no job runs twice

@@ -143,6 +143,7 @@ def evaluate(
     store: str | Path,
     after: str = "initial",
     seed: int = 0,
+    tool_seed: int = 0,
     group_size: int = 1,
     temperature: float = 0.0,
     max_turns: int = 12,
@@ -159,6 +160,7 @@ def evaluate(
         store: Image store of the synthetic tool server.
         after: Label of the point (``initial`` or the stage directory name).
         seed: Run seed.
+        tool_seed: The synthetic server's own seed (which faults it injects), independent of the policy.
         group_size: Samples per task.
         temperature: Sampling temperature of the evaluation (0: greedy).
         max_turns: Policy turns per task.
@@ -180,6 +182,7 @@ def evaluate(
         group_size=group_size,
         concurrency=1,
         seed=seed,
+        tool_seed=tool_seed,
         fault_rate=tasks.fault_rate,
         store=Path(store),
         max_turns=max_turns,

@@ -24,6 +24,7 @@ names the file and the field), 1 the training failed.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from typing import Any, Literal, cast
 
 from visioncreator.rl.config import ConfigError, TrainConfig, load_train_config
 
-__all__ = ["build_parser", "main"]
+__all__ = ["TRAINING_PACKAGES", "build_parser", "main", "missing_training_packages"]
 
 _PROG = "visioncreator train"
 
@@ -113,6 +114,22 @@ class _Printer:
         print(f"{at} {line}", file=sys.stderr, flush=True)
 
 
+TRAINING_PACKAGES = ("torch", "transformers", "trl", "datasets", "peft")
+"""What ``visioncreator train`` imports (the ``rl`` extra)."""
+
+
+def missing_training_packages() -> list[str]:
+    """The packages of :data:`TRAINING_PACKAGES` that cannot be imported here."""
+    return [name for name in TRAINING_PACKAGES if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # an import hook refused it, or a broken half-installed package
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``visioncreator train``; returns the exit status (0 ok, 1 failure, 2 bad config)."""
     args = build_parser().parse_args(argv)
@@ -120,6 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = _load(args)
     except ConfigError as exc:
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    missing = missing_training_packages()
+    if missing:
+        print(
+            f"{_PROG}: error: training needs the rl extra (missing: {', '.join(missing)}): "
+            "pip install 'visioncreator[rl]'",
+            file=sys.stderr,
+        )
         return 2
     from visioncreator.rl.models import ModelError
     from visioncreator.rl.stages import run_stages
