@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN
 from visioncreator.policy.errors import PolicyError
+from visioncreator.policy.staging import staged_dir
 
 __all__ = ["SMOLLM_GGUF", "SMOLLM_PACKAGE", "SmolLMUnavailableError", "load_smollm"]
 
@@ -88,18 +87,8 @@ def load_smollm(cache_dir: Path | None = None) -> Path:
     end_ids = [tok.convert_tokens_to_ids(t) for t in (END_OF_TURN, "<|endoftext|>")]
     model.generation_config.eos_token_id = end_ids
     model.generation_config.pad_token_id = tok.pad_token_id if tok.pad_token_id is not None else end_ids[1]
-    # Write next to the target and rename, so that a crash or a concurrent first use never
-    # leaves a half-written directory that looks complete.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{_DIR_NAME}-", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         model.save_pretrained(staging)
         tok.save_pretrained(staging)
         (staging / ".visioncreator-layout").write_text(_LAYOUT + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from visioncreator.policy.staging import staged_dir
 from visioncreator.rl.config import LoraSpec, PolicyModel
 
 __all__ = ["ModelError", "default_cache_dir", "load_policy_model", "lora_config", "model_dir_for", "save_policy_model"]
@@ -59,17 +59,9 @@ def _build_tiny(out: Path) -> Path:
     marker = out / ".visioncreator-layout"
     if marker.is_file() and marker.read_text().strip() == _TINY_LAYOUT:
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_dir(out) as staging:
         build_tiny_lm(staging, extra_corpus=asyncio.run(_system_prompts()))
         (staging / ".visioncreator-layout").write_text(_TINY_LAYOUT + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
 
 

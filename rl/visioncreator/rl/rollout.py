@@ -122,19 +122,6 @@ class RolloutSample:
     """Index of its group (one task's ``num_generations`` samples) in the batch."""
 
 
-def _cut(sample: TokenSample, length: int) -> TokenSample:
-    if len(sample.completion_ids) <= length:
-        return sample
-    return TokenSample(
-        prompt_ids=sample.prompt_ids,
-        completion_ids=sample.completion_ids[:length],
-        env_mask=sample.env_mask[:length],
-        logprobs=None if sample.logprobs is None else sample.logprobs[:length],
-        nodes=sample.nodes[:length],
-        turns=sample.turns[:length],
-    )
-
-
 def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample:
     """The token sample of a rollout; a turn without ids (an over-long prompt) ends it early.
 
@@ -143,7 +130,7 @@ def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample
 
     """
     try:
-        return _cut(token_sample(trajectory), max_completion_length)
+        return token_sample(trajectory).head(max_completion_length)
     except SampleError:
         kept = []
         for turn in trajectory.turns:
@@ -152,7 +139,7 @@ def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample
             kept.append(turn)
         if not kept or len(kept) == len(trajectory.turns):
             raise
-        return _cut(token_sample(trajectory.model_copy(update={"turns": kept})), max_completion_length)
+        return token_sample(trajectory.model_copy(update={"turns": kept})).head(max_completion_length)
 
 
 def images_seen(trajectory: Trajectory, sample: TokenSample, store: Path) -> list[Any]:

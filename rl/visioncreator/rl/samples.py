@@ -90,6 +90,19 @@ class TokenSample:
         """Prompt and completion ids, the whole sequence."""
         return self.prompt_ids + self.completion_ids
 
+    def head(self, n: int) -> TokenSample:
+        """The same sample with only the first ``n`` completion tokens (and their masks, logprobs, owners)."""
+        if len(self.completion_ids) <= n:
+            return self
+        return TokenSample(
+            prompt_ids=self.prompt_ids,
+            completion_ids=self.completion_ids[:n],
+            env_mask=self.env_mask[:n],
+            logprobs=None if self.logprobs is None else self.logprobs[:n],
+            nodes=self.nodes[:n],
+            turns=self.turns[:n],
+        )
+
     @property
     def policy_tokens(self) -> int:
         """How many completion tokens carry loss."""
@@ -289,11 +302,4 @@ def _truncate(sample: TokenSample, max_length: int) -> TokenSample:
     keep = max_length - len(sample.prompt_ids)
     if keep < 1:
         raise SampleError(f"the prompt has {len(sample.prompt_ids)} tokens, over max_length={max_length}")
-    return TokenSample(
-        prompt_ids=sample.prompt_ids,
-        completion_ids=sample.completion_ids[:keep],
-        env_mask=sample.env_mask[:keep],
-        logprobs=None if sample.logprobs is None else sample.logprobs[:keep],
-        nodes=sample.nodes[:keep],
-        turns=sample.turns[:keep],
-    )
+    return sample.head(keep)
