@@ -22,16 +22,16 @@ from typing import Any
 
 from tests.vllm.conftest import running_server
 
+from visioncreator.evals import JudgeCache, JudgeClient, JudgeSettings
 from visioncreator.evals.judge import VisionJudge
 from visioncreator.evals.results import JudgeScore
 from visioncreator.graph.trajectory import Timings, Trajectory
 from visioncreator.rl import RewardContext
-from visioncreator.rl.judge import JudgeCache, JudgeClient, JudgeSettings
 from visioncreator.rl.rewards_judge import PlanJudge
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 PROMPTS = ("two red dogs next to a blue car", "a yellow cat", "three green apples", "a pink bus with the text SALE")
 

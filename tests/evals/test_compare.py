@@ -11,10 +11,10 @@ from tests.evals.test_report import render_dom
 from visioncreator.evals.compare import compare_runs
 from visioncreator.evals.report import ReportError
 from visioncreator.evals.results import ReflectionRecord, RunInfo, TaskCost, TaskResult
-from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic.items import CheckItem, CheckResult
 
 
 async def _render(store: ImageStore, prompt: str, seed: int) -> str:

@@ -9,8 +9,8 @@ from PIL import Image, ImageDraw, ImageFont
 from visioncreator.evals.detect_scoring import score_with_detectors
 from visioncreator.evals.scoring import score_answer
 from visioncreator.evals.suite import SuiteTask
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.schemas import ColorShare, ColorStats, ImageAnalysis, ImageLabel, Region
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 
 def _sign(text: str) -> Image.Image:

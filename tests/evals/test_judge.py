@@ -16,8 +16,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from tests.fakes.chat_server import Completion, FakeChatServer, Raw, Status
-from visioncreator.evals.judge import VisionJudge, describe_image
-from visioncreator.rl.judge import (
+from visioncreator.evals import (
     JudgeCache,
     JudgeClient,
     JudgeConnectionError,
@@ -26,10 +25,11 @@ from visioncreator.rl.judge import (
     JudgeRequest,
     JudgeSettings,
 )
-from visioncreator.tool_servers.checklist_models import CheckItem
+from visioncreator.evals.judge import VisionJudge, describe_image
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 ANSWERS: dict[str, dict[str, Any]] = {
     "semantic_consistency": {"reason": "follows the request", "score": 8},

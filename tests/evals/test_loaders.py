@@ -11,7 +11,7 @@ from PIL import Image
 
 from visioncreator.evals.loaders import detect_format, load_any_suite, load_gedit, load_geneval
 from visioncreator.evals.suite import InputImage, SuiteError
-from visioncreator.tool_servers.checklist_models import CheckItem
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 GENEVAL = [
     {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"},

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from langchain_core.runnables import RunnableConfig
 
+from visioncreator.evals import EvalSettingsError
 from visioncreator.evals.results import ERRORS_FILE, RESULTS_FILE, RUN_FILE, RunInfo, TaskError, read_results
-from visioncreator.evals.runner import EvalError, EvalSettings, run_eval, task_cost, thread_id
+from visioncreator.evals.runner import EvalSettings, run_eval, task_cost, thread_id
 from visioncreator.evals.suite import load_suite, write_suite
 from visioncreator.graph.builder import build_agent
 from visioncreator.graph.client import ToolClient, ToolServerSpec
@@ -132,7 +133,7 @@ async def test_a_folder_made_with_other_settings_is_refused(tmp_path: Path) -> N
     write_suite(load_suite()[:1], suite)
     async with asyncio.timeout(TIMEOUT_S):
         await run_eval(EvalSettings(out=tmp_path / "run", suite=suite, concurrency=1))
-        with pytest.raises(EvalError, match=r"other settings \(fault_rate, reflect\)"):
+        with pytest.raises(EvalSettingsError, match=r"other settings \(fault_rate, reflect\)"):
             await run_eval(
                 EvalSettings(out=tmp_path / "run", suite=suite, fault_rate=0.5, agent=AgentConfig(reflect=False))
             )
@@ -148,7 +149,7 @@ async def test_a_folder_made_with_other_settings_is_refused(tmp_path: Path) -> N
     ],
 )
 def test_bad_settings_are_named(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(EvalError, match=message):
+    with pytest.raises(EvalSettingsError, match=message):
         EvalSettings(out=tmp_path, **kwargs)  # type: ignore[arg-type]
 
 

@@ -22,9 +22,9 @@ from visioncreator.evals.suite import (
 )
 from visioncreator.evals.suite import build_synthetic_suite as build_via_suite
 from visioncreator.evals.synthetic_suite import build_synthetic_suite
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import GroundTruth, Scene
 from visioncreator.tool_servers.store import TRUTH_KEY, ImageStore
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 GOOD = {
     "id": "a",

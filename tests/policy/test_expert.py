@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from visioncreator.graph import EXPERT_TOOLS
 from visioncreator.policy import (
     Answer,
     ExpertConfig,
@@ -58,7 +59,7 @@ class Conversation:
     """A conversation driven by the expert and a scripted tool runner."""
 
     def __init__(self, task: Task, config: ExpertConfig | None = None, seed: int | None = 5) -> None:
-        self.policy = ExpertPolicy(critic, config or ExpertConfig())
+        self.policy = ExpertPolicy(critic, EXPERT_TOOLS, config or ExpertConfig())
         self.messages: list[Message] = [system_message([], {"max_turns": 20}), task_message(task)]
         self.seed = seed
         self._ids = itertools.count()
@@ -375,7 +376,7 @@ async def test_format_error_message_does_not_derail_the_expert() -> None:
 
 
 async def test_no_task_is_a_precise_error() -> None:
-    policy = ExpertPolicy(critic)
+    policy = ExpertPolicy(critic, EXPERT_TOOLS)
     with pytest.raises(MissingTaskError):
         await policy.respond(PolicyRequest(messages=(Message(role="user", content="hi"),), node="plan"))
 

@@ -18,7 +18,8 @@ from visioncreator.policy import Message, PolicyRequest, Task, parse_turn
 from visioncreator.policy.chat_template import chat_messages, first_divergence, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
-from visioncreator.policy.tiny_lm import CORPUS_TOOLS, build_tiny_lm
+from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
+from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -28,7 +29,7 @@ IM_END = 2  # <|im_end|> in the tiny tokenizers and in SmolLM2
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path_factory.mktemp("tiny") / "model")
 
 
 def policy(model_dir: Path, **settings: object) -> TransformersPolicy:
@@ -42,7 +43,9 @@ def request(node: str = "plan", seed: int | None = 3, extra: tuple[Message, ...]
         Message(role="user", content='a red fox\n<task>{"request": "a red fox"}</task>'),
         *extra,
     )
-    return PolicyRequest.model_validate({"messages": messages, "node": node, "tools": CORPUS_TOOLS, "seed": seed})
+    return PolicyRequest.model_validate(
+        {"messages": messages, "node": node, "tools": corpus_tools(POLICY_TOOLS), "seed": seed}
+    )
 
 
 @pytest.mark.parametrize("render_tools", [False, True])
@@ -249,7 +252,7 @@ def test_cli_runs_a_local_model_directory(tmp_path: Path) -> None:
 
     from visioncreator.policy.tiny_lm import build_tiny_lm
 
-    model = build_tiny_lm(tmp_path / "tiny")
+    model = build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "tiny")
     out = tmp_path / "out"
     done = subprocess.run(
         [sys.executable, "-m", "visioncreator.graph", "run", "a red kite", "--policy", str(model),

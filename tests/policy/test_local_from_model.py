@@ -10,7 +10,8 @@ import pytest
 
 from visioncreator.policy import Message, PolicyRequest
 from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
-from visioncreator.policy.tiny_lm import CORPUS_TOOLS, build_tiny_lm
+from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
+from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -20,7 +21,7 @@ SETTINGS = LocalPolicySettings(max_new_tokens=16, seed=0, torch_threads=1)
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path_factory.mktemp("tiny") / "model")
 
 
 def _request() -> PolicyRequest:
@@ -28,7 +29,7 @@ def _request() -> PolicyRequest:
         Message(role="system", content="You are VisionCreator."),
         Message(role="user", content='a red fox\n<task>{"request": "a red fox"}</task>'),
     )
-    return PolicyRequest(messages=messages, node="plan", tools=CORPUS_TOOLS, seed=3)
+    return PolicyRequest(messages=messages, node="plan", tools=corpus_tools(POLICY_TOOLS), seed=3)
 
 
 def _load(model_dir: Path) -> tuple[Any, Any]:

@@ -35,6 +35,7 @@ from visioncreator.policy import (
     PolicyRequest,
     PolicyResponseError,
     PolicyTimeoutError,
+    PolicyTransportError,
     Task,
     ToolCall,
     ToolSpec,
@@ -245,7 +246,10 @@ async def test_a_slow_server_times_out_without_retry(chat: FakeChatServer) -> No
             await policy.respond(make_request())
     assert time.perf_counter() - started < 0.9
     assert len(chat.requests) == 1
-    assert isinstance(PolicyTimeoutError("x"), TimeoutError)
+    # A transport error of ours, not a builtin TimeoutError: whether a run retries it is the graph's
+    # explicit choice (AgentConfig.policy_retry), not an accident of its base class.
+    assert isinstance(PolicyTimeoutError("x"), PolicyTransportError)
+    assert not isinstance(PolicyTimeoutError("x"), TimeoutError)
 
 
 @pytest.mark.parametrize(
@@ -312,7 +316,8 @@ async def test_a_server_that_is_down_is_a_connection_error_after_retries() -> No
             with anyio.fail_after(10), pytest.raises(PolicyConnectionError, match="after 3 attempts"):
                 await policy.respond(make_request())
     assert time.perf_counter() - started < 5
-    assert isinstance(PolicyConnectionError("x"), ConnectionError)
+    assert isinstance(PolicyConnectionError("x"), PolicyTransportError)
+    assert not isinstance(PolicyConnectionError("x"), ConnectionError)
 
 
 class DictImages:

@@ -10,6 +10,7 @@ import pytest
 
 from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN, FORMAT_TAGS, SPECIAL_TOKENS
 from visioncreator.policy.tiny_lm import build_tiny_lm, corpus
+from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -17,7 +18,7 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path_factory.mktemp("tiny") / "model")
 
 
 def test_the_directory_is_a_standard_model_dir(tiny_dir: Path) -> None:
@@ -39,7 +40,7 @@ def test_transformers_loads_it_and_ids_survive_the_reload(tiny_dir: Path) -> Non
     raw = Tokenizer.from_file(str(tiny_dir / "tokenizer.json"))
     assert type(tok).__name__ == "Qwen2Tokenizer"
     # AutoTokenizer rebuilds Qwen2's pre-tokenizer: the trained one must give the same ids.
-    for doc in [*corpus(seed=7, n_conversations=10), "héllo\n\n  wörld 12345 <|im_start|>x<|im_end|>"]:
+    for doc in [*corpus(POLICY_TOOLS, seed=7, n_conversations=10), "héllo\n\n  wörld 12345 <|im_start|>x<|im_end|>"]:
         assert tok(doc, add_special_tokens=False)["input_ids"] == raw.encode(doc).ids
     assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2]
     assert tok.eos_token == END_OF_TURN
@@ -64,8 +65,8 @@ def test_apply_chat_template_tokenizes_the_rendered_text(tiny_dir: Path) -> None
 
 
 def test_the_same_seed_gives_the_same_files(tmp_path: Path, tiny_dir: Path) -> None:
-    again = build_tiny_lm(tmp_path / "again")
-    other = build_tiny_lm(tmp_path / "other", seed=1)
+    again = build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "again")
+    other = build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "other", seed=1)
     for path in tiny_dir.iterdir():
         assert (again / path.name).read_bytes() == path.read_bytes(), path.name
     assert (other / "model.safetensors").read_bytes() != (tiny_dir / "model.safetensors").read_bytes()
@@ -73,6 +74,6 @@ def test_the_same_seed_gives_the_same_files(tmp_path: Path, tiny_dir: Path) -> N
 
 def test_bad_shapes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="head size"):
-        build_tiny_lm(tmp_path / "m", hidden=64, heads=4)
+        build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "m", hidden=64, heads=4)
     with pytest.raises(NotImplementedError):
-        build_tiny_lm(tmp_path / "m", vision=True)
+        build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "m", vision=True)

@@ -19,6 +19,7 @@ from visioncreator.policy.prompting import NODE_INSTRUCTIONS
 from visioncreator.policy.tiny_lm import build_tiny_lm
 from visioncreator.rl.exports import ExportError, grpo_dataset, sft_conversation, sft_dataset
 from visioncreator.rl.samples import sft_token_sample
+from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("datasets")
 pytest.importorskip("transformers")
@@ -26,7 +27,7 @@ pytest.importorskip("transformers")
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_lm(tmp_path_factory.mktemp("tiny") / "model")
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import anyio
 import pytest
 
 from tests.fakes.chat_server import Completion, FakeChatServer, Status
+from visioncreator.evals import JudgeCache, JudgeClient, JudgeHTTPError, JudgeSettings
 from visioncreator.graph.trajectory import Timings, Trajectory
 from visioncreator.rl import RewardContext, plan_reward
-from visioncreator.rl.judge import JudgeCache, JudgeClient, JudgeHTTPError, JudgeSettings
 from visioncreator.rl.rewards_judge import PlanJudge
-from visioncreator.tool_servers.checklist_models import CheckItem
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 REQUEST = "two red apples to the left of a blue bowl"
 PLAN = [

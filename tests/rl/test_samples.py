@@ -19,6 +19,7 @@ from visioncreator.policy.prompting import system_message
 from visioncreator.policy.tiny_lm import build_tiny_lm
 from visioncreator.policy.types import ToolCall
 from visioncreator.rl.samples import SampleError, TokenSample, sft_token_sample, token_sample
+from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -76,7 +77,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         async with make_client(root / "store") as tools:
             return system_message(tools.policy_tools(), CONFIG.budgets.as_dict()).content
 
-    return build_tiny_lm(root / "model", extra_corpus=[anyio.run(system_text)])
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=root / "model", extra_corpus=[anyio.run(system_text)])
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import EditOp, ObjectSpec, RelationSpec, Scene, SceneObject, SceneSpec
 from visioncreator.tool_servers.schemas import InspectResult
 from visioncreator.tool_servers.synthetic.checklist import (
@@ -16,6 +15,7 @@ from visioncreator.tool_servers.synthetic.checklist import (
     scene_from_inspection,
     verify,
 )
+from visioncreator.tool_servers.synthetic.items import CheckItem
 from visioncreator.tool_servers.synthetic.prompt import parse_edit
 
 W = H = 400

@@ -7,12 +7,12 @@ import random
 
 import pytest
 
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import EditOp, FaultType, ObjectSpec, Relation, RelationSpec, Scene, SceneSpec
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_edit, checklist_for_spec, verify
 from visioncreator.tool_servers.synthetic.edit import apply_edit
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
 from visioncreator.tool_servers.synthetic.geometry import relation_holds
+from visioncreator.tool_servers.synthetic.items import CheckItem
 from visioncreator.tool_servers.synthetic.layout import layout, scene_area
 from visioncreator.tool_servers.synthetic.render import draw
 from visioncreator.tool_servers.synthetic.vocab import PATTERNS, STYLES

@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.scene import FaultType, GroundTruth
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
@@ -25,6 +24,7 @@ from visioncreator.tool_servers.schemas import (
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_edit, checklist_for_spec, verify
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS
+from visioncreator.tool_servers.synthetic.items import CheckItem
 from visioncreator.tool_servers.synthetic.prompt import parse_edit, parse_prompt
 
 T = TypeVar("T")

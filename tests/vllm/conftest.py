@@ -35,6 +35,7 @@ from visioncreator.policy import (
     write_tool_call,
 )
 from visioncreator.policy.vllm_server import VLLMServer, VLLMServerSettings, serve_policy
+from visioncreator.tool_servers import POLICY_TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
@@ -68,7 +69,7 @@ def build_model(out_dir: Path) -> Path:
     """The project's tiny random chat model (our chat template, a trained BPE tokenizer)."""
     from visioncreator.policy.tiny_lm import build_tiny_lm
 
-    return build_tiny_lm(out_dir)
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=out_dir)
 
 
 def warm_up(server: VLLMServer) -> None:

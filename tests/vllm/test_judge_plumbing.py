@@ -11,13 +11,13 @@ from pathlib import Path
 import anyio
 import pytest
 
+from visioncreator.evals import JudgeCache, JudgeClient, JudgeSettings
 from visioncreator.evals.judge import VisionJudge
 from visioncreator.policy.vllm_server import VLLMServer
-from visioncreator.rl.judge import JudgeCache, JudgeClient, JudgeSettings
-from visioncreator.tool_servers.checklist_models import CheckItem
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic.items import CheckItem
 
 pytestmark = pytest.mark.vllm
 

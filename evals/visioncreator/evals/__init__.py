@@ -6,22 +6,49 @@ and the comparison of two run folders. Heavy packages (matplotlib, the detectors
 """
 
 from visioncreator.evals.compare import compare_runs
-from visioncreator.evals.judge import VisionJudge
+from visioncreator.evals.errors import EvalsError, EvalSettingsError
+from visioncreator.evals.judge import (
+    JudgeAnswer,
+    JudgeCache,
+    JudgeClient,
+    JudgeConnectionError,
+    JudgeError,
+    JudgeHTTPError,
+    JudgeParseError,
+    JudgeRequest,
+    JudgeSettings,
+    VisionJudge,
+    checklist_question,
+    reason_pattern,
+    yes_no_model,
+)
 from visioncreator.evals.loaders import load_any_suite, load_gedit, load_geneval
 from visioncreator.evals.reflection import classify_reflections, reflection_distribution
-from visioncreator.evals.report import Summary, summarize, write_report
+from visioncreator.evals.report import ReportError, Summary, summarize, write_report
 from visioncreator.evals.results import JudgeScore, ReflectionRecord, RunInfo, TaskCost, TaskError, TaskResult
-from visioncreator.evals.runner import EvalError, EvalOutcome, EvalSettings, run_eval
-from visioncreator.evals.suite import InputImage, SuiteLoad, SuiteTask, load_suite, load_suite_checked
+from visioncreator.evals.runner import EvalOutcome, EvalSettings, run_eval
+from visioncreator.evals.suite import InputImage, SuiteError, SuiteLoad, SuiteTask, load_suite, load_suite_checked
 
 __all__ = [
-    "EvalError",
     "EvalOutcome",
     "EvalSettings",
+    "EvalSettingsError",
+    "EvalsError",
     "InputImage",
+    "JudgeAnswer",
+    "JudgeCache",
+    "JudgeClient",
+    "JudgeConnectionError",
+    "JudgeError",
+    "JudgeHTTPError",
+    "JudgeParseError",
+    "JudgeRequest",
     "JudgeScore",
+    "JudgeSettings",
     "ReflectionRecord",
+    "ReportError",
     "RunInfo",
+    "SuiteError",
     "SuiteLoad",
     "SuiteTask",
     "Summary",
@@ -29,6 +56,7 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "VisionJudge",
+    "checklist_question",
     "classify_reflections",
     "compare_runs",
     "load_any_suite",
@@ -36,8 +64,10 @@ __all__ = [
     "load_geneval",
     "load_suite",
     "load_suite_checked",
+    "reason_pattern",
     "reflection_distribution",
     "run_eval",
     "summarize",
     "write_report",
+    "yes_no_model",
 ]

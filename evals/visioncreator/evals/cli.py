@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from visioncreator.evals.errors import EvalSettingsError
 from visioncreator.evals.results import TaskError, TaskResult
-from visioncreator.evals.runner import BACKENDS, EvalError, EvalOutcome, EvalSettings, outcome_json, run_eval
-from visioncreator.graph.config import AgentConfig, Budgets
-from visioncreator.policy.expert import ExpertConfig
+from visioncreator.evals.runner import BACKENDS, EvalOutcome, EvalSettings, outcome_json, run_eval
+from visioncreator.graph import AgentConfig, Budgets
+from visioncreator.policy import ExpertConfig
 
 __all__ = ["build_parser", "main"]
 
@@ -164,12 +165,12 @@ def _compare(argv: Sequence[str]) -> int:
 def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     try:
         settings = settings_from_args(args)
-    except EvalError as exc:
+    except EvalSettingsError as exc:
         fail(str(exc))
     progress = _Progress(args.quiet)
     try:
         outcome: EvalOutcome = asyncio.run(run_eval(settings, on_start=progress.start, on_done=progress.update))
-    except (EvalError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:
         print(f"visioncreator eval: error: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -185,7 +186,7 @@ def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``visioncreator eval``; returns the exit code (non-zero only when nothing ran)."""
+    """Run a task suite and report it, or compare two runs (``eval compare A B``); exit code 0 unless nothing ran."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["compare"]:
         return _compare(args_list[1:])

@@ -27,10 +27,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
-from visioncreator.tool_servers.detectors import DetectorSettings, analyse_image
-from visioncreator.tool_servers.schemas import ImageAnalysis
-from visioncreator.tool_servers.synthetic.vocab import COLOR_SYNONYMS
+from visioncreator.tool_servers import DetectorSettings, ImageAnalysis, analyse_image
+from visioncreator.tool_servers.synthetic import COLOR_SYNONYMS, CheckItem, CheckResult
 
 __all__ = ["DetectScoring", "check_item", "score_with_detectors"]
 

@@ -18,7 +18,7 @@ from typing import Any
 from visioncreator.evals.plots import CATEGORY_COLORS, Plot
 from visioncreator.evals.report import CATEGORIES, ImageRef, SplitSummary, Summary
 from visioncreator.evals.results import ReflectionRecord, TaskError, TaskResult
-from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
+from visioncreator.tool_servers.synthetic import CheckItem, CheckResult
 
 __all__ = ["describe_item", "image_html", "page", "render_report", "task_sort_key"]
 

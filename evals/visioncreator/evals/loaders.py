@@ -44,9 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visioncreator.evals.results import TaskError
 from visioncreator.evals.suite import InputImage, SuiteError, SuiteLoad, SuiteTask, load_suite_checked
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.scene import Relation
-from visioncreator.tool_servers.synthetic.vocab import RELATIONS
+from visioncreator.tool_servers.synthetic import RELATIONS, CheckItem, Relation
 
 __all__ = ["SuiteFormat", "detect_format", "geneval_task", "load_any_suite", "load_gedit", "load_geneval"]
 

@@ -24,8 +24,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.evals.results import ReflectionCategory, ReflectionRecord, TaskResult
-from visioncreator.policy.format import parse_turn
-from visioncreator.tool_servers.scene import Fault, GroundTruth
+from visioncreator.policy import parse_turn
+from visioncreator.tool_servers import IMAGE_TOOLS
+from visioncreator.tool_servers.synthetic import Fault, GroundTruth
 
 __all__ = [
     "CATEGORIES",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 CATEGORIES = ("good", "under", "over", "unknown")
-_IMAGE_TOOLS = frozenset({"text_to_image", "edit_image", "reference_to_image"})
 
 
 class ReflectionTally(BaseModel):
@@ -132,7 +132,7 @@ def unreflected_images(
     made: dict[str, None] = {}
     for call in tool_calls:
         handle = call.get("handle")
-        if call.get("by") == "policy" and call.get("ok") and call.get("name") in _IMAGE_TOOLS and handle:
+        if call.get("by") == "policy" and call.get("ok") and call.get("name") in IMAGE_TOOLS and handle:
             made.setdefault(str(handle))
     missing = [h for h in made if h not in judged]
     faulty = sum(1 for h in missing if (t := _truth(truths, h)) is not None and t.faults)

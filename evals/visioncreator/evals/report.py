@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from visioncreator.evals.errors import EvalsError
 from visioncreator.evals.results import (
     ERRORS_FILE,
     RUN_FILE,
@@ -25,8 +26,7 @@ from visioncreator.evals.results import (
     TaskResult,
     read_results,
 )
-from visioncreator.tool_servers.errors import ToolServerError
-from visioncreator.tool_servers.store import ImageStore
+from visioncreator.tool_servers import ImageStore, ToolServerError
 
 __all__ = [
     "REPORT_FILE",
@@ -63,7 +63,7 @@ THUMB_SIZE = 192
 CATEGORIES: tuple[ReflectionCategory, ...] = ("good", "under", "over", "unknown")
 
 
-class ReportError(ValueError):
+class ReportError(EvalsError, ValueError):
     """A run folder that cannot be reported: missing, or holding a record that does not parse."""
 
 

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.tool_servers.checklist_models import CheckResult
+from visioncreator.tool_servers.synthetic import CheckResult
 
 __all__ = [
     "ERRORS_FILE",

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from visioncreator.evals.errors import EvalSettingsError
 from visioncreator.evals.reflection import classify_reflections, unreflected_images
 from visioncreator.evals.results import (
     ERRORS_FILE,
@@ -37,27 +38,26 @@ from visioncreator.evals.results import (
 )
 from visioncreator.evals.scoring import Judge, count_faults, score_answer
 from visioncreator.evals.suite import SuiteTask, load_suite_checked, materialize_input
-from visioncreator.graph.builder import build_agent
-from visioncreator.graph.client import ToolClient, ToolServerSpec
-from visioncreator.graph.config import AgentConfig
-from visioncreator.graph.errors import GraphError
-from visioncreator.graph.nodes import IMAGE_TOOLS
-from visioncreator.graph.runner import open_checkpointer, run_task
-from visioncreator.graph.trajectory import Trajectory, build_trajectory, image_handles
-from visioncreator.policy.expert import ExpertConfig
-from visioncreator.policy.types import Policy, Task
-from visioncreator.tool_servers.store import ImageStore
+from visioncreator.graph import (
+    AgentConfig,
+    ToolClient,
+    ToolServerSpec,
+    Trajectory,
+    build_agent,
+    build_trajectory,
+    image_handles,
+    open_checkpointer,
+    run_task,
+)
+from visioncreator.policy import ExpertConfig, Policy, Task
+from visioncreator.tool_servers import IMAGE_TOOLS, ImageStore
 
-__all__ = ["EvalError", "EvalOutcome", "EvalSettings", "run_eval", "task_cost", "thread_id"]
+__all__ = ["EvalOutcome", "EvalSettings", "run_eval", "task_cost", "thread_id"]
 
 BACKENDS = ("synthetic", "tiny", "diffusers")
 TRAJECTORIES = "trajectories"
 CHECKPOINTS = "checkpoints.sqlite"
 JUDGE_CACHE = "judge_cache.sqlite"
-
-
-class EvalError(GraphError, ValueError):
-    """A run cannot start: bad settings, or a run folder made with other settings."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,13 +103,13 @@ class EvalSettings:
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
-            raise EvalError(f"concurrency must be at least 1, got {self.concurrency}")
+            raise EvalSettingsError(f"concurrency must be at least 1, got {self.concurrency}")
         if not 0.0 <= self.fault_rate <= 1.0:
-            raise EvalError(f"fault rate must be in [0, 1], got {self.fault_rate}")
+            raise EvalSettingsError(f"fault rate must be in [0, 1], got {self.fault_rate}")
         if self.limit is not None and self.limit < 0:
-            raise EvalError(f"limit must not be negative, got {self.limit}")
+            raise EvalSettingsError(f"limit must not be negative, got {self.limit}")
         if self.tools not in BACKENDS and not self.tools.startswith(("http://", "https://")):
-            raise EvalError(f"--tools {self.tools!r}: expected {', '.join(BACKENDS)} or an http(s):// URL")
+            raise EvalSettingsError(f"--tools {self.tools!r}: expected {', '.join(BACKENDS)} or an http(s):// URL")
 
     def fingerprint(self) -> dict[str, Any]:
         """What must not change between a run and its resumption."""
@@ -208,7 +208,7 @@ def _prepare(settings: EvalSettings) -> None:
         before = RunInfo.model_validate_json(path.read_text()).settings
         changed = sorted(k for k in set(before) | set(wanted) if before.get(k) != wanted.get(k))
         if changed:
-            raise EvalError(
+            raise EvalSettingsError(
                 f"{out} holds a run made with other settings ({', '.join(changed)}): use another --out to run these"
             )
         return
@@ -246,11 +246,11 @@ async def _open_policy(settings: EvalSettings, tools: ToolClient) -> AsyncIterat
     if settings.policy == "expert":
         from dataclasses import replace
 
-        from visioncreator.graph.offline import expert_policy
+        from visioncreator.graph import expert_policy
 
         yield expert_policy(replace(settings.expert, seed=settings.seed))
         return
-    from visioncreator.graph.policies import open_policy
+    from visioncreator.graph import open_policy
 
     async with open_policy(
         settings.policy, tools=tools, seed=settings.seed, model=settings.model, max_tokens=settings.max_tokens
@@ -263,9 +263,8 @@ async def _open_judge(settings: EvalSettings) -> AsyncIterator[Judge | None]:
     if not settings.judge:
         yield None
         return
-    from visioncreator.evals.judge import VisionJudge
-    from visioncreator.graph.policies import served_model
-    from visioncreator.rl.judge import JudgeCache, JudgeClient, JudgeSettings
+    from visioncreator.evals.judge import JudgeCache, JudgeClient, JudgeSettings, VisionJudge
+    from visioncreator.graph import served_model
 
     model = settings.judge_model or await served_model(settings.judge)
     cache = JudgeCache(settings.out / JUDGE_CACHE)
@@ -347,7 +346,7 @@ async def run_eval(
         Counts of what this invocation did.
 
     Raises:
-        EvalError: Bad settings, or the folder holds a run with other settings.
+        EvalSettingsError: Bad settings, or the folder holds a run with other settings.
         SuiteError: The suite file cannot be read at all.
     """
     _prepare(settings)

@@ -15,10 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.evals.results import JudgeScore
 from visioncreator.evals.suite import SuiteTask
-from visioncreator.policy.format import parse_turn
-from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
-from visioncreator.tool_servers.scene import GroundTruth, Scene
-from visioncreator.tool_servers.synthetic.checklist import verify
+from visioncreator.policy import parse_turn
+from visioncreator.tool_servers.synthetic import CheckItem, CheckResult, GroundTruth, Scene, verify
 
 __all__ = ["FaultCounts", "Judge", "Verdict", "count_faults", "score_answer", "verdicts", "verify_synthetic"]
 
@@ -184,7 +182,7 @@ async def score_answer(
 async def _detected(task: SuiteTask, answer: Sequence[str], read_image: ImageReader) -> Verdict:
     """The detectors' verdict; items they cannot check are kept but left out of the score."""
     from visioncreator.evals.detect_scoring import score_with_detectors
-    from visioncreator.tool_servers.decode import decode_image
+    from visioncreator.tool_servers import decode_image
 
     images = [decode_image(await read_image(h), max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS) for h in answer]
     items = await asyncio.to_thread(score_with_detectors, task.checklist, images)

@@ -18,21 +18,16 @@ from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from visioncreator.evals.errors import EvalsError
 from visioncreator.evals.results import TaskError
-from visioncreator.policy.types import Split
-from visioncreator.tool_servers.backend import Generated
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.decode import decode_image
-from visioncreator.tool_servers.errors import ToolServerError
-from visioncreator.tool_servers.scene import Scene
-from visioncreator.tool_servers.schemas import TextToImageInput
-from visioncreator.tool_servers.store import ImageStore
-from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.policy import Split
+from visioncreator.tool_servers import Generated, ImageStore, TextToImageInput, ToolServerError, decode_image
+from visioncreator.tool_servers.synthetic import CheckItem, Scene, SyntheticBackend, SyntheticSettings
 
 BUILTIN_SUITE = "synthetic.jsonl"
 
 
-class SuiteError(ValueError):
+class SuiteError(EvalsError, ValueError):
     """A suite file, or an input image it names, that cannot be used (the message names the line or file)."""
 
     def __init__(self, message: str, errors: Sequence[TaskError] = ()) -> None:

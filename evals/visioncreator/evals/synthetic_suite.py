@@ -11,11 +11,21 @@ from __future__ import annotations
 import random
 
 from visioncreator.evals.suite import InputImage, SuiteTask, input_scene
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.scene import EditOp, ObjectSpec, Relation, RelationSpec, SceneSpec
-from visioncreator.tool_servers.synthetic import vocab
-from visioncreator.tool_servers.synthetic.checklist import checklist_for_edit, checklist_for_spec
-from visioncreator.tool_servers.synthetic.prompt import describe_spec, parse_edit, parse_prompt, plural
+from visioncreator.tool_servers.synthetic import (
+    STYLES,
+    CheckItem,
+    EditOp,
+    ObjectSpec,
+    Relation,
+    RelationSpec,
+    SceneSpec,
+    checklist_for_edit,
+    checklist_for_spec,
+    describe_spec,
+    parse_edit,
+    parse_prompt,
+    plural,
+)
 
 __all__ = ["build_synthetic_suite", "describe_edit"]
 
@@ -50,7 +60,7 @@ def _spec(rng: random.Random, *, n_groups: int, relation: bool, text: bool, styl
         objects=objects,
         relations=relations,
         text=rng.choice(_WORDS) if text else None,
-        style=rng.choice(list(vocab.STYLES)[1:]) if style else None,
+        style=rng.choice(list(STYLES)[1:]) if style else None,
     )
 
 
@@ -103,7 +113,7 @@ def describe_edit(op: EditOp) -> str:
     if op.op == "move":
         return f"move the {op.kind} {_REL_WORDS[op.relation or 'next_to']} the {op.other}"
     if op.op == "restyle":
-        return f"turn it into a {vocab.STYLES[op.style or 'photo'][0]}"
+        return f"turn it into a {STYLES[op.style or 'photo'][0]}"
     if op.op == "text":
         return f'write the text "{op.text}"'
     count = op.count or 1
@@ -128,7 +138,7 @@ def _edit_ops(rng: random.Random, spec: SceneSpec) -> tuple[EditOp, ...]:
         other = rng.choice([k for k in present if k != target])
         return (EditOp(op="move", kind=target, relation=rng.choice(list(_REL_WORDS)), other=other),)
     if choice == "restyle":
-        return (EditOp(op="restyle", style=rng.choice(list(vocab.STYLES)[1:])),)
+        return (EditOp(op="restyle", style=rng.choice(list(STYLES)[1:])),)
     if choice == "text":
         return (EditOp(op="text", text=rng.choice(_WORDS)),)
     new = rng.choice([k for k in _KINDS if k not in present])

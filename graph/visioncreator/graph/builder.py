@@ -11,9 +11,10 @@ from langgraph.types import Send
 
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
-from visioncreator.graph.nodes import IMAGE_TOOLS, Nodes
+from visioncreator.graph.nodes import Nodes
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
-from visioncreator.policy.types import Policy
+from visioncreator.policy import Policy
+from visioncreator.tool_servers import IMAGE_TOOLS
 
 Route = str | list[Send]
 

@@ -1,13 +1,21 @@
-"""The ``visioncreator`` command: run a task, or serve the tools alone."""
+"""The ``visioncreator`` command: ``run`` one task; other packages plug in the other subcommands.
+
+The subcommands of other packages (``eval``, ``collect``, ``train``, ``serve-tools``,
+``serve-policy``) are entry points of the ``visioncreator.commands`` group, each a
+``main(argv) -> int | None`` that owns its arguments, ``--help`` included. This package finds
+them by name and never imports the packages above it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -19,7 +27,10 @@ from visioncreator.graph.policies import open_policy
 from visioncreator.graph.report import render_report
 from visioncreator.graph.runner import open_checkpointer, run_task
 from visioncreator.graph.trajectory import build_trajectory, image_handles
-from visioncreator.policy.types import Split, Task
+from visioncreator.policy import Split, Task
+
+COMMAND_GROUP = "visioncreator.commands"
+"""The entry-point group other packages register their subcommands in."""
 
 
 def _progress_printer(stream: TextIO) -> Any:
@@ -166,58 +177,49 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--debug", action="store_true", help="Show tracebacks.")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``visioncreator`` command."""
-    parser = argparse.ArgumentParser(prog="visioncreator", description=__doc__)
+def commands() -> dict[str, EntryPoint]:
+    """The plugged-in subcommands by name (entry points of :data:`COMMAND_GROUP`)."""
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
+def _summary(entry: EntryPoint) -> str:
+    """The first line of a plugged-in command's docstring (loading it: only for ``--help``)."""
+    try:
+        target = entry.load()
+    except Exception as exc:  # an extra it needs is missing: say so in the listing
+        return f"(cannot load {entry.value}: {exc})"
+    lines = (inspect.getdoc(target) or "").splitlines()
+    return lines[0] if lines else ""
+
+
+def _parser(plugged: dict[str, EntryPoint], *, describe: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="visioncreator", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
-    sub.add_parser("serve-tools", help="Start the MCP tool server alone (arguments as visioncreator-tools).")
-    sub.add_parser(
-        "serve-policy",
-        help="Serve a policy model with vLLM (OpenAI-compatible, loopback): serve-policy MODEL_DIR [flags]; "
-        "see `python -m visioncreator.policy.vllm_server --help`.",
-    )
-    sub.add_parser(
-        "eval",
-        help="Run a task suite and report it, or compare two runs: eval --suite FILE --out DIR | eval compare A B; "
-        "see `visioncreator eval --help`.",
-    )
-    sub.add_parser(
-        "collect",
-        help="Collect scored expert trajectories of a suite into a JSONL records file (RL data); "
-        "see `visioncreator collect --help`.",
-    )
-    sub.add_parser(
-        "train",
-        help="Train the policy: train sft|grpo|rpco --config FILE; see `visioncreator train --help`.",
-    )
+    for name, entry in sorted(plugged.items()):
+        sub.add_parser(name, help=_summary(entry) if describe else None, add_help=False)
+    return parser
+
+
+def _dispatch(entry: EntryPoint, argv: Sequence[str]) -> int:
+    try:
+        command = entry.load()
+    except ImportError as exc:
+        print(f"visioncreator {entry.name}: cannot load {entry.value}: {exc}", file=sys.stderr)
+        return 1
+    return int(command(list(argv)) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``visioncreator`` command."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    # `eval` and `train` own their arguments, `--help` included (and their heavy imports): hand them the rest.
-    if args_list and args_list[0] == "eval":
-        from visioncreator.evals.cli import main as eval_main
-
-        return int(eval_main(args_list[1:]) or 0)
-    if args_list and args_list[0] == "collect":
-        from visioncreator.rl.collect_cli import main as collect_main
-
-        collect_main(args_list[1:])
-        return 0
-    if args_list and args_list[0] == "train":
-        from visioncreator.rl.train_cli import main as train_main
-
-        return int(train_main(args_list[1:]) or 0)
-    args, rest = parser.parse_known_args(args_list)
-    if args.command == "serve-policy":
-        from visioncreator.policy.vllm_server import main as serve_policy_main
-
-        return int(serve_policy_main(rest) or 0)
-    if args.command == "serve-tools":
-        from visioncreator.tool_servers.cli import main as serve_main
-
-        serve_main(rest)
-        return 0
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    plugged = commands()
+    if args_list and args_list[0] in plugged:
+        # A plugged-in command owns its arguments, `--help` included (and its heavy imports).
+        return _dispatch(plugged[args_list[0]], args_list[1:])
+    wants_help = not args_list or args_list[0] in ("-h", "--help")
+    parser = _parser(plugged, describe=wants_help)
+    args = parser.parse_args(args_list)
     if args.n < 1 or args.n > 16:
         parser.error("--n must be between 1 and 16")
     try:

@@ -21,10 +21,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 
 from visioncreator.graph.errors import InvalidTaskError, ToolServerUnavailable
-from visioncreator.policy.types import ToolSpec
-
-# Tools the graph uses for its own bookkeeping; hidden from the policy by default.
-INTERNAL_TOOLS: frozenset[str] = frozenset({"upload_image"})
+from visioncreator.policy import ToolSpec
+from visioncreator.tool_servers import INTERNAL_TOOLS, ToolName
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -200,7 +198,7 @@ class ToolClient:
 
     async def upload(self, data: bytes) -> str:
         """Put an image file into the server's store; returns its handle."""
-        outcome = await self.call("upload_image", {"data": base64.b64encode(data).decode("ascii")})
+        outcome = await self.call(ToolName.UPLOAD_IMAGE, {"data": base64.b64encode(data).decode("ascii")})
         if not outcome.ok or not outcome.structured:
             raise InvalidTaskError(f"the tool server refused the input image: {outcome.error}")
         return str(outcome.structured["handle"])

@@ -16,26 +16,23 @@ from langgraph.config import get_stream_writer
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.state import AgentState, ToolCallRecord, TurnRecord
-from visioncreator.policy.prompting import (
-    Observation,
-    error_message,
-    observation_message,
-    system_message,
-    task_message,
-)
-from visioncreator.policy.types import (
+from visioncreator.policy import (
     FormatError,
     Message,
     Node,
+    Observation,
     ParsedTurn,
     Policy,
     PolicyRequest,
     PolicyTurn,
     Task,
     ToolCall,
+    error_message,
+    observation_message,
+    system_message,
+    task_message,
 )
-
-IMAGE_TOOLS = frozenset({"text_to_image", "edit_image", "reference_to_image"})
+from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 
 
 def _emit(event: str, **data: Any) -> None:
@@ -168,7 +165,7 @@ class Nodes:
             if used + len(admitted) >= budgets.max_tool_calls:
                 refused.append(f"tool-call budget of {budgets.max_tool_calls} is spent: give your answer")
                 continue
-            if call.step is not None and call.name != "inspect_image":
+            if call.step is not None and call.name in IMAGE_TOOLS:
                 key = str(call.step)
                 if step_calls.get(key, 0) > budgets.max_redos_per_image:
                     refused.append(
@@ -199,10 +196,10 @@ class Nodes:
         inspections = state.get("inspections", {})
         observations: list[Observation] = []
         for r in records:
-            if r["by"] == "graph" and r["name"] == "inspect_image" and r["batch"] != 0:
+            if r["by"] == "graph" and r["name"] == ToolName.INSPECT_IMAGE and r["batch"] != 0:
                 continue  # shown attached to the image it inspected
             inspection = inspections.get(r["handle"]) if r["handle"] and self._inspects else None
-            if r["by"] == "graph" and r["name"] == "inspect_image":
+            if r["by"] == "graph" and r["name"] == ToolName.INSPECT_IMAGE:
                 inspection = r["result"]
             observations.append(
                 Observation(
@@ -243,7 +240,7 @@ class Nodes:
         """Look at one image with ``inspect_image`` on the policy's behalf."""
         handle = payload["handle"]
         record = await self._call(
-            "inspect_image",
+            ToolName.INSPECT_IMAGE,
             {"image": handle},
             call_id=f"inspect_{handle}_{payload['batch']}",
             step=None,
@@ -261,7 +258,7 @@ class Nodes:
         started = time.time()
         outcome = await self.tools.call(name, arguments)
         handle = None
-        if outcome.ok and outcome.structured and (name in IMAGE_TOOLS or name == "inspect_image"):
+        if outcome.ok and outcome.structured and (name in IMAGE_TOOLS or name == ToolName.INSPECT_IMAGE):
             handle = str(outcome.structured.get("handle"))
         _emit(
             "tool_end",

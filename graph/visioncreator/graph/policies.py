@@ -9,12 +9,8 @@ from pathlib import Path
 import httpx
 
 from visioncreator.graph.client import ToolClient
-from visioncreator.graph.errors import GraphError
-from visioncreator.policy.types import Policy
-
-
-class PolicyChoiceError(GraphError, ValueError):
-    """The ``--policy`` value names nothing usable."""
+from visioncreator.graph.errors import PolicyChoiceError
+from visioncreator.policy import Policy
 
 
 async def served_model(base_url: str, *, timeout_s: float = 10.0) -> str:
@@ -48,13 +44,12 @@ async def open_policy(
     """
     if spec == "expert":
         from visioncreator.graph.offline import expert_policy
-        from visioncreator.policy.expert import ExpertConfig
+        from visioncreator.policy import ExpertConfig
 
         yield expert_policy(ExpertConfig(seed=seed))
         return
     if spec.startswith(("http://", "https://")):
-        from visioncreator.policy.openai import OpenAIPolicy
-        from visioncreator.policy.openai_settings import OpenAIPolicySettings
+        from visioncreator.policy import OpenAIPolicy, OpenAIPolicySettings
 
         name = model or await served_model(spec)
         async with OpenAIPolicy(
@@ -63,7 +58,7 @@ async def open_policy(
             yield policy
         return
     if Path(spec).is_dir():  # noqa: ASYNC240 - one stat at start-up
-        from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+        from visioncreator.policy import LocalPolicySettings, TransformersPolicy
 
         yield TransformersPolicy(spec, settings=LocalPolicySettings(seed=seed, max_new_tokens=max_tokens), images=tools)
         return

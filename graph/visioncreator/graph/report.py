@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy.format import parse_turn
+from visioncreator.policy import parse_turn
+from visioncreator.tool_servers import ToolName
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -48,7 +49,7 @@ def _call_html(call: dict[str, Any], traj: Trajectory, images_dir: str) -> str:
         if call.get("ok")
         else f'<span class="err">error: {_e(call.get("error"))}</span>'
     )
-    handle = call.get("handle") if call.get("name") != "inspect_image" else None
+    handle = call.get("handle") if call.get("name") != ToolName.INSPECT_IMAGE else None
     truth = traj.truths.get(handle) if handle else None
     by = "graph" if call.get("by") == "graph" else "policy"
     return (

@@ -17,7 +17,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph.state import CompiledStateGraph
 
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
-from visioncreator.policy.types import Task
+from visioncreator.policy import Task
 
 EventHandler = Callable[[dict[str, Any]], None]
 

@@ -1,6 +1,6 @@
 """visioncreator.policy: the policy protocol, the canonical text format, and the scripted expert."""
 
-from visioncreator.policy.chat_template import CHAT_TEMPLATE, chat_messages, first_divergence
+from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN, chat_messages, first_divergence
 from visioncreator.policy.errors import (
     FormatWriteError,
     MissingTaskError,
@@ -13,7 +13,7 @@ from visioncreator.policy.errors import (
     PolicyTimeoutError,
     PolicyTransportError,
 )
-from visioncreator.policy.expert import Critic, ExpertConfig, ExpertPolicy
+from visioncreator.policy.expert import Critic, ExpertConfig, ExpertPolicy, ToolRoles
 from visioncreator.policy.format import (
     SEGMENT_KINDS,
     parse_turn,
@@ -43,7 +43,8 @@ from visioncreator.policy.prompting import (
 )
 from visioncreator.policy.scripted import Script, ScriptedPolicy
 from visioncreator.policy.smollm import SmolLMUnavailableError, load_smollm
-from visioncreator.policy.tiny_lm import build_tiny_lm
+from visioncreator.policy.staging import staged_dir
+from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
 from visioncreator.policy.types import (
     Answer,
     FormatError,
@@ -70,6 +71,7 @@ from visioncreator.policy.types import (
 
 __all__ = [
     "CHAT_TEMPLATE",
+    "END_OF_TURN",
     "NODE_INSTRUCTIONS",
     "SEGMENT_KINDS",
     "SYSTEM_TEMPLATE",
@@ -113,11 +115,13 @@ __all__ = [
     "Split",
     "Task",
     "ToolCall",
+    "ToolRoles",
     "ToolSpec",
     "TransformersPolicy",
     "Verdict",
     "build_tiny_lm",
     "chat_messages",
+    "corpus_tools",
     "error_message",
     "first_divergence",
     "load_smollm",
@@ -126,6 +130,7 @@ __all__ = [
     "parse_observations",
     "parse_task",
     "parse_turn",
+    "staged_dir",
     "system_message",
     "task_message",
     "to_tool_call",

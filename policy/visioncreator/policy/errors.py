@@ -1,8 +1,11 @@
-"""Errors of the policy package.
+"""Errors of the policy package: one base, :class:`PolicyError`.
 
 Format problems in model output are never raised (they are reported as
-:class:`~visioncreator.policy.types.FormatError` values); these exceptions are for callers that
-misuse the API.
+:class:`~visioncreator.policy.types.FormatError` values). These exceptions are for callers that
+misuse the API (also ``ValueError``s) and for model servers that cannot answer
+(:class:`PolicyTransportError` and its subclasses, raised after the back end's own retries).
+Whether a run retries a node on one of them is the graph's decision, made explicitly per node
+(``visioncreator.graph.AgentConfig.policy_retry``), never by the exception's base class.
 """
 
 from __future__ import annotations
@@ -36,25 +39,19 @@ class MissingTaskError(PolicyError, ValueError):
     """A policy that needs the task found no ``<task>`` message in the conversation."""
 
 
-# Transport errors of HTTP back ends. Each is raised only after the back end's own retries, so every
-# one of them derives from a type that LangGraph's default retry policy does NOT retry
-# (``OSError`` / ``ValueError`` / ``RuntimeError``): a second blind retry loop would only multiply
-# the wait. The run fails instead, and resumes from its checkpoint with nothing lost.
-
-
 class PolicyTransportError(PolicyError):
     """The model server could not give a usable answer (after the back end's own retries)."""
 
 
-class PolicyConnectionError(PolicyTransportError, ConnectionError):
+class PolicyConnectionError(PolicyTransportError):
     """Nothing answered at the server's address (refused, reset, DNS, connect timeout), after retries."""
 
 
-class PolicyTimeoutError(PolicyTransportError, TimeoutError):
-    """The server accepted the request but did not answer within the read timeout. Not retried."""
+class PolicyTimeoutError(PolicyTransportError):
+    """The server accepted the request but did not answer within the read timeout (not retried here)."""
 
 
-class PolicyHTTPError(PolicyTransportError, RuntimeError):
+class PolicyHTTPError(PolicyTransportError):
     """The server answered with an HTTP error status: a 4xx at once, a 5xx after the retries.
 
     Attributes:
@@ -78,7 +75,7 @@ class PolicyContextLengthError(PolicyHTTPError):
     """The server refused the prompt as longer than the model's context (an HTTP 400)."""
 
 
-class PolicyResponseError(PolicyTransportError, ValueError):
+class PolicyResponseError(PolicyTransportError):
     """The server answered 200 with a body that is not a chat completion (bad JSON, wrong shape)."""
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from visioncreator.policy.expert_state import (
     DEFAULT_SIZE,
     History,
+    ToolRoles,
     bad_plan,
     call_seed,
     good_plan,
@@ -47,7 +48,7 @@ from visioncreator.policy.types import (
     Verdict,
 )
 
-__all__ = ["Critic", "ExpertConfig", "ExpertPolicy"]
+__all__ = ["Critic", "ExpertConfig", "ExpertPolicy", "ToolRoles"]
 
 # Faults an over-eager reflector invents for a good image: plausible, never checkable.
 _MADE_UP_FAULTS = (
@@ -115,14 +116,16 @@ class ExpertPolicy:
 
     Args:
         critic: Judges images from their inspections.
+        tools: The tool names it calls, by role.
         config: Behaviour and error rates.
 
     """
 
     name = "expert"
 
-    def __init__(self, critic: Critic, config: ExpertConfig | None = None) -> None:
+    def __init__(self, critic: Critic, tools: ToolRoles, config: ExpertConfig | None = None) -> None:
         self.critic = critic
+        self.tools = tools
         self.config = config or ExpertConfig()
 
     async def respond(self, request: PolicyRequest) -> PolicyTurn:
@@ -138,7 +141,7 @@ class ExpertPolicy:
 
     def write(self, request: PolicyRequest) -> str:
         """The turn's text (the synchronous core of :meth:`respond`)."""
-        history = read_history(request.messages, request.node)
+        history = read_history(request.messages, self.tools, request.node)
         history.seed = request.seed or 0
         task_json = history.task.model_dump_json(exclude={"id"})
         rng = random.Random(stable_int("turn", self.config.seed, request.seed, history.n_assistant, task_json))
@@ -153,14 +156,14 @@ class ExpertPolicy:
     # plan
 
     def _plan(self, history: History, rng: random.Random) -> str:
-        good = good_plan(history.task)
+        good = good_plan(history.task, self.tools)
         if history.plans:
             # Asked to plan again (after a revise): fix the steps that are not done yet.
             remaining = tuple(s for s in good.steps if history.accepted(s.step) is None)
             plan = Plan(steps=remaining or good.steps)
             think = "I revise the plan for the steps not done yet: prompts state the whole goal."
         else:
-            plan = bad_plan(history.task) if rng.random() < self.config.bad_plan_rate else good
+            plan = bad_plan(history.task, self.tools) if rng.random() < self.config.bad_plan_rate else good
             think = _describe(history, plan)
         parts = [write_think(think)] if self.config.think else []
         return write_turn(*parts, write_plan(plan))
@@ -195,16 +198,15 @@ class ExpertPolicy:
         text = step.prompt or step.goal
         seed = call_seed(base=self.config.seed, task_key=_task_key(history), step=step.step, attempt=attempt)
         source = input_for_step(task, step.step)
-        if step.tool == "edit_image" and source is not None:
+        tools = self.tools
+        if step.tool == tools.edit and source is not None:
             return ToolCall(
-                name="edit_image", arguments={"image": source, "instruction": text, "seed": seed}, step=step.step
+                name=tools.edit, arguments={"image": source, "instruction": text, "seed": seed}, step=step.step
             )
         arguments: dict[str, Any] = {"prompt": text, "width": DEFAULT_SIZE, "height": DEFAULT_SIZE, "seed": seed}
-        if step.tool == "reference_to_image" and references:
-            return ToolCall(
-                name="reference_to_image", arguments={**arguments, "references": references[:4]}, step=step.step
-            )
-        return ToolCall(name="text_to_image", arguments=arguments, step=step.step)
+        if step.tool == tools.reference and references:
+            return ToolCall(name=tools.reference, arguments={**arguments, "references": references[:4]}, step=step.step)
+        return ToolCall(name=tools.generate, arguments=arguments, step=step.step)
 
     # reflect
 
@@ -251,7 +253,7 @@ class ExpertPolicy:
                 revised.append(step.step)
         parts = reflects
         if revised:
-            fixed = tuple(s for s in good_plan(history.task).steps if accepted.get(s.step) is None)
+            fixed = tuple(s for s in good_plan(history.task, self.tools).steps if accepted.get(s.step) is None)
             parts.append(write_plan(fixed))
             for s in fixed:
                 deps = [accepted.get(d) for d in s.depends_on]

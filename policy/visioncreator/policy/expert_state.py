@@ -16,7 +16,6 @@ from visioncreator.policy.format import parse_turn
 from visioncreator.policy.prompting import Observation, parse_observations, parse_task
 from visioncreator.policy.types import Message, Node, Plan, PlanStep, Reflection, Task, ToolCall
 
-INSPECT_TOOL = "inspect_image"
 DEFAULT_SIZE = 512
 # Phrases after which a request's last clause starts; a bad plan drops that clause.
 _CLAUSE_MARKERS = (
@@ -34,6 +33,20 @@ _CLAUSE_MARKERS = (
     " behind ",
     " in front of ",
 )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolRoles:
+    """The tools the expert calls, by role: the environment it teaches in names them."""
+
+    generate: str
+    """Makes an image from a prompt."""
+    edit: str
+    """Changes an input image as an instruction says."""
+    reference: str
+    """Makes an image from a prompt that keeps the subjects of reference images."""
+    inspect: str
+    """Reports what an image holds (the observations the critic reads)."""
 
 
 def stable_int(*parts: object) -> int:
@@ -62,28 +75,28 @@ def drop_last_clause(goal: str) -> str:
     return goal[:cut].strip() if cut > 0 else goal
 
 
-def good_plan(task: Task) -> Plan:
+def good_plan(task: Task, tools: ToolRoles) -> Plan:
     """The plan the expert makes when it plans well: prompts are the goals; later panels use references."""
     steps: list[PlanStep] = []
     if task.split == "multi" and task.n_images > 1:
         for i, text in enumerate(panels(task), start=1):
-            tool = "text_to_image" if i == 1 else "reference_to_image"
+            tool = tools.generate if i == 1 else tools.reference
             deps = () if i == 1 else (1,)
             steps.append(PlanStep(step=i, goal=text, tool=tool, depends_on=deps, prompt=text))
     elif task.split == "img2img" and task.inputs:
         for i in range(1, task.n_images + 1):
-            steps.append(PlanStep(step=i, goal=task.request, tool="edit_image", prompt=task.request))
+            steps.append(PlanStep(step=i, goal=task.request, tool=tools.edit, prompt=task.request))
     else:
         for i in range(1, task.n_images + 1):
-            steps.append(PlanStep(step=i, goal=task.request, tool="text_to_image", prompt=task.request))
+            steps.append(PlanStep(step=i, goal=task.request, tool=tools.generate, prompt=task.request))
     return Plan(steps=tuple(steps))
 
 
-def bad_plan(task: Task) -> Plan:
+def bad_plan(task: Task, tools: ToolRoles) -> Plan:
     """A plausible but wrong plan: no references for multi, a truncated prompt otherwise."""
-    plan = good_plan(task)
+    plan = good_plan(task, tools)
     if task.split == "multi" and task.n_images > 1:
-        steps = [s.model_copy(update={"tool": "text_to_image", "depends_on": ()}) for s in plan.steps]
+        steps = [s.model_copy(update={"tool": tools.generate, "depends_on": ()}) for s in plan.steps]
     else:
         steps = [s.model_copy(update={"prompt": drop_last_clause(s.goal)}) for s in plan.steps]
     return Plan(steps=tuple(steps))
@@ -108,6 +121,7 @@ class History:
     """The state the expert rebuilds from a conversation."""
 
     task: Task
+    tools: ToolRoles
     seed: int = 0
     """The run's seed (``PolicyRequest.seed``): tool seeds derive from it."""
     n_assistant: int = 0
@@ -123,7 +137,7 @@ class History:
     def plan(self) -> Plan:
         """The effective plan: every step as the newest plan that mentions it says."""
         if not self.plans:
-            return good_plan(self.task)
+            return good_plan(self.task, self.tools)
         merged: dict[int, PlanStep] = {}
         for plan in self.plans:
             for s in plan.steps:
@@ -169,8 +183,8 @@ def _resolve_step(obs: Observation, calls: Sequence[ToolCall]) -> int | None:
     return None
 
 
-def read_history(messages: Sequence[Message], node: Node | None = None) -> History:
-    """Rebuild the expert's state from the messages.
+def read_history(messages: Sequence[Message], tools: ToolRoles, node: Node | None = None) -> History:
+    """Rebuild the expert's state from the messages (``tools`` names what the expert calls).
 
     ``node`` is the node asking now: when it is not ``reflect`` right after a tool message,
     the loop has reflection switched off and those images count as accepted.
@@ -182,7 +196,7 @@ def read_history(messages: Sequence[Message], node: Node | None = None) -> Histo
     task = parse_task(messages)
     if task is None:
         raise MissingTaskError("the conversation holds no <task> message")
-    history = History(task=task)
+    history = History(task=task, tools=tools)
     unreviewed: list[str] = []
     for message in messages:
         if message.role == "assistant":
@@ -203,7 +217,7 @@ def read_history(messages: Sequence[Message], node: Node | None = None) -> Histo
         elif message.role == "tool":
             batch: list[tuple[int | None, Observation]] = []
             for obs in parse_observations(message):
-                if obs.name == INSPECT_TOOL:
+                if obs.name == tools.inspect:
                     seen = obs.inspection or obs.result
                     handle = (obs.result or {}).get("handle") or obs.arguments.get("image")
                     if seen is not None and isinstance(handle, str):

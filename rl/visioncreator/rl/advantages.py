@@ -19,6 +19,7 @@ from dataclasses import asdict, is_dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visioncreator.rl.errors import RLError
 from visioncreator.rl.samples import TokenSample
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
 _EQUAL_TOL = 1e-12
 
 
-class AdvantageError(ValueError):
+class AdvantageError(RLError, ValueError):
     """Rewards, weights or samples that cannot give advantages (empty, missing, mismatched)."""
 
 

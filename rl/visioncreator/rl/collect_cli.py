@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visioncreator.evals.suite import SuiteTask, load_suite
+from visioncreator.evals import SuiteTask, load_suite
 from visioncreator.rl.collector import CollectConfig, collect_to, synthetic_tools
 from visioncreator.rl.records import TrajectoryRecord
 
@@ -59,9 +59,9 @@ def _suite_tasks(suite: str | None, splits: Sequence[str], limit: int | None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``visioncreator collect``: collect expert trajectories of a suite into a JSONL file."""
-    from visioncreator.graph.offline import expert_policy
-    from visioncreator.policy.expert import ExpertConfig
+    """Collect scored expert trajectories of a suite into a JSONL records file (RL data)."""
+    from visioncreator.graph import expert_policy
+    from visioncreator.policy import ExpertConfig
 
     options = _parser().parse_args(argv)
     out: Path = options.out

@@ -22,12 +22,18 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visioncreator.graph.builder import build_agent
-from visioncreator.graph.client import ToolClient
-from visioncreator.graph.config import AgentConfig, Budgets
-from visioncreator.graph.runner import open_checkpointer, run_task
-from visioncreator.graph.trajectory import build_trajectory, image_handles
-from visioncreator.policy.types import Policy
+from visioncreator.graph import (
+    AgentConfig,
+    Budgets,
+    ToolClient,
+    build_agent,
+    build_trajectory,
+    image_handles,
+    open_checkpointer,
+    run_task,
+)
+from visioncreator.policy import Policy
+from visioncreator.rl.errors import RLError
 from visioncreator.rl.records import (
     CollectTask,
     TrajectoryRecord,
@@ -40,8 +46,8 @@ from visioncreator.rl.records import (
     trajectory_id_for,
 )
 from visioncreator.rl.rewards import REWARDS, RewardWeights
-from visioncreator.tool_servers.scene import GroundTruth
-from visioncreator.tool_servers.store import ImageStore
+from visioncreator.tool_servers import ImageStore
+from visioncreator.tool_servers.synthetic import GroundTruth
 
 __all__ = [
     "CollectConfig",
@@ -61,7 +67,7 @@ __all__ = [
 RecordHandler = Callable[[TrajectoryRecord], None]
 
 
-class CollectError(RuntimeError):
+class CollectError(RLError):
     """A trajectory could not be collected (the message names the task, sample and trajectory id)."""
 
 
@@ -163,8 +169,7 @@ def synthetic_tools(config: CollectConfig, *, max_queue: int = 4096) -> ToolClie
 
     The queue is deep so that a large concurrency never gets calls refused (which would change trajectories).
     """
-    from visioncreator.tool_servers.server import build_server
-    from visioncreator.tool_servers.settings import ServerSettings
+    from visioncreator.tool_servers import ServerSettings, build_server
 
     if config.store is None:
         raise CollectError("CollectConfig.store must be set to build the synthetic tool server")
@@ -263,7 +268,7 @@ class Collector:
             return task.task.inputs, scenes
         if self.config.store is None:
             raise CollectError(f"task {task.task_id} has input images: set CollectConfig.store to the tool's store")
-        from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+        from visioncreator.tool_servers.synthetic import SyntheticBackend, SyntheticSettings
 
         store = ImageStore(self.config.store)
         backend = SyntheticBackend(SyntheticSettings(fault_rate=0.0))

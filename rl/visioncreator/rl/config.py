@@ -14,7 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from visioncreator.policy.types import Split
+from visioncreator.policy import Split
+from visioncreator.rl.errors import RLError
 
 __all__ = [
     "ConfigError",
@@ -41,7 +42,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 """The default reward weights (those of :class:`visioncreator.rl.RewardWeights`)."""
 
 
-class ConfigError(ValueError):
+class ConfigError(RLError, ValueError):
     """A training configuration file that cannot be read or is invalid (the message names the file)."""
 
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy.chat_template import chat_messages
-from visioncreator.policy.types import Message
+from visioncreator.graph import Trajectory
+from visioncreator.policy import Message, chat_messages
 from visioncreator.rl.advantages import (
     AdvantageError,
     as_weights,
@@ -26,12 +25,13 @@ from visioncreator.rl.advantages import (
     per_token_advantages,
     weighted_total,
 )
+from visioncreator.rl.errors import RLError
 from visioncreator.rl.samples import SampleError, sft_token_sample, token_sample
 
 __all__ = ["ExportError", "group_trajectories", "grpo_dataset", "grpo_rows", "sft_conversation", "sft_dataset"]
 
 
-class ExportError(ValueError):
+class ExportError(RLError, ValueError):
     """Trajectories that cannot be exported (no assistant turn, no rewards, no group)."""
 
 

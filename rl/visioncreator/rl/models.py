@@ -18,8 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from visioncreator.policy.staging import staged_dir
+from visioncreator.policy import staged_dir
 from visioncreator.rl.config import LoraSpec, PolicyModel
+from visioncreator.rl.errors import RLError
+from visioncreator.tool_servers import POLICY_TOOLS
 
 __all__ = ["ModelError", "default_cache_dir", "load_policy_model", "lora_config", "model_dir_for", "save_policy_model"]
 
@@ -28,7 +30,7 @@ _TINY_DIR = "tiny-qwen2"
 _TINY_LAYOUT = "1"
 
 
-class ModelError(ValueError):
+class ModelError(RLError, ValueError):
     """A policy model that cannot be found or loaded (the message names it)."""
 
 
@@ -40,11 +42,9 @@ def default_cache_dir() -> Path:
 
 async def _system_prompts() -> list[str]:
     """The real system prompt (real tool schemas, default budgets), for the tiny tokenizer's corpus."""
-    from visioncreator.graph.client import ToolClient
-    from visioncreator.graph.config import Budgets
-    from visioncreator.policy.prompting import system_message
-    from visioncreator.tool_servers.server import build_server
-    from visioncreator.tool_servers.settings import ServerSettings
+    from visioncreator.graph import Budgets, ToolClient
+    from visioncreator.policy import system_message
+    from visioncreator.tool_servers import ServerSettings, build_server
 
     with tempfile.TemporaryDirectory(prefix="vc-tools-") as store:
         async with ToolClient(server=build_server(ServerSettings(store_root=Path(store)))) as tools:
@@ -54,13 +54,13 @@ async def _system_prompts() -> list[str]:
 
 
 def _build_tiny(out: Path) -> Path:
-    from visioncreator.policy.tiny_lm import build_tiny_lm
+    from visioncreator.policy import build_tiny_lm
 
     marker = out / ".visioncreator-layout"
     if marker.is_file() and marker.read_text().strip() == _TINY_LAYOUT:
         return out
     with staged_dir(out) as staging:
-        build_tiny_lm(staging, extra_corpus=asyncio.run(_system_prompts()))
+        build_tiny_lm(staging, tool_names=POLICY_TOOLS, extra_corpus=asyncio.run(_system_prompts()))
         (staging / ".visioncreator-layout").write_text(_TINY_LAYOUT + "\n")
     return out
 
@@ -80,7 +80,7 @@ def model_dir_for(policy: PolicyModel, cache_dir: Path | None = None) -> Path:
     if policy.model == "tiny":
         return _build_tiny(cache / _TINY_DIR)
     if policy.model == "smollm2":
-        from visioncreator.policy.smollm import load_smollm
+        from visioncreator.policy import load_smollm
 
         return load_smollm(cache)
     path = Path(policy.model).expanduser()

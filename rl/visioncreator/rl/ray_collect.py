@@ -27,8 +27,8 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.graph.client import ToolClient
-from visioncreator.policy.types import Policy
+from visioncreator.graph import ToolClient
+from visioncreator.policy import Policy
 from visioncreator.rl.collector import (
     CollectConfig,
     CollectError,
@@ -71,13 +71,13 @@ class PolicySpec(BaseModel):
     def build(self, tools: ToolClient) -> Policy:
         """The policy; a transformers policy reads images through ``tools``."""
         if self.kind == "expert":
-            from visioncreator.graph.offline import expert_policy
-            from visioncreator.policy.expert import ExpertConfig
+            from visioncreator.graph import expert_policy
+            from visioncreator.policy import ExpertConfig
 
             return expert_policy(ExpertConfig(**self.settings))
         if self.model is None:
             raise CollectError("PolicySpec(kind='transformers') needs model, a model directory")
-        from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+        from visioncreator.policy import LocalPolicySettings, TransformersPolicy
 
         return TransformersPolicy(self.model, settings=LocalPolicySettings(**self.settings), images=tools)
 

@@ -20,13 +20,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy.types import Policy, Task
+from visioncreator.graph import Trajectory
+from visioncreator.policy import Policy, Task
+from visioncreator.rl.errors import RLError
 from visioncreator.rl.rewards import RewardWeights, score
 from visioncreator.rl.rewards_base import RewardContext
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.scene import Scene
-from visioncreator.tool_servers.schemas import TextToImageInput
+from visioncreator.tool_servers import TextToImageInput
+from visioncreator.tool_servers.synthetic import CheckItem, Scene
 
 __all__ = [
     "JSON_COLUMNS",
@@ -67,7 +67,7 @@ one struct. Every other column is a plain Arrow type (strings, integers, ``answe
 strings, ``timings`` a struct of floats)."""
 
 
-class RecordsError(ValueError):
+class RecordsError(RLError, ValueError):
     """A records file with a corrupt line before its last one (the message names file and line)."""
 
 

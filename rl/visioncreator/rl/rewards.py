@@ -12,13 +12,13 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from visioncreator.rl.rewards_base import IMAGE_TOOLS, RewardContext, RewardResult, truth_of
+from visioncreator.rl.rewards_base import RewardContext, RewardResult, truth_of
 from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
-from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec, verify
-from visioncreator.tool_servers.synthetic.prompt import parse_prompt
+from visioncreator.tool_servers import IMAGE_TOOLS
+from visioncreator.tool_servers.synthetic import checklist_for_spec, parse_prompt, verify
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph.trajectory import Trajectory
+    from visioncreator.graph import Trajectory
 
 __all__ = [
     "REWARDS",

@@ -6,18 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from visioncreator.policy.format import parse_turn
-from visioncreator.policy.types import ParsedTurn
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.scene import GroundTruth, Scene
+from visioncreator.policy import ParsedTurn, parse_turn
+from visioncreator.tool_servers.synthetic import CheckItem, GroundTruth, Scene
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph.trajectory import Trajectory
+    from visioncreator.graph import Trajectory
 
-__all__ = ["IMAGE_TOOLS", "RewardContext", "RewardResult", "parsed_turns", "policy_turns", "truth_of"]
-
-IMAGE_TOOLS: frozenset[str] = frozenset({"text_to_image", "edit_image", "reference_to_image"})
-"""Tools that make a new image (the graph's own list, repeated so rewards stay data-only)."""
+__all__ = ["RewardContext", "RewardResult", "parsed_turns", "policy_turns", "truth_of"]
 
 
 @dataclass(frozen=True, kw_only=True)

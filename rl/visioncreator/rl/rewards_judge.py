@@ -2,7 +2,7 @@
 
 The rule-based :func:`~visioncreator.rl.rewards_process.plan_reward` reads prompts with the
 synthetic environment's parser, so it only understands the synthetic vocabulary. This variant
-asks an LLM judge (:mod:`visioncreator.rl.judge`: structured output, retries, cache) instead,
+asks an LLM judge (``visioncreator.evals.JudgeClient``: structured output, retries, cache) instead,
 which works for any request.
 
 The judge sees the request, the split, the number of images wanted, the checklist (as yes/no
@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from visioncreator.policy.types import Plan
-from visioncreator.rl.judge import JudgeCache, JudgeClient, JudgeError, JudgeRequest, checklist_question, reason_pattern
+from visioncreator.evals import JudgeCache, JudgeClient, JudgeError, JudgeRequest, checklist_question, reason_pattern
+from visioncreator.policy import Plan
 from visioncreator.rl.rewards_base import RewardContext, RewardResult, parsed_turns
 from visioncreator.rl.rewards_process import plan_reward
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph.trajectory import Trajectory
+    from visioncreator.graph import Trajectory
 
 __all__ = ["PlanJudge"]
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from visioncreator.policy.types import ParsedTurn, Plan, PlanStep, Reflection, ToolCall
-from visioncreator.rl.rewards_base import IMAGE_TOOLS, RewardContext, RewardResult, parsed_turns, truth_of
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec
-from visioncreator.tool_servers.synthetic.prompt import parse_prompt
+from visioncreator.policy import ParsedTurn, Plan, PlanStep, Reflection, ToolCall
+from visioncreator.rl.rewards_base import RewardContext, RewardResult, parsed_turns, truth_of
+from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
+from visioncreator.tool_servers.synthetic import CheckItem, checklist_for_spec, parse_prompt
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph.trajectory import Trajectory
+    from visioncreator.graph import Trajectory
 
 __all__ = ["format_reward", "plan_reward", "reflection_reward", "tool_reward"]
 
@@ -147,10 +146,10 @@ def _last_plan(trajectory: Trajectory) -> Plan | None:
 
 def _tool_fits(split: str, position: int, step: PlanStep) -> bool:
     if split == "img2img":
-        return step.tool == "edit_image"
+        return step.tool == ToolName.EDIT_IMAGE
     if split == "multi" and position > 0:
-        return step.tool == "reference_to_image"
-    return step.tool == "text_to_image"
+        return step.tool == ToolName.REFERENCE_TO_IMAGE
+    return step.tool == ToolName.TEXT_TO_IMAGE
 
 
 def _key(item: CheckItem) -> tuple[Any, ...]:

@@ -38,9 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from visioncreator.graph.client import ToolClient
-from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+from visioncreator.graph import ToolClient, Trajectory
+from visioncreator.policy import LocalPolicySettings, TransformersPolicy
 from visioncreator.rl.collector import CollectConfig
 from visioncreator.rl.config import GRPOStage, PolicyModel, TaskSource
 from visioncreator.rl.records import CollectTask, TrajectoryRecord
@@ -73,7 +72,7 @@ def load_tasks(source: TaskSource) -> list[CollectTask]:
         ValueError: No task is left after the filters (the message names them).
 
     """
-    from visioncreator.evals.suite import load_suite
+    from visioncreator.evals import load_suite
     from visioncreator.rl.collector import as_collect_task
 
     wanted, excluded = set(source.ids), set(source.exclude_ids)
@@ -162,7 +161,7 @@ def images_seen(trajectory: Trajectory, sample: TokenSample, store: Path) -> lis
         UnknownHandleError: A handle is not in ``store``.
 
     """
-    from visioncreator.tool_servers.store import ImageStore
+    from visioncreator.tool_servers import ImageStore
 
     last = max((t for t in sample.turns if t >= 0), default=0)
     seen = int(trajectory.turns[last].get("n_messages", 0)) if trajectory.turns else 0

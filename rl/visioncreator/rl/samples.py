@@ -23,14 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy.chat_template import END_OF_TURN, chat_messages, first_divergence
-from visioncreator.policy.types import Message
+from visioncreator.graph import Trajectory
+from visioncreator.policy import END_OF_TURN, Message, chat_messages, first_divergence
+from visioncreator.rl.errors import RLError
 
 __all__ = ["SampleError", "Span", "TokenSample", "sft_token_sample", "token_sample"]
 
 
-class SampleError(ValueError):
+class SampleError(RLError, ValueError):
     """A trajectory cannot become a token sample (missing ids, a broken prompt chain, bad lengths)."""
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from visioncreator.rl.config import GRPOStage, PolicyModel, SFTStage, TaskSource, TrainConfig
 
 if TYPE_CHECKING:
-    from visioncreator.graph.client import ToolClient
+    from visioncreator.graph import ToolClient
     from visioncreator.rl.collector import CollectConfig
 
 __all__ = [
@@ -172,7 +172,7 @@ def evaluate(
         Success rate (the outcome reward's ``success``) and mean weighted reward.
 
     """
-    from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
+    from visioncreator.policy import LocalPolicySettings, TransformersPolicy
     from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
     from visioncreator.rl.records import TrajectoryRecord
     from visioncreator.rl.rollout import load_tasks

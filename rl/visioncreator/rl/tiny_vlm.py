@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from visioncreator.tool_servers import POLICY_TOOLS
+
 __all__ = ["IMAGE_TOKEN", "TinyVLM", "build_tiny_vlm"]
 
 IMAGE_TOKEN = "<image>"
@@ -73,10 +75,7 @@ _WORDS = (
     "tool_call",
     "reflect",
     "answer",
-    "text_to_image",
-    "edit_image",
-    "reference_to_image",
-    "inspect_image",
+    *(str(name) for name in POLICY_TOOLS),
     "img_a",
     "img_b",
     "img_c",

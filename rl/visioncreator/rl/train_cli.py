@@ -131,7 +131,7 @@ def _importable(name: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``visioncreator train``; returns the exit status (0 ok, 1 failure, 2 bad config)."""
+    """Train the policy (``train sft|grpo|rpco --config FILE``); exit status 0 ok, 1 failure, 2 bad config."""
     args = build_parser().parse_args(argv)
     try:
         config = _load(args)

@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.graph.client import ToolClient
-from visioncreator.graph.trajectory import Trajectory
+from visioncreator.graph import ToolClient, Trajectory
 from visioncreator.rl.collector import CollectConfig
 from visioncreator.rl.config import GRPOStage, PolicyModel, Selection, SFTStage
+from visioncreator.rl.errors import RLError
 from visioncreator.rl.rewards import RewardWeights, score
 from visioncreator.rl.rewards_base import RewardContext
 
@@ -50,7 +50,7 @@ Progress = Callable[[dict[str, Any]], None]
 MODEL_SUBDIR = "model"
 
 
-class TrainingError(RuntimeError):
+class TrainingError(RLError):
     """A stage that cannot train (no data selected, an inconsistent batch size); the message says why."""
 
 
@@ -190,8 +190,8 @@ def _sft_trajectories(stage: SFTStage, output_dir: Path, seed: int) -> list[Traj
 
 
 async def _collect_expert(stage: SFTStage, output_dir: Path, seed: int) -> list[Trajectory]:
-    from visioncreator.graph.offline import expert_policy
-    from visioncreator.policy.expert import ExpertConfig
+    from visioncreator.graph import expert_policy
+    from visioncreator.policy import ExpertConfig
     from visioncreator.rl.collector import CollectConfig, collect_to, synthetic_tools
     from visioncreator.rl.records import read_records
     from visioncreator.rl.rollout import load_tasks

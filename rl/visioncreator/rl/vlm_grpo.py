@@ -57,6 +57,8 @@ from typing import Any
 import torch
 from trl.trainer.grpo_trainer import GRPOTrainer
 
+from visioncreator.rl.errors import RLError
+
 __all__ = ["TRAJECTORY_IMAGES", "TrajectoryImagesError", "TrajectoryImagesGRPOTrainer"]
 
 TRAJECTORY_IMAGES = "trajectory_images"
@@ -74,7 +76,7 @@ _IMAGE_KEYS = (
 )
 
 
-class TrajectoryImagesError(ValueError):
+class TrajectoryImagesError(RLError, ValueError):
     """A rollout's trajectory images that cannot be matched to its image placeholders (the message says how)."""
 
 

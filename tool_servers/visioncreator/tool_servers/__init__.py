@@ -1,7 +1,9 @@
 """visioncreator.tool_servers: MCP image tools, their back ends and the image-handle store.
 
-Importing the package is cheap: the MCP server (which pulls in the MCP SDK) loads on first
-use of ``build_server``, ``main`` or ``serve_http``.
+Other packages use this face, and the public subpackage :mod:`visioncreator.tool_servers.synthetic`
+(the synthetic world: scenes, ground truth, checklists, the verifier, the vocabulary). Importing
+the package is cheap: the MCP server (which pulls in the MCP SDK) loads on first use of
+``build_server``, ``main`` or ``serve_http``.
 """
 
 from __future__ import annotations
@@ -10,16 +12,29 @@ from typing import TYPE_CHECKING, Any
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
 from visioncreator.tool_servers.decode import decode_image, sniff_format
+from visioncreator.tool_servers.detectors import DetectorSettings, analyse_image
 from visioncreator.tool_servers.errors import (
     CorruptImageError,
     ImageTooLargeError,
     LimitExceededError,
+    ToolInputError,
     ToolServerError,
     UnknownHandleError,
     UnsupportedImageError,
 )
+from visioncreator.tool_servers.names import IMAGE_TOOLS, INTERNAL_TOOLS, POLICY_TOOLS, ToolName
+from visioncreator.tool_servers.schemas import (
+    EditImageInput,
+    ImageAnalysis,
+    ImageResult,
+    InspectImageInput,
+    InspectResult,
+    ReferenceToImageInput,
+    TextToImageInput,
+    UploadImageInput,
+)
 from visioncreator.tool_servers.settings import ServerSettings
-from visioncreator.tool_servers.store import ImageStore, StoredImage
+from visioncreator.tool_servers.store import TRUTH_KEY, ImageStore, StoredImage
 
 if TYPE_CHECKING:
     from visioncreator.tool_servers.cli import main
@@ -27,18 +42,34 @@ if TYPE_CHECKING:
     from visioncreator.tool_servers.server import build_server
 
 __all__ = [
+    "IMAGE_TOOLS",
+    "INTERNAL_TOOLS",
+    "POLICY_TOOLS",
+    "TRUTH_KEY",
     "CorruptImageError",
+    "DetectorSettings",
+    "EditImageInput",
     "Generated",
+    "ImageAnalysis",
     "ImageBackend",
+    "ImageResult",
     "ImageStore",
     "ImageTooLargeError",
+    "InspectImageInput",
+    "InspectResult",
     "LimitExceededError",
+    "ReferenceToImageInput",
     "ServerSettings",
     "SourceImage",
     "StoredImage",
+    "TextToImageInput",
+    "ToolInputError",
+    "ToolName",
     "ToolServerError",
     "UnknownHandleError",
     "UnsupportedImageError",
+    "UploadImageInput",
+    "analyse_image",
     "build_server",
     "decode_image",
     "main",

@@ -83,7 +83,7 @@ def _settings(options: argparse.Namespace) -> ServerSettings:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: ``visioncreator-tools`` and ``python -m visioncreator.tool_servers``."""
+    """Serve the MCP image tools over stdio or streamable HTTP (also ``visioncreator-tools``)."""
     parser = _parser()
     options = parser.parse_args(argv)
     # Configure the root logger before MCPServer does: its default handler would be the only

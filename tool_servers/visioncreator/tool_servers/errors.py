@@ -1,8 +1,8 @@
 """Errors of the tool servers: one small hierarchy under :class:`ToolServerError`.
 
-Every error here is about a bad input (bytes, a handle, a size), so retrying the same call
-cannot help. The base class is a ``ValueError`` on purpose: LangGraph's default retry policy
-does not retry ``ValueError``, and it would retry an unknown exception type.
+Errors about a bad input (bytes, a handle, a size) are :class:`ToolInputError`s, also
+``ValueError``s: retrying the same call cannot help. Inside a tool any of them becomes a tool
+error result the model reads, never a protocol error.
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ __all__ = [
     "CorruptImageError",
     "ImageTooLargeError",
     "LimitExceededError",
+    "ToolInputError",
     "ToolServerError",
     "UnknownHandleError",
     "UnsupportedImageError",
 ]
 
 
-class ToolServerError(ValueError):
+class ToolServerError(Exception):
     """Base class of every error the tool server raises on purpose.
 
     The message is written for the model that made the call: it says what was wrong and,
@@ -25,19 +26,23 @@ class ToolServerError(ValueError):
     """
 
 
-class ImageTooLargeError(ToolServerError):
+class ToolInputError(ToolServerError, ValueError):
+    """A call's input is wrong (bytes, a handle, a size): the same call fails again."""
+
+
+class ImageTooLargeError(ToolInputError):
     """Image bytes or decoded pixels over a configured limit."""
 
 
-class UnsupportedImageError(ToolServerError):
+class UnsupportedImageError(ToolInputError):
     """Bytes that are not an image of an allowed format (PNG, JPEG, WEBP)."""
 
 
-class CorruptImageError(ToolServerError):
+class CorruptImageError(ToolInputError):
     """Bytes that claim an allowed format but do not decode."""
 
 
-class UnknownHandleError(ToolServerError, LookupError):
+class UnknownHandleError(ToolInputError, LookupError):
     """A handle that is malformed or names no stored image."""
 
     def __init__(self, handle: str) -> None:
@@ -48,5 +53,5 @@ class UnknownHandleError(ToolServerError, LookupError):
         )
 
 
-class LimitExceededError(ToolServerError):
+class LimitExceededError(ToolInputError):
     """A requested size over a server limit, e.g. ``width 4096 exceeds max_width 2048``."""

@@ -33,8 +33,6 @@ Guidance = Annotated[
     Field(default=None, ge=0.0, le=50.0, description="Guidance scale; omit for the model's default."),
 ]
 
-TOOL_NAMES = ("text_to_image", "edit_image", "reference_to_image", "inspect_image")
-
 
 class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -35,6 +35,7 @@ from visioncreator.tool_servers.backend import ImageBackend
 from visioncreator.tool_servers.errors import (
     UnknownHandleError,
 )
+from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     Guidance,
@@ -161,7 +162,7 @@ def build_server(
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run("text_to_image", lambda: tools.text_to_image(args))
+        return await tools.run(ToolName.TEXT_TO_IMAGE, lambda: tools.text_to_image(args))
 
     @_tool(server)
     async def edit_image(
@@ -188,7 +189,7 @@ def build_server(
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run("edit_image", lambda: tools.edit_image(args))
+        return await tools.run(ToolName.EDIT_IMAGE, lambda: tools.edit_image(args))
 
     @_tool(server)
     async def reference_to_image(
@@ -219,7 +220,7 @@ def build_server(
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run("reference_to_image", lambda: tools.reference_to_image(args))
+        return await tools.run(ToolName.REFERENCE_TO_IMAGE, lambda: tools.reference_to_image(args))
 
     @_tool(server, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
     async def inspect_image(image: Handle, questions: _Questions) -> Annotated[CallToolResult, InspectResult]:
@@ -235,7 +236,7 @@ def build_server(
         labels, a quality score) and which detectors ran.
         """
         args = _validate(InspectImageInput, image=image, questions=questions)
-        return await tools.run("inspect_image", lambda: tools.inspect_image(args))
+        return await tools.run(ToolName.INSPECT_IMAGE, lambda: tools.inspect_image(args))
 
     @_tool(server)
     async def upload_image(data: _UploadData) -> Annotated[CallToolResult, ImageResult]:
@@ -247,7 +248,7 @@ def build_server(
         pixel limits are refused.
         """
         args = _validate(UploadImageInput, data=data)
-        return await tools.run("upload_image", lambda: tools.upload_image(args))
+        return await tools.run(ToolName.UPLOAD_IMAGE, lambda: tools.upload_image(args))
 
     @server.resource("image://{handle}", mime_type="image/png", description="The PNG file of an image handle.")
     async def image_resource(handle: str) -> bytes:

@@ -30,6 +30,7 @@ from visioncreator.tool_servers.errors import (
     ToolServerError,
     UnsupportedImageError,
 )
+from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     ImageResult,
@@ -185,7 +186,7 @@ class ToolRunner:
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
         started = time.perf_counter()
         generated = await self.backend.text_to_image(args)
-        return await self.finish("text_to_image", generated, args.preview, time.perf_counter() - started)
+        return await self.finish(ToolName.TEXT_TO_IMAGE, generated, args.preview, time.perf_counter() - started)
 
     async def edit_image(self, args: EditImageInput) -> CallToolResult:
         """Check limits, load the source, edit and store."""
@@ -195,7 +196,7 @@ class ToolRunner:
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
         started = time.perf_counter()
         generated = await self.backend.edit_image(args, source)
-        return await self.finish("edit_image", generated, args.preview, time.perf_counter() - started)
+        return await self.finish(ToolName.EDIT_IMAGE, generated, args.preview, time.perf_counter() - started)
 
     async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
         """Check limits, load the references, generate and store."""
@@ -206,7 +207,7 @@ class ToolRunner:
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
         started = time.perf_counter()
         generated = await self.backend.reference_to_image(args, references)
-        return await self.finish("reference_to_image", generated, args.preview, time.perf_counter() - started)
+        return await self.finish(ToolName.REFERENCE_TO_IMAGE, generated, args.preview, time.perf_counter() - started)
 
     async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
         """Describe a stored image."""
@@ -240,7 +241,7 @@ class ToolRunner:
             mime_type=stored.mime_type,
             bytes=stored.bytes,
             seed=0,
-            tool="upload_image",
+            tool=ToolName.UPLOAD_IMAGE,
             uri=f"image://{stored.handle}",
         )
         return tool_result(result, None)

@@ -8,8 +8,8 @@ from PIL import Image
 
 from visioncreator.tool_servers.detectors._common import downscale
 from visioncreator.tool_servers.detectors.settings import DetectorSettings
+from visioncreator.tool_servers.palette import COLORS
 from visioncreator.tool_servers.schemas import ColorShare, ColorStats
-from visioncreator.tool_servers.synthetic.vocab import COLORS
 
 __all__ = ["color_stats"]
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from visioncreator.tool_servers.detectors._common import Lazy, downscale, require
 from visioncreator.tool_servers.detectors.settings import DetectorSettings
+from visioncreator.tool_servers.errors import ToolServerError
 
 __all__ = ["REQUIRES", "QualityUnavailable", "brisque_score"]
 
@@ -18,7 +19,7 @@ REQUIRES = ("brisque", "cv2", "scipy", "skimage", "libsvm")
 """Modules this detector needs."""
 
 
-class QualityUnavailable(ValueError):
+class QualityUnavailable(ToolServerError, ValueError):
     """The image gives BRISQUE nothing to measure (e.g. a flat colour)."""
 
 

@@ -28,6 +28,7 @@ from visioncreator.tool_servers.diffusion.composite import tile_references
 from visioncreator.tool_servers.diffusion.pipelines import ModelNotAvailableError, PipelineCache, local_source
 from visioncreator.tool_servers.diffusion.registry import TOOLS, ModelEntry, Registry
 from visioncreator.tool_servers.diffusion.settings import DiffusionSettings
+from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     InspectImageInput,
@@ -38,7 +39,7 @@ from visioncreator.tool_servers.schemas import (
 
 __all__ = ["BatchStats", "DiffusersBackend"]
 
-_Tool = Literal["text_to_image", "edit_image", "reference_to_image"]
+_Tool = Literal[ToolName.TEXT_TO_IMAGE, ToolName.EDIT_IMAGE, ToolName.REFERENCE_TO_IMAGE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +102,14 @@ class DiffusersBackend:
 
     async def text_to_image(self, args: TextToImageInput) -> Generated:
         """Make a new image from a prompt with the ``text_to_image`` model."""
-        name, entry = self._model("text_to_image")
+        name, entry = self._model(ToolName.TEXT_TO_IMAGE)
         entry.check_size(name, args.width, args.height)
         key = self._key(name, entry, args.width, args.height, args.steps, args.guidance)
         return await self._batcher.submit(key, _Request(args.prompt, _seed(args.seed)))
 
     async def edit_image(self, args: EditImageInput, source: SourceImage) -> Generated:
         """Edit ``source`` as the instruction says; the result has the source's size, fitted to the model."""
-        name, entry = self._model("edit_image")
+        name, entry = self._model(ToolName.EDIT_IMAGE)
         width, height = entry.fit_size(source.image.width, source.image.height)
         key = self._key(name, entry, width, height, args.steps, args.guidance)
         images: tuple[Image.Image, ...] = ()
@@ -118,7 +119,7 @@ class DiffusersBackend:
 
     async def reference_to_image(self, args: ReferenceToImageInput, references: list[SourceImage]) -> Generated:
         """Make a new image from a prompt and 1-4 references, as the model's ``image_input`` says."""
-        name, entry = self._model("reference_to_image")
+        name, entry = self._model(ToolName.REFERENCE_TO_IMAGE)
         entry.check_size(name, args.width, args.height)
         key = self._key(name, entry, args.width, args.height, args.steps, args.guidance)
         pictures = [reference.image for reference in references]

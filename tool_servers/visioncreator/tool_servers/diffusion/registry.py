@@ -26,17 +26,18 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from visioncreator.tool_servers.errors import LimitExceededError
+from visioncreator.tool_servers.errors import LimitExceededError, ToolServerError
+from visioncreator.tool_servers.names import IMAGE_TOOLS, POLICY_TOOLS
 
 __all__ = ["TOOLS", "ModelEntry", "Registry", "RegistryError", "load_registry"]
 
-TOOLS = ("text_to_image", "edit_image", "reference_to_image")
-"""The image-producing tools a registry maps to models."""
+TOOLS: tuple[str, ...] = tuple(t for t in POLICY_TOOLS if t in IMAGE_TOOLS)
+"""The image-producing tools a registry maps to models, in the server's order."""
 
 ExtraValue = str | int | float | bool
 
 
-class RegistryError(ValueError):
+class RegistryError(ToolServerError, ValueError):
     """A registry file that does not parse or does not describe usable models."""
 
 

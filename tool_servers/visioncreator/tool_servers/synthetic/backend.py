@@ -17,6 +17,7 @@ import anyio
 
 from visioncreator.tool_servers.backend import Generated, SourceImage
 from visioncreator.tool_servers.detectors import inspect_real
+from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.scene import (
     EditOp,
     Fault,
@@ -95,11 +96,11 @@ class SyntheticBackend:
         """Draw the scene the prompt describes."""
         seed = args.seed or 0
         spec = parse_prompt(args.prompt)
-        rng = stable_rng(*self._salt, seed, "text_to_image", args.prompt)
+        rng = stable_rng(*self._salt, seed, ToolName.TEXT_TO_IMAGE, args.prompt)
         scene = layout(spec, args.width, args.height, rng)
         scene, faults = self._inject(scene, spec, rng)
         truth = GroundTruth(
-            scene=scene, requested=spec, faults=faults, tool="text_to_image", prompt=args.prompt, seed=seed
+            scene=scene, requested=spec, faults=faults, tool=ToolName.TEXT_TO_IMAGE, prompt=args.prompt, seed=seed
         )
         return Generated(image=draw(scene), seed=seed, truth=truth)
 
@@ -107,7 +108,7 @@ class SyntheticBackend:
         """Apply the instruction to the source's scene; an uploaded image is drawn over instead."""
         seed = args.seed or 0
         ops = parse_edit(args.instruction)
-        rng = stable_rng(*self._salt, seed, "edit_image", args.instruction, source.handle)
+        rng = stable_rng(*self._salt, seed, ToolName.EDIT_IMAGE, args.instruction, source.handle)
         width, height = source.image.size
         if source.truth is None:
             base_scene = Scene(width=width, height=height, background=UPLOADED_BACKGROUND)
@@ -126,7 +127,7 @@ class SyntheticBackend:
             scene=scene,
             requested=spec,
             faults=faults,
-            tool="edit_image",
+            tool=ToolName.EDIT_IMAGE,
             prompt=args.instruction,
             seed=seed,
             sources=(source.handle,),
@@ -137,7 +138,7 @@ class SyntheticBackend:
         """Draw the prompt's scene, giving each kind seen in a reference that reference's look."""
         seed = args.seed or 0
         spec = parse_prompt(args.prompt)
-        rng = stable_rng(*self._salt, seed, "reference_to_image", args.prompt, *(r.handle for r in references))
+        rng = stable_rng(*self._salt, seed, ToolName.REFERENCE_TO_IMAGE, args.prompt, *(r.handle for r in references))
         ref_scenes = [r.truth.scene for r in references if r.truth is not None]
         identities: dict[str, SceneObject] = {}
         for ref in ref_scenes:
@@ -149,7 +150,7 @@ class SyntheticBackend:
             scene=scene,
             requested=spec,
             faults=faults,
-            tool="reference_to_image",
+            tool=ToolName.REFERENCE_TO_IMAGE,
             prompt=args.prompt,
             seed=seed,
             sources=tuple(r.handle for r in references),

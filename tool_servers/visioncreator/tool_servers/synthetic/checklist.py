@@ -12,9 +12,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from visioncreator.tool_servers.checklist_models import CheckItem, CheckResult
+from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.scene import EditOp, Relation, Scene, SceneObject, SceneSpec
 from visioncreator.tool_servers.synthetic.geometry import relation_holds
+from visioncreator.tool_servers.synthetic.items import CheckItem, CheckResult
 from visioncreator.tool_servers.synthetic.prompt import parse_edit, parse_prompt, plural
 
 __all__ = [
@@ -301,7 +302,7 @@ def _consistency_subject(goal: str, tool: str) -> str | None:
     with a reference are scenery and may differ (the cup may be red in one panel, white in the
     next). An edit keeps its source through the ``preserved`` item instead, so it has none.
     """
-    if tool == "edit_image":
+    if tool == ToolName.EDIT_IMAGE:
         return None
     objects = parse_prompt(goal).objects
     return objects[0].kind if objects else None
@@ -337,7 +338,7 @@ def critique(
         return []
     scene = scene_from_inspection(inspection)
     inputs: list[Scene] = []
-    if tool == "edit_image":
+    if tool == ToolName.EDIT_IMAGE:
         known_source = source is not None and source.get("known", True)
         source_scene = scene_from_inspection(source) if source is not None and known_source else None
         items = checklist_for_edit(parse_edit(goal), source_scene=source_scene)

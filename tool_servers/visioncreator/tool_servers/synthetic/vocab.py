@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from visioncreator.tool_servers.palette import COLORS as COLORS
+
 # The 80 COCO object classes, singular, as COCO names them.
 COCO_CLASSES: Final[tuple[str, ...]] = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -38,14 +40,7 @@ IRREGULAR_PLURALS: Final[dict[str, str]] = {
     "couches": "couch", "hot dogs": "hot dog", "boxes": "box", "puppies": "puppy",
 }  # fmt: skip
 
-# Colour names and the RGB they are drawn with.
-COLORS: Final[dict[str, tuple[int, int, int]]] = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 40),
-    "orange": (245, 140, 30), "purple": (140, 60, 180), "pink": (245, 130, 190), "brown": (130, 80, 40),
-    "black": (20, 20, 20), "white": (250, 250, 250), "gray": (128, 128, 128), "cyan": (40, 200, 220),
-    "magenta": (210, 40, 170), "teal": (20, 128, 128), "navy": (20, 30, 110), "gold": (212, 175, 55),
-    "silver": (192, 192, 200), "beige": (225, 205, 170), "maroon": (120, 20, 40), "lime": (150, 230, 40),
-}  # fmt: skip
+# Other names of palette colours (the palette itself, COLORS, is shared with the detectors).
 COLOR_SYNONYMS: Final[dict[str, str]] = {"grey": "gray", "violet": "purple", "golden": "gold"}
 
 # Number words up to ten.

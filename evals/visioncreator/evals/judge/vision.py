@@ -1,6 +1,6 @@
 """A vision judge for real images: VIEScore-style ratings and checklist questions over any OpenAI-compatible server.
 
-Three questions per output image, asked concurrently through :class:`~visioncreator.rl.judge.JudgeClient`
+Three questions per output image, asked concurrently through :class:`~visioncreator.evals.judge.client.JudgeClient`
 (structured output, retries, SQLite cache):
 
 - **semantic consistency** (SC, 0-10): does the image do what the request asks? For a text-to-image
@@ -33,24 +33,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from visioncreator.evals.judge.cache import JudgeCache
+from visioncreator.evals.judge.client import JudgeClient, JudgeError, reason_pattern, yes_no_model
+from visioncreator.evals.judge.questions import checklist_question
+from visioncreator.evals.judge.request import JudgeAnswer, JudgeRequest
 from visioncreator.evals.results import JudgeScore
-from visioncreator.rl.judge import (
-    JudgeAnswer,
-    JudgeCache,
-    JudgeClient,
-    JudgeError,
-    JudgeRequest,
-    checklist_question,
-    reason_pattern,
-    yes_no_model,
-)
-from visioncreator.tool_servers.backend import SourceImage
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.decode import decode_image
-from visioncreator.tool_servers.scene import GroundTruth
-from visioncreator.tool_servers.schemas import InspectImageInput
-from visioncreator.tool_servers.store import TRUTH_KEY
-from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers import TRUTH_KEY, InspectImageInput, SourceImage, decode_image
+from visioncreator.tool_servers.synthetic import CheckItem, GroundTruth, SyntheticBackend, SyntheticSettings
 
 __all__ = ["ImageDescriber", "JudgeMode", "VisionJudge", "describe_image"]
 

@@ -1,9 +1,9 @@
 """A small LLM judge client: one OpenAI-compatible chat request in, one structured answer out.
 
-Shared by the vision judge of :mod:`visioncreator.evals.judge` and the plan reward of
-:mod:`visioncreator.rl.rewards_judge`. The answer's shape is a pydantic model; its JSON schema
-goes to the server as ``response_format`` (``json_schema``), so a server with structured output
-(vLLM with xgrammar, hosted APIs) can only write a parseable answer.
+Shared by the vision judge (:class:`~visioncreator.evals.judge.vision.VisionJudge`) and, through
+the ``visioncreator.evals`` face, the plan reward of ``visioncreator.rl``. The answer's shape is a
+pydantic model; its JSON schema goes to the server as ``response_format`` (``json_schema``), so a
+server with structured output (vLLM with xgrammar, hosted APIs) can only write a parseable answer.
 
 What goes wrong, and what happens then:
 
@@ -18,43 +18,37 @@ fit the schema, a body that is not
 a chat completion
 ===================================  ==========================================  ======================
 
-Answers are cached in SQLite (:class:`JudgeCache`), keyed by the model, the prompt, the digests of
-the images and the schema: asking the same thing twice costs one request.
+Answers are cached in SQLite (:class:`~visioncreator.evals.judge.cache.JudgeCache`), keyed by the
+model, the prompt, the digests of the images and the schema: asking the same thing twice costs one
+request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import json
 import random
-import sqlite3
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from visioncreator.tool_servers.checklist_models import CheckItem
-from visioncreator.tool_servers.decode import sniff_format
+from visioncreator.evals.errors import EvalsError
+from visioncreator.evals.judge.cache import JudgeCache
+from visioncreator.evals.judge.request import JudgeAnswer, JudgeRequest
+from visioncreator.tool_servers import sniff_format
 
 __all__ = [
-    "JudgeAnswer",
-    "JudgeCache",
     "JudgeClient",
     "JudgeConnectionError",
     "JudgeError",
     "JudgeHTTPError",
     "JudgeParseError",
-    "JudgeRequest",
     "JudgeSettings",
-    "checklist_question",
     "reason_pattern",
     "yes_no_model",
 ]
@@ -65,8 +59,8 @@ _RETRYABLE = (httpx.TransportError,)  # connect/read/write errors and timeouts, 
 _MAX_RAW_CHARS = 300
 
 
-class JudgeError(RuntimeError):
-    """Base of the judge client's errors (a ``RuntimeError``: the client already retried what helps)."""
+class JudgeError(EvalsError):
+    """Base of the judge client's errors (raised after the client's own retries)."""
 
 
 class JudgeConnectionError(JudgeError):
@@ -131,31 +125,6 @@ class JudgeSettings:
             raise ValueError("timeout_s and connect_timeout_s must be positive")
 
 
-class JudgeRequest(BaseModel):
-    """One question to the judge: a system prompt, a user prompt and the images it is about."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str
-    """Name of the answer schema (``json_schema.name``)."""
-    prompt: str
-    system: str = ""
-    images: tuple[bytes, ...] = ()
-    """Image files (PNG, JPEG or WEBP), sent as data URIs after the prompt."""
-
-
-@dataclass(frozen=True)
-class JudgeAnswer(Generic[T]):
-    """A parsed answer, and whether it came from the cache."""
-
-    value: T
-    cached: bool
-    model: str
-    raw: str
-    requests: int
-    """HTTP requests this answer took (0 when cached)."""
-
-
 def reason_pattern(max_chars: int) -> str:
     """A regex for a free-text reason of at most ``max_chars`` plain characters.
 
@@ -163,102 +132,6 @@ def reason_pattern(max_chars: int) -> str:
     together with ``pattern``); without a bound a small model may write until ``max_tokens``.
     """
     return rf"^[A-Za-z0-9 ,.;:!?'()/_-]{{0,{max_chars}}}$"
-
-
-def checklist_question(item: CheckItem) -> str:
-    """A checklist item as a yes/no question about one image."""
-    subject = item.subject or "the main subject"
-    if item.check == "object":
-        return f"Is there at least one {subject}?"
-    if item.check == "count":
-        return f"Are there exactly {item.value} {subject} (count every {subject})?"
-    if item.check == "color":
-        return f"Is every {subject} {item.value}?"
-    if item.check == "position":
-        return f"Is a {subject} {(item.relation or 'next_to').replace('_', ' ')} a {item.other}?"
-    if item.check == "text":
-        return f'Does the image show the text "{item.value}", spelled exactly?'
-    if item.check == "style":
-        return f"Is the image in {str(item.value).replace('_', ' ')} style?"
-    if item.check == "absent":
-        return f"Is there no {subject} at all?"
-    if item.check == "preserved":
-        return f"Apart from what the instruction changes, is input image {item.reference} kept as it was?"
-    return f"Is the {subject} the same individual as in output image {item.reference}?"
-
-
-class JudgeCache:
-    """Judge answers in SQLite, keyed by model, prompt, image digests and schema.
-
-    Safe to share between tasks of one event loop and between processes (WAL mode). Only answers
-    that parsed are stored.
-
-    Args:
-        path: Database file (created with its folder), or ``":memory:"``.
-
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
-        with self._lock:
-            if str(path) != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, answer TEXT NOT NULL, "
-                "created REAL NOT NULL)"
-            )
-        self.hits = 0
-        self.misses = 0
-
-    @staticmethod
-    def key(model: str, request: JudgeRequest, schema: Mapping[str, Any]) -> str:
-        """The cache key of a request: a SHA-256 over model, prompts, image digests and schema."""
-        parts = {
-            "model": model,
-            "system": request.system,
-            "prompt": request.prompt,
-            "images": [hashlib.sha256(image).hexdigest() for image in request.images],
-            "name": request.name,
-            "schema": schema,
-        }
-        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-    def _get(self, key: str) -> str | None:
-        with self._lock:
-            row = self._db.execute("SELECT answer FROM answers WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def _put(self, key: str, model: str, answer: str) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO answers (key, model, answer, created) VALUES (?, ?, ?, ?)",
-                (key, model, answer, time.time()),
-            )
-
-    async def get(self, key: str) -> str | None:
-        """The stored answer text for ``key``, or ``None`` (counted as a hit or a miss)."""
-        found = await asyncio.to_thread(self._get, key)
-        if found is None:
-            self.misses += 1
-        else:
-            self.hits += 1
-        return found
-
-    async def put(self, key: str, model: str, answer: str) -> None:
-        """Store an answer that parsed."""
-        await asyncio.to_thread(self._put, key, model, answer)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
-
-    def close(self) -> None:
-        """Close the database."""
-        with self._lock:
-            self._db.close()
 
 
 def _data_uri(image: bytes) -> str:
