@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from visioncreator.evals.suite import load_suite, materialize_input
+from visioncreator.evals.suites import load_suite, materialize_input
 from visioncreator.graph import ToolClient, ToolServerSpec, build_agent, open_checkpointer, run_task
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import Task

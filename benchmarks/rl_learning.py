@@ -105,7 +105,7 @@ def step_printer(stage: str) -> Any:
 
 def train_suite(path: Path, held_out: TaskSource, n_tasks: int) -> None:
     """Single-image training tasks from other suite seeds, none equal to a held-out request."""
-    from visioncreator.evals.suite import build_synthetic_suite, load_suite, write_suite
+    from visioncreator.evals.suites import build_synthetic_suite, load_suite, write_suite
 
     if path.is_file():
         return

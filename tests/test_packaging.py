@@ -17,7 +17,7 @@ def test_core_imports_pull_in_no_heavy_extra() -> None:
         "import visioncreator.graph, visioncreator.policy, visioncreator.tool_servers, visioncreator.rl, "
         "visioncreator.evals\n"
         "import visioncreator.graph.cli, visioncreator.graph.offline, visioncreator.tool_servers.server\n"
-        "import visioncreator.tool_servers.synthetic.backend, visioncreator.evals.suite\n"
+        "import visioncreator.tool_servers.synthetic.backend, visioncreator.evals.suites\n"
         f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

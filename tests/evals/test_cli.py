@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from visioncreator.evals.results import ERRORS_FILE, RESULTS_FILE, TaskError, TaskResult
-from visioncreator.evals.suite import load_suite, write_suite
+from visioncreator.evals.suites import load_suite, write_suite
 
 WAIT_S = 120.0
 

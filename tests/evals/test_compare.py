@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.evals.test_report import render_dom
-from visioncreator.evals.compare import compare_runs
-from visioncreator.evals.report import ReportError
+from visioncreator.evals.report import ReportError, compare_runs
 from visioncreator.evals.results import ReflectionRecord, RunInfo, TaskCost, TaskResult
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore

@@ -6,9 +6,9 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from visioncreator.evals.detect_scoring import score_with_detectors
+from visioncreator.evals.scoring import score_with_detectors
 from visioncreator.evals.scoring import score_answer
-from visioncreator.evals.suite import SuiteTask
+from visioncreator.evals.suites import SuiteTask
 from visioncreator.tool_servers.schemas import ColorShare, ColorStats, ImageAnalysis, ImageLabel, Region
 from visioncreator.tool_servers.synthetic.items import CheckItem
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visioncreator.evals.loaders import detect_format, load_any_suite, load_gedit, load_geneval
-from visioncreator.evals.suite import InputImage, SuiteError
+from visioncreator.evals.suites import InputImage, SuiteError, detect_format, load_any_suite, load_gedit, load_geneval
 from visioncreator.tool_servers.synthetic.items import CheckItem
 
 GENEVAL = [

@@ -28,7 +28,7 @@ from visioncreator.evals.results import (
     TaskError,
     TaskResult,
 )
-from visioncreator.evals.suite import SuiteTask, load_suite
+from visioncreator.evals.suites import SuiteTask, load_suite
 from visioncreator.graph import build_agent, run_task
 from visioncreator.graph.offline import expert_policy
 from visioncreator.graph.trajectory import build_trajectory

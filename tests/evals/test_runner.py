@@ -13,7 +13,7 @@ from langchain_core.runnables import RunnableConfig
 from visioncreator.evals import EvalSettingsError
 from visioncreator.evals.results import ERRORS_FILE, RESULTS_FILE, RUN_FILE, RunInfo, TaskError, read_results
 from visioncreator.evals.runner import EvalSettings, run_eval, task_cost, thread_id
-from visioncreator.evals.suite import load_suite, write_suite
+from visioncreator.evals.suites import load_suite, write_suite
 from visioncreator.graph.builder import build_agent
 from visioncreator.graph.client import ToolClient, ToolServerSpec
 from visioncreator.graph.config import AgentConfig

@@ -10,18 +10,17 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from visioncreator.evals.suite import (
+from visioncreator.evals.suites import (
     InputImage,
     SuiteError,
     SuiteTask,
+    build_synthetic_suite,
     input_scene,
     load_suite,
     load_suite_checked,
     materialize_input,
     write_suite,
 )
-from visioncreator.evals.suite import build_synthetic_suite as build_via_suite
-from visioncreator.evals.synthetic_suite import build_synthetic_suite
 from visioncreator.tool_servers.scene import GroundTruth, Scene
 from visioncreator.tool_servers.store import TRUTH_KEY, ImageStore
 from visioncreator.tool_servers.synthetic.items import CheckItem
@@ -64,8 +63,6 @@ async def test_shipped_suite_is_exactly_what_the_builder_makes(tmp_path: Path) -
     shipped = files("visioncreator.evals").joinpath("data", "synthetic.jsonl").read_bytes()
     write_suite(await build_synthetic_suite(), tmp_path / "built.jsonl")
     assert (tmp_path / "built.jsonl").read_bytes() == shipped
-    # The old import path is the same builder.
-    assert await build_via_suite(per_split=2, seed=3) == await build_synthetic_suite(per_split=2, seed=3)
 
 
 async def test_multi_tasks_ask_consistency_of_the_shared_subject_only() -> None:

@@ -246,7 +246,7 @@ async def test_tool_seed_varies_the_synthetic_tools_and_zero_changes_nothing(tmp
 
 
 def test_img2img_suite_tasks_become_rendered_inputs() -> None:
-    from visioncreator.evals.suite import InputImage, SuiteTask, load_suite
+    from visioncreator.evals.suites import InputImage, SuiteTask, load_suite
     from visioncreator.rl.records import as_collect_task
 
     edits = [t for t in load_suite() if t.split == "img2img"]

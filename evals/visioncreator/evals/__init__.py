@@ -5,7 +5,6 @@
 and the comparison of two run folders. Heavy packages (matplotlib, the detectors) load lazily.
 """
 
-from visioncreator.evals.compare import compare_runs
 from visioncreator.evals.errors import EvalsError, EvalSettingsError
 from visioncreator.evals.judge import (
     JudgeAnswer,
@@ -22,12 +21,26 @@ from visioncreator.evals.judge import (
     reason_pattern,
     yes_no_model,
 )
-from visioncreator.evals.loaders import load_any_suite, load_gedit, load_geneval
 from visioncreator.evals.reflection import classify_reflections, reflection_distribution
-from visioncreator.evals.report import ReportError, Summary, summarize, write_report
+from visioncreator.evals.report import ReportError, Summary, compare_runs, summarize, write_report
 from visioncreator.evals.results import JudgeScore, ReflectionRecord, RunInfo, TaskCost, TaskError, TaskResult
 from visioncreator.evals.runner import EvalOutcome, EvalSettings, run_eval
-from visioncreator.evals.suite import InputImage, SuiteError, SuiteLoad, SuiteTask, load_suite, load_suite_checked
+from visioncreator.evals.suites import (
+    InputImage,
+    SuiteError,
+    SuiteLoad,
+    SuiteTask,
+    build_synthetic_suite,
+    by_split,
+    input_scene,
+    load_any_suite,
+    load_gedit,
+    load_geneval,
+    load_suite,
+    load_suite_checked,
+    materialize_input,
+    write_suite,
+)
 
 __all__ = [
     "EvalOutcome",
@@ -56,18 +69,23 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "VisionJudge",
+    "build_synthetic_suite",
+    "by_split",
     "checklist_question",
     "classify_reflections",
     "compare_runs",
+    "input_scene",
     "load_any_suite",
     "load_gedit",
     "load_geneval",
     "load_suite",
     "load_suite_checked",
+    "materialize_input",
     "reason_pattern",
     "reflection_distribution",
     "run_eval",
     "summarize",
     "write_report",
+    "write_suite",
     "yes_no_model",
 ]

@@ -155,7 +155,7 @@ def _compare(argv: Sequence[str]) -> int:
     for run in (args.run_a, args.run_b):
         if not run.is_dir():
             parser.error(f"{run} is not a run folder")
-    from visioncreator.evals.compare import compare_runs
+    from visioncreator.evals.report import compare_runs
 
     shown = compare_runs(args.run_a, args.run_b, out=args.out)
     print(shown)

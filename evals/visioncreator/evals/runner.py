@@ -37,7 +37,7 @@ from visioncreator.evals.results import (
     read_results,
 )
 from visioncreator.evals.scoring import Judge, count_faults, score_answer
-from visioncreator.evals.suite import SuiteTask, load_suite_checked, materialize_input
+from visioncreator.evals.suites import SuiteTask, load_suite_checked, materialize_input
 from visioncreator.graph import (
     AgentConfig,
     ToolClient,

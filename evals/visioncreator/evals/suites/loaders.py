@@ -1,7 +1,7 @@
 """Loaders for suites in other benchmarks' formats: GenEval metadata and GEdit-Bench.
 
-Both turn a user's file into :class:`~visioncreator.evals.suite.SuiteTask` records, with the same
-error handling as our own JSONL (:func:`~visioncreator.evals.suite.load_suite_checked`): an entry
+Both turn a user's file into :class:`~visioncreator.evals.suites.SuiteTask` records, with the same
+error handling as our own JSONL (:func:`~visioncreator.evals.suites.load_suite_checked`): an entry
 that cannot become a task is a ``TaskError`` that names its line (or, in a JSON array, its entry),
 and the others load. :func:`load_any_suite` picks the loader from the file's content.
 
@@ -43,7 +43,8 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visioncreator.evals.results import TaskError
-from visioncreator.evals.suite import InputImage, SuiteError, SuiteLoad, SuiteTask, load_suite_checked
+from visioncreator.evals.suites.jsonl import load_suite_checked
+from visioncreator.evals.suites.model import InputImage, SuiteError, SuiteLoad, SuiteTask
 from visioncreator.tool_servers.synthetic import RELATIONS, CheckItem, Relation
 
 __all__ = ["SuiteFormat", "detect_format", "geneval_task", "load_any_suite", "load_gedit", "load_geneval"]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from visioncreator.evals.report import CATEGORIES, SplitSummary, Summary, ordered_splits
+from visioncreator.evals.report.summary import CATEGORIES, SplitSummary, Summary, ordered_splits
 from visioncreator.evals.results import TaskResult
 
 if TYPE_CHECKING:

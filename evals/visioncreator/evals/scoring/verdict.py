@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.evals.results import JudgeScore
-from visioncreator.evals.suite import SuiteTask
+from visioncreator.evals.suites import SuiteTask
 from visioncreator.policy import parse_turn
 from visioncreator.tool_servers.synthetic import CheckItem, CheckResult, GroundTruth, Scene, verify
 
@@ -181,7 +181,7 @@ async def score_answer(
 
 async def _detected(task: SuiteTask, answer: Sequence[str], read_image: ImageReader) -> Verdict:
     """The detectors' verdict; items they cannot check are kept but left out of the score."""
-    from visioncreator.evals.detect_scoring import score_with_detectors
+    from visioncreator.evals.scoring.detectors import score_with_detectors
     from visioncreator.tool_servers import decode_image
 
     images = [decode_image(await read_image(h), max_bytes=MAX_IMAGE_BYTES, max_pixels=MAX_IMAGE_PIXELS) for h in answer]

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from visioncreator.evals.html import (
+from visioncreator.evals.report.html import (
     card_attrs,
     cost_html,
     esc,
@@ -18,13 +18,11 @@ from visioncreator.evals.html import (
     page,
     task_sort_key,
 )
-from visioncreator.evals.report import (
+from visioncreator.evals.report.images import THUMBS_DIR, ImageRef, image_refs
+from visioncreator.evals.report.summary import (
     CATEGORIES,
-    THUMBS_DIR,
-    ImageRef,
     SplitSummary,
     Summary,
-    image_refs,
     ordered_splits,
     read_errors,
     read_run,

@@ -1,14 +1,11 @@
-"""The report of an eval run: ``summary.json`` (numbers per split) and ``report.html`` (tables, plots, images).
+"""The numbers of an eval run: :func:`summarize` reads a run folder into a :class:`Summary` per split.
 
-``summarize`` reads a run folder (see ``visioncreator.evals.results``) and computes a ``Summary``;
-``write_report`` writes ``summary.json``, ``plots/*.png``, ``thumbs/*.png`` and ``report.html``. The
-page refers to the run's images by paths relative to the run folder and embeds its plots as data
-URIs, so it works opened from disk and after the folder is moved.
+A run folder is described in ``visioncreator.evals.results``; :func:`~visioncreator.evals.report.write.write_report`
+turns the summary into ``summary.json`` and ``report.html``.
 """
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -26,40 +23,29 @@ from visioncreator.evals.results import (
     TaskResult,
     read_results,
 )
-from visioncreator.tool_servers import ImageStore, ToolServerError
 
 __all__ = [
-    "REPORT_FILE",
+    "CATEGORIES",
     "SPLIT_ORDER",
-    "SUMMARY_FILE",
     "CostFigures",
     "CostSummary",
     "FaultSummary",
-    "ImageRef",
     "JudgeSummary",
     "ReflectionSummary",
     "ReportError",
     "SplitSummary",
     "Summary",
-    "image_refs",
+    "existing_run_dir",
     "ordered_splits",
     "read_errors",
     "read_run",
     "read_task_results",
     "summarize",
     "summarize_results",
-    "write_report",
 ]
 
-SUMMARY_FILE = "summary.json"
-REPORT_FILE = "report.html"
-PLOTS_DIR = "plots"
-THUMBS_DIR = "thumbs"
-STORE_DIR = "store"
 SPLIT_ORDER = ("single", "multi", "img2img")
 """Splits in the order every table lists them; other split names follow alphabetically."""
-THUMB_SIZE = 192
-"""Longest side of a thumbnail, in pixels."""
 CATEGORIES: tuple[ReflectionCategory, ...] = ("good", "under", "over", "unknown")
 
 
@@ -257,7 +243,13 @@ def summarize_results(
     )
 
 
-def _run_dir(run_dir: str | Path) -> Path:
+def existing_run_dir(run_dir: str | Path) -> Path:
+    """``run_dir`` as a path, checked to be a folder.
+
+    Raises:
+        ReportError: It does not exist or is not a folder.
+
+    """
     path = Path(run_dir)
     if not path.is_dir():
         raise ReportError(f"run folder {str(path)!r} does not exist or is not a folder")
@@ -271,7 +263,7 @@ def read_run(run_dir: str | Path) -> RunInfo | None:
         ReportError: ``run.json`` does not parse.
 
     """
-    path = _run_dir(run_dir) / RUN_FILE
+    path = existing_run_dir(run_dir) / RUN_FILE
     if not path.exists():
         return None
     try:
@@ -287,7 +279,7 @@ def read_errors(run_dir: str | Path) -> list[TaskError]:
         ReportError: A line does not parse; the message names it.
 
     """
-    path = _run_dir(run_dir) / ERRORS_FILE
+    path = existing_run_dir(run_dir) / ERRORS_FILE
     if not path.exists():
         return []
     errors = []
@@ -308,7 +300,7 @@ def read_task_results(run_dir: str | Path) -> list[TaskResult]:
 
     """
     try:
-        return read_results(_run_dir(run_dir))
+        return read_results(existing_run_dir(run_dir))
     except ValidationError as exc:
         raise ReportError(f"{Path(run_dir) / 'results.jsonl'}: a line is not a TaskResult record: {exc}") from exc
     except ValueError as exc:  # not JSON at all
@@ -323,99 +315,3 @@ def summarize(run_dir: str | Path) -> Summary:
 
     """
     return summarize_results(read_task_results(run_dir), errors=read_errors(run_dir), run=read_run(run_dir))
-
-
-class ImageRef(_Model):
-    """Where the report finds one image, as paths relative to the page (``None``: not on disk)."""
-
-    handle: str
-    full: str | None = None
-    thumb: str | None = None
-
-
-def _relative(path: Path, base: Path) -> str:
-    try:
-        return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
-    except ValueError:  # another drive (Windows): only an absolute URI reaches it
-        return path.resolve().as_uri()
-
-
-def image_refs(
-    run_dir: str | Path,
-    handles: Iterable[str],
-    *,
-    page_dir: str | Path | None = None,
-    thumbs_dir: str | Path | None = None,
-) -> dict[str, ImageRef]:
-    """Locate (and thumbnail, once) the stored images of a run.
-
-    Args:
-        run_dir: The run folder; its images are under ``store/``.
-        handles: The image handles wanted.
-        page_dir: Folder of the page that shows them (default ``run_dir``): paths are relative to it.
-        thumbs_dir: Where thumbnails go (default ``run_dir/thumbs``); an existing one is reused.
-
-    Returns:
-        Handle -> its paths; both ``None`` for a handle the store does not hold.
-
-    """
-    run = Path(run_dir)
-    page = Path(page_dir) if page_dir is not None else run
-    thumbs = Path(thumbs_dir) if thumbs_dir is not None else run / THUMBS_DIR
-    store = ImageStore(run / STORE_DIR) if (run / STORE_DIR).is_dir() else None
-    refs: dict[str, ImageRef] = {}
-    for handle in dict.fromkeys(handles):
-        ref = ImageRef(handle=handle)
-        try:
-            path = store.path_of(handle) if store is not None else None
-        except ToolServerError:  # a malformed handle in a record: show it as missing
-            path = None
-        if store is not None and path is not None and path.is_file():
-            ref.full = _relative(path, page)
-            thumb = thumbs / f"{handle}.png"
-            if not thumb.exists():
-                _make_thumbnail(store, handle, thumb)
-            ref.thumb = _relative(thumb, page) if thumb.exists() else ref.full
-        refs[handle] = ref
-    return refs
-
-
-def _make_thumbnail(store: ImageStore, handle: str, out: Path) -> None:
-    try:
-        _, image = store.load(handle)
-    except ToolServerError:  # a damaged store file: the page links the original, which shows as broken
-        return
-    image.thumbnail((THUMB_SIZE, THUMB_SIZE))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp")  # two reports of one run may race
-    image.save(tmp, format="PNG")
-    tmp.replace(out)
-
-
-def write_report(run_dir: str | Path) -> Path:
-    """Write ``summary.json``, ``plots/``, ``thumbs/`` and ``report.html`` into a run folder.
-
-    Args:
-        run_dir: A run folder written by ``visioncreator eval``.
-
-    Returns:
-        The path of ``report.html``.
-
-    Raises:
-        ReportError: The folder is missing or one of its records does not parse.
-
-    """
-    from visioncreator.evals.html import render_report
-    from visioncreator.evals.plots import write_plots
-
-    run = _run_dir(run_dir)
-    results = read_task_results(run)
-    errors = read_errors(run)
-    summary = summarize_results(results, errors=errors, run=read_run(run))
-    (run / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n")
-    plots = write_plots(summary, results, run / PLOTS_DIR)
-    handles = [h for r in results for h in (*r.inputs, *r.answer, *(x.image for x in r.reflections if x.image))]
-    page = render_report(summary, results, errors, refs=image_refs(run, handles), plots=plots)
-    out = run / REPORT_FILE
-    out.write_text(page)
-    return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import random
 
-from visioncreator.evals.suite import InputImage, SuiteTask, input_scene
+from visioncreator.evals.suites.inputs import input_scene
+from visioncreator.evals.suites.model import InputImage, SuiteTask
 from visioncreator.tool_servers.synthetic import (
     STYLES,
     CheckItem,
