@@ -21,7 +21,7 @@ from visioncreator.evals.report import write_report
 from visioncreator.evals.results import TaskResult, read_results
 from visioncreator.evals.runner import EvalSettings, run_eval
 from visioncreator.graph.config import AgentConfig
-from visioncreator.policy.expert import ExpertConfig
+from visioncreator.policy import ExpertConfig
 
 SPLITS = ("single", "multi", "img2img", "all")
 

@@ -28,7 +28,7 @@ from tests.graph.conftest import make_client, run
 from tests.vllm.conftest import ConstrainedPolicy, policy_settings, running_server, scrape
 
 from visioncreator.policy import PolicyRequest, PolicyTurn, Task
-from visioncreator.policy.vllm_server import VLLMServer
+from visioncreator.policy.vllm import VLLMServer
 
 QUERIES, HITS = "vllm:prefix_cache_queries_total", "vllm:prefix_cache_hits_total"
 

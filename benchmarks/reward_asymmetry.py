@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from visioncreator.graph.offline import expert_policy
-from visioncreator.policy.expert import ExpertConfig
+from visioncreator.policy import ExpertConfig
 from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
 from visioncreator.rl.records import TrajectoryRecord
 

@@ -6,8 +6,7 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from visioncreator.evals.scoring import score_with_detectors
-from visioncreator.evals.scoring import score_answer
+from visioncreator.evals.scoring import score_answer, score_with_detectors
 from visioncreator.evals.suites import SuiteTask
 from visioncreator.tool_servers.schemas import ColorShare, ColorStats, ImageAnalysis, ImageLabel, Region
 from visioncreator.tool_servers.synthetic.items import CheckItem

@@ -6,15 +6,16 @@ from typing import Any
 
 import pytest
 
+from tests.records import trajectory, turn_record
 from visioncreator.evals.reflection import (
     classify_reflections,
     reflection_distribution,
     unreflected_images,
 )
 from visioncreator.evals.results import TaskResult
-from visioncreator.policy.format import write_reflect, write_think, write_turn
-from visioncreator.policy.types import Reflection
-from visioncreator.tool_servers.scene import Fault, GroundTruth, Scene
+from visioncreator.graph import TurnRecord
+from visioncreator.policy import Reflection, write_reflect, write_think, write_turn
+from visioncreator.tool_servers.synthetic import Fault, GroundTruth, Scene
 
 CLEAN, FAULTY, NO_TRUTH = "img_clean", "img_faulty", "img_unknown"
 
@@ -28,9 +29,9 @@ def _truths() -> dict[str, Any]:
     }
 
 
-def _turn(index: int, *reflections: Reflection) -> dict[str, Any]:
+def _turn(index: int, *reflections: Reflection) -> TurnRecord:
     text = write_turn(*(write_reflect(r) for r in reflections)) if reflections else write_turn(write_think("hm"))
-    return {"index": index, "node": "reflect", "text": text}
+    return turn_record(index, "reflect", text)
 
 
 @pytest.mark.parametrize(
@@ -49,7 +50,7 @@ def _turn(index: int, *reflections: Reflection) -> dict[str, Any]:
     ],
 )
 def test_each_verdict_gets_its_category(reflection: Reflection, category: str) -> None:
-    (record,) = classify_reflections([_turn(3, reflection)], _truths())
+    (record,) = classify_reflections(trajectory([_turn(3, reflection)], truths=_truths()))
     assert record.category == category
     assert record.turn == 3
     assert record.image == reflection.image
@@ -65,19 +66,19 @@ def test_a_text_fault_is_named_by_mentioning_the_text() -> None:
     truths = {"img_t": GroundTruth(scene=scene, tool="text_to_image", faults=(typo,)).model_dump(mode="json")}
     named = Reflection(verdict="redo", faults=("wrong text: SALF, expected 'SALE'",), image="img_t")
     vague = Reflection(verdict="redo", faults=("looks odd",), image="img_t")
-    records = classify_reflections([_turn(0, named, vague)], truths)
+    records = classify_reflections(trajectory([_turn(0, named, vague)], truths=truths))
     assert [r.category for r in records] == ["good", "under"]
 
 
 def test_reflections_without_an_image_and_turns_without_reflections_are_not_verdicts() -> None:
     tool_error = Reflection(verdict="redo", faults=("tool error: timed out",))
     turns = [_turn(0), _turn(1, tool_error), _turn(2, Reflection(verdict="accept", image=CLEAN))]
-    records = classify_reflections(turns, _truths())
+    records = classify_reflections(trajectory(turns, truths=_truths()))
     assert [(r.turn, r.category) for r in records] == [(2, "good")]
 
 
 def _call(handle: str, *, by: str = "policy", ok: bool = True, name: str = "text_to_image") -> dict[str, Any]:
-    return {"by": by, "ok": ok, "name": name, "handle": handle}
+    return {"id": handle, "batch": 1, "turn": 0, "by": by, "ok": ok, "name": name, "handle": handle if ok else None}
 
 
 def test_images_nobody_reflected_on_are_counted_apart() -> None:
@@ -89,9 +90,10 @@ def test_images_nobody_reflected_on_are_counted_apart() -> None:
         _call("img_failed", ok=False),
     ]
     truths = {**_truths(), "img_other_faulty": _truths()[FAULTY]}
-    judged = classify_reflections([_turn(0, Reflection(verdict="accept", image=CLEAN))], truths)
-    assert unreflected_images(calls, judged, truths) == (2, 2)
-    assert unreflected_images(calls, [], truths) == (3, 2)
+    made = trajectory([_turn(0, Reflection(verdict="accept", image=CLEAN))], calls, truths=truths)
+    judged = classify_reflections(made)
+    assert unreflected_images(made, judged) == (2, 2)
+    assert unreflected_images(made, []) == (3, 2)
 
 
 def _result(task_id: str, split: str, categories: list[str], unreflected: int = 0) -> TaskResult:
@@ -107,7 +109,8 @@ def _result(task_id: str, split: str, categories: list[str], unreflected: int = 
         turns.append(_turn(k, reflection))
     return TaskResult(
         id=task_id, split=split, request="r", success=True, checklist_score=1.0,
-        reflections=classify_reflections(turns, truths), unreflected=unreflected, unreflected_faulty=unreflected,
+        reflections=classify_reflections(trajectory(turns, truths=truths)), unreflected=unreflected,
+        unreflected_faulty=unreflected,
     )  # fmt: skip
 
 

@@ -31,7 +31,6 @@ from visioncreator.evals.results import (
 from visioncreator.evals.suites import SuiteTask, load_suite
 from visioncreator.graph import build_agent, run_task
 from visioncreator.graph.offline import expert_policy
-from visioncreator.graph.trajectory import build_trajectory
 from visioncreator.policy import Task
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
@@ -117,28 +116,27 @@ async def _run_tasks(tasks: list[SuiteTask], run: Path) -> None:
             )  # fmt: skip
             with anyio.fail_after(60):
                 done = await run_task(agent, request, seed=index, thread_id=task.id)
-            state = done.state
-            calls = state["tool_calls"]
-            truths = {h: t.model_dump(mode="json") for h in {c["handle"] for c in calls if c.get("handle")}
+            calls = done.trajectory.tool_calls
+            truths = {h: t.model_dump(mode="json") for h in {c.handle for c in calls if c.handle}
                       if (t := store.truth(h)) is not None}  # fmt: skip
-            answer = list(state.get("answer") or [])
+            trajectory = done.trajectory.model_copy(update={"truths": truths})
+            answer = trajectory.answer
             scenes = [t.scene for h in answer if (t := store.truth(h)) is not None]
             items = verify(task.checklist, scenes, [s for _, s in inputs]) if len(scenes) == len(answer) else []
-            made = [c for c in calls if c.get("by") == "policy" and c.get("ok") and c["name"] in IMAGE_TOOLS]
-            reflections = classify_reflections(state["turns"], truths)
-            trajectory = build_trajectory(state, thread_id=task.id, wall_s=done.wall_s, truths=truths)
+            made = trajectory.images_made(by="policy")
+            reflections = classify_reflections(trajectory)
             (run / "trajectories" / f"{task.id}.json").write_text(trajectory.model_dump_json())
             result = TaskResult(
                 id=task.id, split=task.split, request=task.request,
                 success=len(answer) == task.n_images and bool(items) and all(i.passed for i in items),
                 checklist_score=sum(i.passed for i in items) / len(task.checklist) if items else 0.0,
-                items=items, answer=answer, inputs=[h for h, _ in inputs], termination=str(state["termination"]),
-                plan=state.get("plan"), reflections=reflections,
+                items=items, answer=answer, inputs=[h for h, _ in inputs], termination=trajectory.termination,
+                plan=trajectory.plan, reflections=reflections,
                 cost=TaskCost(
-                    policy_calls=len(state["turns"]), tool_calls=len(calls),
-                    generator_s=sum(float(c.get("latency_s", 0)) for c in made), wall_s=done.wall_s,
+                    policy_calls=len(trajectory.turns), tool_calls=len(calls),
+                    generator_s=sum(c.latency_s for c in made), wall_s=done.wall_s,
                 ),
-                faults_injected=sum(1 for c in made if truths.get(c["handle"], {}).get("faults")),
+                faults_injected=sum(1 for c in made if truths.get(c.handle or "", {}).get("faults")),
                 faults_caught=sum(1 for r in reflections if r.faults_true and r.verdict != "accept"),
                 faulty_answers=sum(1 for h in answer if truths.get(h, {}).get("faults")),
                 trajectory=f"trajectories/{task.id}.json",
@@ -261,11 +259,11 @@ def test_bad_run_folders_give_errors_that_name_the_problem(tmp_path: Path) -> No
     with pytest.raises(ReportError, match="does not exist"):
         summarize(tmp_path / "nowhere")
     (tmp_path / "errors.jsonl").write_text(TaskError(stage="run", message="x").model_dump_json() + "\n{oops\n")
-    with pytest.raises(ReportError, match=r"errors\.jsonl, line 2"):
+    with pytest.raises(ReportError, match=r"errors\.jsonl: line 2 is not a TaskError"):
         summarize(tmp_path)
     (tmp_path / "errors.jsonl").unlink()
     (tmp_path / "results.jsonl").write_text('{"id": "a"}\n')
-    with pytest.raises(ReportError, match=r"results\.jsonl"):
+    with pytest.raises(ReportError, match=r"results\.jsonl: line 1 is not a TaskResult"):
         summarize(tmp_path)
 
 

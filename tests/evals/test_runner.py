@@ -10,19 +10,24 @@ from pathlib import Path
 import pytest
 from langchain_core.runnables import RunnableConfig
 
-from visioncreator.evals import EvalSettingsError
+from visioncreator.evals import EvalSettings, EvalSettingsError, load_suite, run_eval, write_suite
 from visioncreator.evals.results import ERRORS_FILE, RESULTS_FILE, RUN_FILE, RunInfo, TaskError, read_results
-from visioncreator.evals.runner import EvalSettings, run_eval, task_cost, thread_id
-from visioncreator.evals.suites import load_suite, write_suite
-from visioncreator.graph.builder import build_agent
-from visioncreator.graph.client import ToolClient, ToolServerSpec
-from visioncreator.graph.config import AgentConfig
-from visioncreator.graph.offline import expert_policy
-from visioncreator.graph.runner import open_checkpointer
-from visioncreator.graph.state import AgentInput
-from visioncreator.graph.trajectory import Timings, Trajectory
-from visioncreator.policy.expert import ExpertConfig
-from visioncreator.policy.types import Task
+from visioncreator.evals.runner import task_cost
+from visioncreator.graph import (
+    AgentConfig,
+    AgentInput,
+    Timings,
+    ToolCallRecord,
+    ToolClient,
+    ToolServerSpec,
+    Trajectory,
+    TurnRecord,
+    build_agent,
+    expert_policy,
+    open_checkpointer,
+    thread_id_for,
+)
+from visioncreator.policy import ExpertConfig, Task
 
 TIMEOUT_S = 120
 
@@ -98,7 +103,8 @@ async def test_a_task_stopped_mid_trajectory_resumes_without_redoing_finished_to
     # The first part of the run, as a killed process leaves it: checkpoints up to the first images.
     spec = ToolServerSpec.synthetic(store=str(settings.out / "store"), extra_args=("--backend", "synthetic"))
     agent_task = Task(request=task.request, n_images=task.n_images, split=task.split, id=task.id)
-    config: RunnableConfig = {"configurable": {"thread_id": thread_id(task.id, settings.seed)}, "recursion_limit": 100}
+    tid = thread_id_for(agent_task, settings.seed)  # the thread the run will resume
+    config: RunnableConfig = {"configurable": {"thread_id": tid}, "recursion_limit": 100}
     async with (
         asyncio.timeout(TIMEOUT_S),
         ToolClient(spec=spec) as tools,
@@ -113,7 +119,7 @@ async def test_a_task_stopped_mid_trajectory_resumes_without_redoing_finished_to
                     break
         snapshot = await agent.aget_state(config)
     assert snapshot.next, "the partial run must stop before the end"
-    done_calls = [(c["id"], c["started_at"]) for c in snapshot.values["tool_calls"]]
+    done_calls = [(c.id, c.started_at) for c in snapshot.values["tool_calls"]]
     assert done_calls
 
     async with asyncio.timeout(TIMEOUT_S):
@@ -122,7 +128,7 @@ async def test_a_task_stopped_mid_trajectory_resumes_without_redoing_finished_to
     (result,) = read_results(settings.out)
     trajectory = Trajectory.model_validate_json((settings.out / result.trajectory).read_text())
     assert trajectory.config["resumed"] is True
-    final_calls = [(c["id"], c["started_at"]) for c in trajectory.tool_calls]
+    final_calls = [(c.id, c.started_at) for c in trajectory.tool_calls]
     assert final_calls[: len(done_calls)] == done_calls  # the same records: not made again
     assert len({i for i, _ in final_calls}) == len(final_calls)
     assert len(result.answer) == task.n_images
@@ -155,24 +161,26 @@ def test_bad_settings_are_named(tmp_path: Path, kwargs: dict[str, object], messa
 
 def test_cost_counts_tokens_tool_calls_and_generator_time() -> None:
     turns = [
-        {"index": 0, "node": "plan", "latency_s": 0.5, "prompt_token_ids": [1, 2, 3], "completion_token_ids": [4, 5]},
-        {"index": 1, "node": "act", "latency_s": 0.25, "prompt_token_ids": None, "completion_token_ids": None},
+        TurnRecord(
+            index=0, node="plan", text="", latency_s=0.5, prompt_token_ids=(1, 2, 3), completion_token_ids=(4, 5)
+        ),
+        TurnRecord(index=1, node="act", text="", latency_s=0.25),
     ]
     calls = [
-        {"name": "text_to_image", "latency_s": 2.0},
-        {"name": "inspect_image", "latency_s": 0.5},
-        {"name": "edit_image", "latency_s": 1.0},
+        ToolCallRecord(id=name, batch=1, turn=1, by=by, name=name, ok=True, handle=f"img_{k}", latency_s=latency)
+        for k, (name, by, latency) in enumerate(
+            [("text_to_image", "policy", 2.0), ("inspect_image", "graph", 0.5), ("edit_image", "policy", 1.0)]
+        )
     ]
     trajectory = Trajectory(
-        thread_id="t", seed=0, task={}, messages=[], turns=turns, tool_calls=calls, answer=[], termination="answered",
-        timings=Timings(wall_s=9.0, policy_s=0.75, tools_s=3.5),
+        thread_id="t", seed=0, task=Task(request="x"), messages=[], turns=turns, tool_calls=calls, answer=[],
+        termination="answered", timings=Timings(wall_s=9.0, policy_s=0.75, tools_s=3.5),
     )  # fmt: skip
     cost = task_cost(trajectory)
     assert cost.model_dump() == {
         "policy_calls": 2, "prompt_tokens": 3, "completion_tokens": 2, "tool_calls": 3, "generator_s": 3.0,
         "policy_s": 0.75, "wall_s": 9.0,
     }  # fmt: skip
-    assert task_cost(trajectory, wall_s=1.5).wall_s == 1.5
 
 
 async def test_expert_does_not_redo_clean_panels_over_a_secondary_object_of_another_colour(tmp_path: Path) -> None:

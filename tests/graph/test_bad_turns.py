@@ -90,7 +90,7 @@ async def test_junk_turn_becomes_an_error_observation(tmp_path: Path) -> None:
     assert "<error>" in error.content
     codes = {e["code"] for e in json.loads(error.content.removeprefix("<error>").removesuffix("</error>"))["errors"]}
     assert "bad_json" in codes
-    assert result.state["turns"][0]["errors"]
+    assert result.state["turns"][0].errors
     assert result.state["termination"] == "answered"
 
 
@@ -115,9 +115,9 @@ async def test_redo_budget_refuses_extra_redos(tmp_path: Path) -> None:
     async with make_client(tmp_path / "store") as tools:
         with anyio.fail_after(60):
             result = await run(tools, Task(request="a cat"), policy=policy, config=config)
-    made = [c for c in result.state["tool_calls"] if c["name"] == "text_to_image"]
+    made = [c for c in result.state["tool_calls"] if c.name == "text_to_image"]
     assert len(made) == 3  # the first call and two redos
-    assert any("redo budget of 2" in m["content"] for m in result.state["messages"] if m["role"] == "user")
+    assert any("redo budget of 2" in m.content for m in result.state["messages"] if m.role == "user")
 
 
 class Parent(TypedDict, total=False):

@@ -51,7 +51,7 @@ async def _test_single_task_answers_with_a_verified_image(tools: ToolClient, tmp
     state = result.state
     assert state["termination"] == "answered"
     assert len(state["answer"]) == 1
-    nodes = [t["node"] for t in state["turns"]]
+    nodes = [t.node for t in state["turns"]]
     assert nodes[:3] == ["plan", "act", "reflect"]
     scene = truth_of(tmp_path / "store", state["answer"][0]).scene
     assert all(r.passed for r in verify(checklist_for_spec(parse_prompt(request)), [scene]))
@@ -77,10 +77,10 @@ async def _test_multi_task_keeps_identity_through_references(tools: ToolClient, 
         next(o.identity for o in truth_of(tmp_path / "store", h).scene.objects if o.kind == "dog") for h in answer
     }
     assert len(identities) == 1
-    names = [c["name"] for c in result.state["tool_calls"] if c["by"] == "policy"]
+    names = [c.name for c in result.state["tool_calls"] if c.by == "policy"]
     assert names.count("reference_to_image") == 2
     # Panels 2 and 3 ran in one batch, in parallel.
-    batches = {c["batch"] for c in result.state["tool_calls"] if c["name"] == "reference_to_image"}
+    batches = {c.batch for c in result.state["tool_calls"] if c.name == "reference_to_image"}
     assert len(batches) == 1
 
 
@@ -104,8 +104,8 @@ async def _test_img2img_edits_the_input(tools: ToolClient, tmp_path: Path) -> No
     assert {o.color for o in scene.objects if o.kind == "car"} == {"blue"}
     assert any(o.kind == "bench" and o.color == "green" for o in scene.objects)
     # The input image was inspected for the policy before it planned.
-    first_tool_message = next(m for m in result.state["messages"] if m["role"] == "tool")
-    assert source in first_tool_message["content"]
+    first_tool_message = next(m for m in result.state["messages"] if m.role == "tool")
+    assert source in first_tool_message.content
 
 
 async def test_reflection_catches_injected_faults(tmp_path: Path) -> None:
@@ -119,9 +119,9 @@ async def test_reflection_catches_injected_faults(tmp_path: Path) -> None:
     faulty_calls = redo_turns = 0
     for result in outcomes:
         for call in result.state["tool_calls"]:
-            if call["by"] == "policy" and call["ok"]:
-                faulty_calls += bool(truth_of(tmp_path / "store", call["handle"]).faults)
-        redo_turns += sum('"verdict":"redo"' in t["text"] for t in result.state["turns"])
+            if call.by == "policy" and call.ok:
+                faulty_calls += bool(truth_of(tmp_path / "store", call.handle).faults)
+        redo_turns += sum('"verdict":"redo"' in t.text for t in result.state["turns"])
     assert faulty_calls > 0
     assert redo_turns >= faulty_calls - len(outcomes)  # every fault but a budget-capped last one is redone
 
@@ -134,9 +134,9 @@ async def test_reflection_off_skips_the_reflect_node(tmp_path: Path) -> None:
 async def _test_reflection_off_skips_the_reflect_node(tools: ToolClient) -> None:
     with anyio.fail_after(60):
         result = await run(tools, Task(request="a cat"), config=AgentConfig(reflect=False))
-    assert "reflect" not in [t["node"] for t in result.state["turns"]]
+    assert "reflect" not in [t.node for t in result.state["turns"]]
     assert result.state["termination"] == "answered"
-    assert not any(c["name"] == "inspect_image" for c in result.state["tool_calls"])
+    assert not any(c.name == "inspect_image" for c in result.state["tool_calls"])
 
 
 async def test_same_seed_same_trajectory(tmp_path: Path) -> None:
@@ -145,10 +145,8 @@ async def test_same_seed_same_trajectory(tmp_path: Path) -> None:
             task = Task(request="Two images of the same white cat: a white cat above a bench; a white cat", n_images=2,
                         split="multi")  # fmt: skip
             result = await run(tools, task, seed=7)
-        calls = [
-            (c["name"], json.dumps(c["arguments"], sort_keys=True), c["handle"]) for c in result.state["tool_calls"]
-        ]
-        return result.state["answer"], [t["text"] for t in result.state["turns"]], calls
+        calls = [(c.name, json.dumps(c.arguments, sort_keys=True), c.handle) for c in result.state["tool_calls"]]
+        return result.state["answer"], [t.text for t in result.state["turns"]], calls
 
     first = await once(tmp_path / "a")
     second = await once(tmp_path / "b")

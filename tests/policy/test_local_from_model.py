@@ -8,9 +8,14 @@ from typing import Any
 import anyio
 import pytest
 
-from visioncreator.policy import Message, PolicyRequest
-from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
-from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
+from visioncreator.policy import (
+    LocalPolicySettings,
+    Message,
+    PolicyRequest,
+    TransformersPolicy,
+    build_tiny_lm,
+    corpus_tools,
+)
 from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")

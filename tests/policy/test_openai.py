@@ -49,7 +49,7 @@ from visioncreator.policy import (
     write_tool_call,
     write_turn,
 )
-from visioncreator.policy.openai_messages import TOOL_RESULTS_PREFIX, to_chat_messages
+from visioncreator.policy.openai.messages import TOOL_RESULTS_PREFIX, to_chat_messages
 
 TOOLS = (
     ToolSpec(

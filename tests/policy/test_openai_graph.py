@@ -87,13 +87,13 @@ async def test_a_run_completes_and_records_token_ids_and_logprobs(server: FakeCh
             result = await run(tools, TASK, policy=policy, config=AgentConfig(observe="both"))
     state = result.state
     assert state["termination"] == "answered"
-    assert [t["node"] for t in state["turns"]] == ["plan", "act", "reflect", "act"]
+    assert [t.node for t in state["turns"]] == ["plan", "act", "reflect", "act"]
     for turn, body in zip(state["turns"], server.requests, strict=True):
-        assert turn["errors"] == []
-        assert turn["completion_token_ids"] == token_ids_of(turn["text"])
-        assert turn["logprobs"] == logprobs_of(turn["text"])
-        assert turn["prompt_token_ids"] == [len(body["messages"]), len(json.dumps(body["messages"]))]
-        assert turn["model"] == "fake-model"
+        assert turn.errors == ()
+        assert list(turn.completion_token_ids or ()) == token_ids_of(turn.text)
+        assert list(turn.logprobs or ()) == logprobs_of(turn.text)
+        assert turn.prompt_token_ids == (len(body["messages"]), len(json.dumps(body["messages"])))
+        assert turn.model == "fake-model"
     # The reflect turn saw the new image itself, as a data URI fetched over MCP.
     reflect_parts = server.requests[2]["messages"][-1]["content"]
     assert any(p["type"] == "image_url" and p["image_url"]["url"].startswith("data:image/jpeg") for p in reflect_parts)
@@ -113,9 +113,9 @@ async def test_a_server_error_mid_run_fails_it_and_resume_keeps_the_finished_tur
         assert checkpoints
         before = checkpoints[0].checkpoint["channel_values"]
         done = before["turns"]
-        assert [t["node"] for t in done] == ["plan", "act"]
+        assert [t.node for t in done] == ["plan", "act"]
         made = before["tool_calls"]
-        assert [(c["name"], c["ok"]) for c in made if c["by"] == "policy"] == [("text_to_image", True)]
+        assert [(c.name, c.ok) for c in made if c.by == "policy"] == [("text_to_image", True)]
 
         server.set(Completion(texts=agent_turn))
         with anyio.fail_after(60):
@@ -123,7 +123,7 @@ async def test_a_server_error_mid_run_fails_it_and_resume_keeps_the_finished_tur
     assert result.resumed
     state = result.state
     assert state["termination"] == "answered"
-    assert [t["node"] for t in state["turns"]] == ["plan", "act", "reflect", "act"]
+    assert [t.node for t in state["turns"]] == ["plan", "act", "reflect", "act"]
     assert state["turns"][:2] == done
     assert state["tool_calls"] == made  # the finished tool calls were not run again
     assert len(server.requests) == 2  # only reflect and the answer were asked again

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from visioncreator.policy import build_tiny_lm
 from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN, FORMAT_TAGS, SPECIAL_TOKENS
-from visioncreator.policy.tiny_lm import build_tiny_lm, corpus
+from visioncreator.policy.local.tiny_lm import corpus
 from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")

@@ -14,8 +14,7 @@ import pytest
 
 from visioncreator.graph.client import ToolServerSpec
 from visioncreator.graph.offline import expert_policy
-from visioncreator.policy import PolicyRequest, PolicyTurn, Task
-from visioncreator.policy.expert import ExpertConfig, ExpertPolicy
+from visioncreator.policy import ExpertConfig, ExpertPolicy, PolicyRequest, PolicyTurn, Task
 from visioncreator.rl.collector import CollectConfig, CollectError, collect, collect_to, plan_jobs, synthetic_tools
 from visioncreator.rl.records import (
     JSON_COLUMNS,
@@ -34,7 +33,7 @@ from visioncreator.rl.records import (
 )
 from visioncreator.tool_servers.cli import _parser, _settings
 from visioncreator.tool_servers.schemas import TextToImageInput
-from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic import Scene, SyntheticBackend, SyntheticSettings
 
 SINGLE: dict[str, Any] = {
     "id": "single-x",
@@ -106,9 +105,9 @@ async def test_collect_groups_ids_inputs_and_rewards(tmp_path: Path) -> None:
     assert records[0].group_id == records[1].group_id != records[2].group_id == records[3].group_id
     # img2img: the input was rendered into the shared store, and its scene is the rewards' context.
     edit = records[2]
-    assert len(edit.task["inputs"]) == 1
-    assert edit.task["inputs"][0] in edit.truths
-    assert edit.input_scenes[0] == edit.truths[edit.task["inputs"][0]]["scene"]
+    assert len(edit.task.inputs) == 1
+    assert edit.task.inputs[0] in edit.truths
+    assert edit.input_scenes[0] == Scene.model_validate(edit.truths[edit.task.inputs[0]]["scene"])
     context = edit.reward_context()
     assert context.checklist[0].value == "green"
     assert context.input_scenes[0].objects
@@ -148,14 +147,15 @@ def test_records_file_torn_tail_and_corrupt_middle(tmp_path: Path) -> None:
     assert path.read_bytes() == good
     lines = good.split(b"\n")
     path.write_bytes(lines[0] + b"\n{not json\n" + lines[1] + b"\n")
-    with pytest.raises(RecordsError, match=r"records\.jsonl: line 2 is not a trajectory record"):
+    with pytest.raises(RecordsError, match=r"records\.jsonl: line 2 is not a TrajectoryRecord"):
         read_records(path)
 
 
 def _record(tid: str) -> TrajectoryRecord:
     return TrajectoryRecord(
         thread_id=tid, seed=0, task={"request": "a cat", "n_images": 1}, messages=[{"role": "user", "content": "x"}],
-        turns=[], tool_calls=[{"name": "text_to_image", "arguments": {"prompt": "a cat", "seed": 3}}], answer=["img_1"],
+        turns=[], tool_calls=[{"id": "c", "batch": 1, "turn": 0, "by": "policy", "ok": True, "name": "text_to_image",
+        "arguments": {"prompt": "a cat", "seed": 3}}], answer=["img_1"],
         termination="answered", timings={"wall_s": 1.0, "policy_s": 0.5, "tools_s": 0.25}, trajectory_id=tid,
         task_id="t", group_id="grp_1", sample_index=0, truths={"img_1": {"scene": {"width": 8}}},
         rewards={"plan": 1.0, "total": 0.5}, reward_details={"plan": {"count": 1.0}},
@@ -257,3 +257,19 @@ def test_img2img_suite_tasks_become_rendered_inputs() -> None:
     )
     with pytest.raises(TypeError, match=r"input image file 'a\.png'"):
         as_collect_task(from_file)
+
+
+V1_RECORDS = Path(__file__).parent / "data" / "records_v1.jsonl"
+"""Two records written by the version-1 collector (``visioncreator collect --splits multi --limit 1
+--group-size 2 --fault-rate 0.7`` with an erring expert), whose rewards were computed by parsing the
+turns' text again."""
+
+
+def test_version_1_records_read_and_score_the_same_from_kept_values() -> None:
+    records = read_records(V1_RECORDS)
+    assert [r.schema_version for r in records] == [2, 2]
+    assert any(r.rewards["reflection"] < 1.0 for r in records)
+    for record in records:
+        assert all(s.value is not None for t in record.turns for s in t.segments if s.kind != "think")
+        rescored = record.scored()  # the default weights, as the collection used
+        assert rescored.rewards == pytest.approx(record.rewards)

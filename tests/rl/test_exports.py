@@ -13,10 +13,9 @@ import pytest
 from tests.graph.conftest import make_client, run
 from visioncreator.graph import AgentConfig
 from visioncreator.graph.trajectory import Timings, Trajectory, build_trajectory
-from visioncreator.policy import Task
+from visioncreator.policy import Task, build_tiny_lm
 from visioncreator.policy.chat_template import END_OF_TURN
 from visioncreator.policy.prompting import NODE_INSTRUCTIONS
-from visioncreator.policy.tiny_lm import build_tiny_lm
 from visioncreator.rl.exports import ExportError, grpo_dataset, sft_conversation, sft_dataset
 from visioncreator.rl.samples import sft_token_sample
 from visioncreator.tool_servers import POLICY_TOOLS
@@ -72,8 +71,8 @@ def test_sft_conversation_renders_as_the_policy_prompts(expert: Trajectory, toke
 def test_image_mode_puts_handles_into_the_content(tokenizer: Any, tmp_path: Path) -> None:
     shown = _expert(tmp_path / "store", "image")
     messages = sft_conversation(shown)["messages"]
-    last = max(j for j, m in enumerate(shown.messages) if m["role"] == "assistant")
-    wanted = [h for m in shown.messages[: last + 1] for h in m["images"]]
+    last = max(j for j, m in enumerate(shown.messages) if m.role == "assistant")
+    wanted = [h for m in shown.messages[: last + 1] for h in m.images]
     assert wanted
     assert [p["image"] for m in messages for p in m["content"] if p["type"] == "image"] == wanted
     tool_parts = [m["content"] for m in messages if m["role"] == "tool"]
@@ -121,7 +120,7 @@ def test_pre_tokenized_rows_become_trl_labels_on_the_assistant_turns(
     )
     labels = trainer.train_dataset[0]["labels"]
     kept = [t for t in labels if t != -100]
-    assistants = [m["content"] for m in expert.messages if m["role"] == "assistant"]
+    assistants = [m.content for m in expert.messages if m.role == "assistant"]
     assert tokenizer.decode(kept, skip_special_tokens=False) == "".join(a + END_OF_TURN for a in assistants)
 
 
@@ -149,10 +148,10 @@ def _scored(thread_id: str, group_id: str, turns: list[dict[str, Any]], rewards:
 def _turns(first: int) -> list[dict[str, Any]]:
     """A plan turn (two tokens), an observation (two tokens), a reflect turn (one token)."""
     return [
-        {"index": 0, "node": "plan", "prompt_token_ids": [1, 2], "completion_token_ids": [first, 11],
+        {"index": 0, "node": "plan", "text": "", "prompt_token_ids": [1, 2], "completion_token_ids": [first, 11],
          "logprobs": [-0.1, -0.2]},
-        {"index": 1, "node": "reflect", "prompt_token_ids": [1, 2, first, 11, 7, 8], "completion_token_ids": [12],
-         "logprobs": [-0.3]},
+        {"index": 1, "node": "reflect", "text": "", "prompt_token_ids": [1, 2, first, 11, 7, 8],
+         "completion_token_ids": [12], "logprobs": [-0.3]},
     ]  # fmt: skip
 
 

@@ -136,7 +136,7 @@ def test_a_rollout_returns_the_images_its_policy_saw_only_when_it_sees_images(
     images = out["trajectory_images"]
     assert len(images) == 2
     for record, shown in zip(out["trajectory"], images, strict=True):
-        inputs = record.task["inputs"]
+        inputs = record.task.inputs
         assert len(inputs) == 2
         # One policy turn: it saw the task's input images, in order, as the store holds them.
         assert [im.tobytes() for im in shown] == [ImageStore(store).load(h)[1].tobytes() for h in inputs]

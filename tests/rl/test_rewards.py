@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from tests.graph.conftest import make_client, run
-from visioncreator.graph.trajectory import Timings, Trajectory, build_trajectory
-from visioncreator.policy import Task
+from tests.records import trajectory, turn_record
+from visioncreator.graph.trajectory import Trajectory, build_trajectory
+from visioncreator.policy import Node, Task
 from visioncreator.rl import (
     RewardContext,
     RewardResult,
@@ -95,7 +96,7 @@ def _record(
 
 
 def _trajectory(
-    turns: list[tuple[str, str]],
+    turns: list[tuple[Node, str]],
     calls: list[dict[str, Any]],
     answer: list[str],
     truths: dict[str, Any],
@@ -104,19 +105,11 @@ def _trajectory(
     split: str = "single",
     request: str = REQUEST,
 ) -> Trajectory:
-    return Trajectory(
-        thread_id="t",
-        seed=0,
-        task={"request": request, "n_images": n_images, "split": split, "inputs": []},
-        messages=[],
-        turns=[
-            {"index": i, "node": node, "text": text, "segments": [], "errors": []}
-            for i, (node, text) in enumerate(turns)
-        ],
-        tool_calls=calls,
+    return trajectory(
+        [turn_record(i, node, text) for i, (node, text) in enumerate(turns)],
+        calls,
+        task=Task(request=request, n_images=n_images, split=split),
         answer=answer,
-        termination="answered",
-        timings=Timings(wall_s=1.0, policy_s=0.5, tools_s=0.5),
         truths=truths,
     )
 
@@ -203,7 +196,7 @@ def test_no_plan_scores_zero() -> None:
 
 def test_a_junk_turn_lowers_format() -> None:
     clean = _good_run()
-    turns = [(t["node"], t["text"]) for t in clean.turns]
+    turns = [(t.node, t.text) for t in clean.turns]
     junk = _trajectory(
         [*turns[:2], ("act", "sure, here you go!"), *turns[2:]], clean.tool_calls, clean.answer, clean.truths
     )
@@ -245,7 +238,7 @@ def test_a_self_corrected_tool_error_earns_partial_credit() -> None:
 
 def test_a_wrong_sized_answer_fails_result_and_outcome() -> None:
     clean = _good_run()
-    turns = [(t["node"], t["text"]) for t in clean.turns[:-1]]
+    turns = [(t.node, t.text) for t in clean.turns[:-1]]
     traj = _trajectory([*turns, ("act", _answer(GOOD, GOOD))], clean.tool_calls, [GOOD, GOOD], clean.truths)
     r = result_reward(traj, CTX)
     assert r.value == 0.0
@@ -275,7 +268,7 @@ async def test_an_expert_run_scores_as_the_expert_behaved(tmp_path: Path, fault_
             result = await run(tools, Task(request=REQUEST))
     state = result.state
     images = ImageStore(store)
-    handles = {str(c["handle"]) for c in state["tool_calls"] if c.get("handle")}
+    handles = {str(c.handle) for c in state["tool_calls"] if c.handle}
     truths = {h: t.model_dump() for h in handles if (t := images.truth(h)) is not None}
     traj = build_trajectory(state, thread_id="t", wall_s=1.0, truths=truths)
     rewards = score(traj, RewardContext(checklist=tuple(checklist_for_spec(parse_prompt(REQUEST)))))

@@ -10,11 +10,13 @@ import anyio
 import pytest
 
 from tests.fakes.chat_server import Completion, FakeChatServer, Status
+from tests.records import trajectory, turn_record
 from visioncreator.evals import JudgeCache, JudgeClient, JudgeHTTPError, JudgeSettings
-from visioncreator.graph.trajectory import Timings, Trajectory
+from visioncreator.graph import Trajectory
+from visioncreator.policy import Task
 from visioncreator.rl import RewardContext, plan_reward
 from visioncreator.rl.rewards_judge import PlanJudge
-from visioncreator.tool_servers.synthetic.items import CheckItem
+from visioncreator.tool_servers.synthetic import CheckItem
 
 REQUEST = "two red apples to the left of a blue bowl"
 PLAN = [
@@ -27,18 +29,8 @@ CHECKLIST = (
 
 
 def _trajectory(plan: list[dict[str, Any]] | None) -> Trajectory:
-    turns = [] if plan is None else [{"index": 0, "node": "plan", "text": f"<plan>{json.dumps(plan)}</plan>"}]
-    return Trajectory(
-        thread_id="t",
-        seed=0,
-        task={"request": REQUEST, "n_images": 1, "split": "single", "inputs": []},
-        messages=[],
-        turns=turns,
-        tool_calls=[],
-        answer=[],
-        termination="answered",
-        timings=Timings(wall_s=1.0, policy_s=0.5, tools_s=0.5),
-    )
+    turns = [] if plan is None else [turn_record(0, "plan", f"<plan>{json.dumps(plan)}</plan>")]
+    return trajectory(turns, task=Task(request=REQUEST))
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,10 @@ import pytest
 from tests.graph.conftest import make_client, run
 from visioncreator.graph import AgentConfig, Budgets
 from visioncreator.graph.trajectory import Timings, Trajectory, build_trajectory
-from visioncreator.policy import Message, Task
+from visioncreator.policy import LocalPolicySettings, Message, Task, TransformersPolicy, build_tiny_lm
 from visioncreator.policy.chat_template import END_OF_TURN, chat_messages
 from visioncreator.policy.format import write_tool_call
-from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
 from visioncreator.policy.prompting import system_message
-from visioncreator.policy.tiny_lm import build_tiny_lm
 from visioncreator.policy.types import ToolCall
 from visioncreator.rl.samples import SampleError, TokenSample, sft_token_sample, token_sample
 from visioncreator.tool_servers import POLICY_TOOLS
@@ -90,7 +88,7 @@ def trajectories(tiny_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     try:
         root = tmp_path_factory.mktemp("runs")
         random = anyio.run(lambda: _trajectory(tiny_dir, root / "store", temperature=1.0))
-        prompt = random.turns[0]["prompt_token_ids"]
+        prompt = random.turns[0].prompt_token_ids
         caller = _teach_tool_call(tiny_dir, prompt, root / "caller")
         calling = anyio.run(lambda: _trajectory(caller, root / "store", temperature=0.0))
     finally:
@@ -117,9 +115,9 @@ def _decode(tokenizer: Any, ids: Any) -> str:
 def test_the_tool_calling_trajectory_has_tool_observations_between_turns(trajectories: dict[str, Trajectory]) -> None:
     calling = trajectories["calling"]
     assert len(calling.turns) >= 3
-    assert calling.turns[0]["text"] == TOOL_CALL
-    assert any(c["ok"] and c["by"] == "policy" for c in calling.tool_calls)
-    seen = [m["role"] for m in calling.messages[calling.turns[0]["n_messages"] : calling.turns[-1]["n_messages"]]]
+    assert calling.turns[0].text == TOOL_CALL
+    assert any(c.ok and c.by == "policy" for c in calling.tool_calls)
+    seen = [m.role for m in calling.messages[calling.turns[0].n_messages : calling.turns[-1].n_messages]]
     assert "tool" in seen
     assert "assistant" in seen
 
@@ -130,16 +128,16 @@ def test_prompt_and_completion_reconstruct_the_recorded_conversation(
 ) -> None:
     trajectory = trajectories[kind]
     sample = token_sample(trajectory)
-    messages = [Message.model_validate(m) for m in trajectory.messages]
+    messages = trajectory.messages
     last = trajectory.turns[-1]
-    assert messages[last["n_messages"]].role == "assistant"
-    rendered = _render(tokenizer, messages[: last["n_messages"] + 1], None, gen=False)
+    assert messages[last.n_messages].role == "assistant"
+    rendered = _render(tokenizer, messages[: last.n_messages + 1], None, gen=False)
     decoded = _decode(tokenizer, sample.input_ids)
     # The rendering closes the last message; the sample ends where the policy stopped writing.
     assert rendered.startswith(decoded)
-    tail = "\n" if last["completion_token_ids"][-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN) else "<|im_end|>\n"
+    tail = "\n" if last.completion_token_ids[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN) else "<|im_end|>\n"
     assert rendered[len(decoded) :] == tail
-    assert sample.prompt_ids == tuple(trajectory.turns[0]["prompt_token_ids"])
+    assert sample.prompt_ids == tuple(trajectory.turns[0].prompt_token_ids)
 
 
 @pytest.mark.parametrize("kind", ["random", "calling"])
@@ -153,15 +151,15 @@ def test_policy_spans_are_the_completions_and_env_spans_the_rest(
     spans = sample.spans()
     policy = [s for s in spans if s.policy]
     env = [s for s in spans if not s.policy]
-    assert [s.turn for s in policy] == [t["index"] for t in turns]
+    assert [s.turn for s in policy] == [t.index for t in turns]
     assert len(env) == len(turns) - 1  # one run of environment tokens between consecutive turns
     for span, turn in zip(policy, turns, strict=True):
-        assert sample.completion_ids[span.start : span.end] == tuple(turn["completion_token_ids"])
+        assert sample.completion_ids[span.start : span.end] == tuple(turn.completion_token_ids)
         assert sample.logprobs is not None
-        assert sample.logprobs[span.start : span.end] == tuple(turn["logprobs"])
-        assert set(sample.nodes[span.start : span.end]) == {turn["node"]}
+        assert sample.logprobs[span.start : span.end] == tuple(turn.logprobs)
+        assert set(sample.nodes[span.start : span.end]) == {turn.node}
         text = tokenizer.decode(list(sample.completion_ids[span.start : span.end]), skip_special_tokens=True)
-        assert text == turn["text"]
+        assert text == turn.text
     for span, before, after in zip(env, turns[:-1], turns[1:], strict=True):
         assert sample.logprobs is not None
         assert set(sample.logprobs[span.start : span.end]) == {0.0}
@@ -169,15 +167,15 @@ def test_policy_spans_are_the_completions_and_env_spans_the_rest(
         assert set(sample.nodes[span.start : span.end]) == {""}
         # What the template put between the two turns: end of turn, the messages the graph added
         # (observations, error feedback), the next node's instruction and the generation prompt.
-        earlier = _render(tokenizer, messages[: before["n_messages"]], before["node"], gen=True) + before["text"]
-        later = _render(tokenizer, messages[: after["n_messages"]], after["node"], gen=True)
+        earlier = _render(tokenizer, messages[: before.n_messages], before.node, gen=True) + before.text
+        later = _render(tokenizer, messages[: after.n_messages], after.node, gen=True)
         assert later.startswith(earlier)
         between = _decode(tokenizer, sample.completion_ids[span.start : span.end])
         expected = later[len(earlier) :]
-        if before["completion_token_ids"][-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN):
+        if before.completion_token_ids[-1] == tokenizer.convert_tokens_to_ids(END_OF_TURN):
             expected = expected.removeprefix(END_OF_TURN)  # the policy wrote it: policy token
         assert between == expected
-        for m in messages[before["n_messages"] + 1 : after["n_messages"]]:
+        for m in messages[before.n_messages + 1 : after.n_messages]:
             assert m.content in between
     if kind == "calling":
         observations = [m.content for m in messages if m.role == "tool"]

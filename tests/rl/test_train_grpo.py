@@ -69,6 +69,6 @@ def test_the_batch_trl_trains_on_holds_the_recorded_ids_with_observations_masked
         for span in spans:
             ids = list(recorded.completion_ids[span.start : span.end])
             if span.policy:
-                assert ids == rollout.record.turns[span.turn]["completion_token_ids"]
+                assert ids == list(rollout.record.turns[span.turn].completion_token_ids or ())
             else:
                 assert "<|im_start|>user" in tok.decode(ids)

@@ -34,7 +34,7 @@ from visioncreator.policy import (
     write_reflect,
     write_tool_call,
 )
-from visioncreator.policy.vllm_server import VLLMServer, VLLMServerSettings, serve_policy
+from visioncreator.policy.vllm import VLLMServer, VLLMServerSettings, serve_policy
 from visioncreator.tool_servers import POLICY_TOOLS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +67,7 @@ def server_settings(log_file: Path, **overrides: Any) -> VLLMServerSettings:
 
 def build_model(out_dir: Path) -> Path:
     """The project's tiny random chat model (our chat template, a trained BPE tokenizer)."""
-    from visioncreator.policy.tiny_lm import build_tiny_lm
+    from visioncreator.policy import build_tiny_lm
 
     return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=out_dir)
 

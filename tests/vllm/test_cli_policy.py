@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from visioncreator.policy.vllm_server import VLLMServer
+from visioncreator.policy.vllm import VLLMServer
 
 
 def test_run_with_a_served_policy_records_token_ids(vllm_server: VLLMServer, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from visioncreator.evals import JudgeCache, JudgeClient, JudgeSettings
 from visioncreator.evals.judge import VisionJudge
-from visioncreator.policy.vllm_server import VLLMServer
+from visioncreator.policy.vllm import VLLMServer
 from visioncreator.tool_servers.schemas import TextToImageInput
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings

@@ -18,7 +18,7 @@ from tests.vllm.conftest import WORDS, ConstrainedPolicy, policy_settings, vllm_
 from visioncreator.graph.runner import RunResult
 from visioncreator.policy import Message, PolicyRequest, Task, task_message
 from visioncreator.policy.chat_template import END_OF_TURN
-from visioncreator.policy.vllm_server import (
+from visioncreator.policy.vllm import (
     VLLMInstall,
     VLLMNotFoundError,
     VLLMServer,
@@ -67,22 +67,23 @@ def test_launcher_serves_the_cpu_build_on_loopback(vllm_server: VLLMServer) -> N
 
 def test_graph_runs_a_task_on_the_real_server(trajectory: RunResult) -> None:
     state = trajectory.state
-    assert [t["node"] for t in state["turns"]] == ["plan", "act", "reflect", "act"]
-    assert all(not t["errors"] for t in state["turns"]), [t["errors"] for t in state["turns"]]
-    made = [c for c in state["tool_calls"] if c["by"] == "policy"]
-    assert [c["name"] for c in made] == ["text_to_image"]
-    assert made[0]["ok"]
+    assert [t.node for t in state["turns"]] == ["plan", "act", "reflect", "act"]
+    assert all(not t.errors for t in state["turns"]), [t.errors for t in state["turns"]]
+    made = [c for c in state["tool_calls"] if c.by == "policy"]
+    assert [c.name for c in made] == ["text_to_image"]
+    assert made[0].ok
     assert state["termination"] == "answered"
-    assert state["answer"] == [made[0]["handle"]]
+    assert state["answer"] == [made[0].handle]
 
 
 def test_every_turn_records_token_ids_and_logprobs(trajectory: RunResult) -> None:
     for turn in trajectory.state["turns"]:
-        completion = turn["completion_token_ids"]
-        assert turn["prompt_token_ids"]
+        completion = turn.completion_token_ids
+        assert turn.prompt_token_ids
         assert completion
-        assert len(turn["logprobs"]) == len(completion)
-        assert all(lp <= 0.0 for lp in turn["logprobs"])
+        assert turn.logprobs is not None
+        assert len(turn.logprobs) == len(completion)
+        assert all(lp <= 0.0 for lp in turn.logprobs)
 
 
 def test_consecutive_prompts_extend_the_last_prompt(trajectory: RunResult, tiny_model: Path) -> None:
@@ -101,17 +102,15 @@ def test_consecutive_prompts_extend_the_last_prompt(trajectory: RunResult, tiny_
     report: list[dict[str, Any]] = []
     for before, after in itertools.pairwise(turns):
         prompt, completion, following = (
-            before["prompt_token_ids"],
-            before["completion_token_ids"],
-            after["prompt_token_ids"],
+            list(before.prompt_token_ids or ()),
+            list(before.completion_token_ids or ()),
+            list(after.prompt_token_ids or ()),
         )
         assert following[: len(prompt)] == prompt, "the template rewrote an earlier part of the conversation"
-        canonical = [*tok.encode(before["text"], add_special_tokens=False), end]
+        canonical = [*tok.encode(before.text, add_special_tokens=False), end]
         assert following[len(prompt) : len(prompt) + len(canonical)] == canonical
         sampled = next((i for i, (a, b) in enumerate(zip(completion, canonical, strict=False)) if a != b), None)
-        report.append(
-            {"turn": before["index"], "first_differing_completion_token": sampled, "sampled": len(completion)}
-        )
+        report.append({"turn": before.index, "first_differing_completion_token": sampled, "sampled": len(completion)})
     print("prefix report:", json.dumps(report))
 
 
@@ -159,7 +158,7 @@ def test_a_dead_start_fails_fast_with_the_log_tail(tmp_path: Path) -> None:
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     settings = VLLMServerSettings(python=str(vllm_python()), log_file=tmp_path / "log.txt", startup_timeout_s=TIMEOUT_S)
-    cli = [sys.executable, "-m", "visioncreator.policy.vllm_server", str(empty), "--python", settings.python or ""]
+    cli = [sys.executable, "-m", "visioncreator.policy.vllm", str(empty), "--python", settings.python or ""]
     done = subprocess.run(
         [*cli, "--log-file", str(tmp_path / "cli.log"), "--startup-timeout", str(TIMEOUT_S)],
         capture_output=True, text=True, timeout=TIMEOUT_S + 30, check=False,

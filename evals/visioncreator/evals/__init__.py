@@ -24,7 +24,8 @@ from visioncreator.evals.judge import (
 from visioncreator.evals.reflection import classify_reflections, reflection_distribution
 from visioncreator.evals.report import ReportError, Summary, compare_runs, summarize, write_report
 from visioncreator.evals.results import JudgeScore, ReflectionRecord, RunInfo, TaskCost, TaskError, TaskResult
-from visioncreator.evals.runner import EvalOutcome, EvalSettings, run_eval
+from visioncreator.evals.runner import EvalOutcome, run_eval
+from visioncreator.evals.settings import EvalSettings
 from visioncreator.evals.suites import (
     InputImage,
     SuiteError,

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from visioncreator.evals.errors import EvalSettingsError
+from visioncreator.evals.errors import EvalsError, EvalSettingsError
 from visioncreator.evals.results import TaskError, TaskResult
-from visioncreator.evals.runner import BACKENDS, EvalOutcome, EvalSettings, outcome_json, run_eval
-from visioncreator.graph import AgentConfig, Budgets
+from visioncreator.evals.runner import EvalOutcome, outcome_json, run_eval
+from visioncreator.evals.settings import BACKENDS, EvalSettings
+from visioncreator.graph import AgentConfig, Budgets, GraphError
 from visioncreator.policy import ExpertConfig
 
 __all__ = ["build_parser", "main"]
@@ -170,7 +171,7 @@ def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
     progress = _Progress(args.quiet)
     try:
         outcome: EvalOutcome = asyncio.run(run_eval(settings, on_start=progress.start, on_done=progress.update))
-    except (ValueError, OSError) as exc:
+    except (EvalsError, GraphError, ValueError, OSError) as exc:
         print(f"visioncreator eval: error: {exc}", file=sys.stderr)
         return 2
     finally:

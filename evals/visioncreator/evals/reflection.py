@@ -24,8 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.evals.results import ReflectionCategory, ReflectionRecord, TaskResult
-from visioncreator.policy import parse_turn
-from visioncreator.tool_servers import IMAGE_TOOLS
+from visioncreator.graph import Trajectory
 from visioncreator.tool_servers.synthetic import Fault, GroundTruth
 
 __all__ = [
@@ -91,28 +90,26 @@ def _classify(verdict: str, listed: Sequence[str], truth: GroundTruth | None) ->
     return "under", f"{verdict} without naming any real fault"
 
 
-def classify_reflections(turns: Iterable[Mapping[str, Any]], truths: Mapping[str, Any]) -> list[ReflectionRecord]:
+def classify_reflections(trajectory: Trajectory) -> list[ReflectionRecord]:
     """Classify every reflection verdict on an image in a trajectory's turns.
 
     Args:
-        turns: The trajectory's turn records (their ``text`` is re-parsed with the canonical parser).
-        truths: Handle -> synthetic ground truth (``Trajectory.truths``).
+        trajectory: The task's record: its turns' parsed reflections and its ground truths.
 
     Returns:
         One record per ``<reflect>`` that names an image, in order. Reflections without an image
         (a judgement on a failed tool call) are not verdicts on an image and are left out.
     """
     records: list[ReflectionRecord] = []
-    for position, turn in enumerate(turns):
-        index = int(turn.get("index", position))
-        for reflection in parse_turn(str(turn.get("text", ""))).reflections:
+    for turn in trajectory.turns:
+        for reflection in turn.parsed.reflections:
             if reflection.image is None:
                 continue
-            truth = _truth(truths, reflection.image)
+            truth = _truth(trajectory.truths, reflection.image)
             category, reason = _classify(reflection.verdict, reflection.faults, truth)
             records.append(
                 ReflectionRecord(
-                    turn=index,
+                    turn=turn.index,
                     image=reflection.image,
                     verdict=reflection.verdict,
                     faults_listed=list(reflection.faults),
@@ -124,18 +121,12 @@ def classify_reflections(turns: Iterable[Mapping[str, Any]], truths: Mapping[str
     return records
 
 
-def unreflected_images(
-    tool_calls: Iterable[Mapping[str, Any]], reflections: Sequence[ReflectionRecord], truths: Mapping[str, Any]
-) -> tuple[int, int]:
+def unreflected_images(trajectory: Trajectory, reflections: Sequence[ReflectionRecord]) -> tuple[int, int]:
     """Images the policy's calls made that no reflection judged, and how many of them are faulty."""
     judged = {r.image for r in reflections}
-    made: dict[str, None] = {}
-    for call in tool_calls:
-        handle = call.get("handle")
-        if call.get("by") == "policy" and call.get("ok") and call.get("name") in IMAGE_TOOLS and handle:
-            made.setdefault(str(handle))
+    made = dict.fromkeys(c.handle for c in trajectory.images_made(by="policy") if c.handle)
     missing = [h for h in made if h not in judged]
-    faulty = sum(1 for h in missing if (t := _truth(truths, h)) is not None and t.faults)
+    faulty = sum(1 for h in missing if (t := _truth(trajectory.truths, h)) is not None and t.faults)
     return len(missing), faulty
 
 

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from visioncreator.graph import read_jsonl
+from visioncreator.policy import Plan
 from visioncreator.tool_servers.synthetic import CheckResult
 
 __all__ = [
@@ -108,7 +110,7 @@ class TaskResult(_Record):
     answer: list[str] = Field(default_factory=list)
     inputs: list[str] = Field(default_factory=list)
     termination: str = ""
-    plan: dict[str, Any] | None = None
+    plan: Plan | None = None
     reflections: list[ReflectionRecord] = Field(default_factory=list)
     judge: list[JudgeScore] = Field(default_factory=list)
     cost: TaskCost = Field(default_factory=TaskCost)
@@ -146,13 +148,10 @@ class RunInfo(_Record):
 
 
 def read_results(run_dir: str | Path) -> list[TaskResult]:
-    """Every task result of a run folder, the last record winning for a repeated id."""
-    path = Path(run_dir) / RESULTS_FILE
-    if not path.exists():
-        return []
-    by_id: dict[str, TaskResult] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            result = TaskResult.model_validate_json(line)
-            by_id[result.id] = result
-    return list(by_id.values())
+    """Every task result of a run folder, the last record winning for a repeated id.
+
+    Raises:
+        JsonlError: A line before the last one is not a result (a torn last line is skipped).
+
+    """
+    return list({r.id: r for r in read_jsonl(Path(run_dir) / RESULTS_FILE, TaskResult)}.values())

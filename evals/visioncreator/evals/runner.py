@@ -2,27 +2,24 @@
 
 A run folder (see :mod:`visioncreator.evals.results`) is the whole state of a run. Running again
 with the same folder skips every task id already in ``results.jsonl`` (nothing is re-scored), and
-a task that was killed mid-trajectory continues from ``checkpoints.sqlite`` (its thread id comes
-from the task id and the seed), so the tool calls it finished are not made again.
+a task that was killed mid-trajectory continues from ``checkpoints.sqlite`` (its thread is
+``visioncreator.graph.thread_id_for`` of the task and the seed), so the tool calls it finished
+are not made again. Each task goes through ``visioncreator.graph.TaskRunner``, the one path from
+a task to its trajectory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel
 
 from visioncreator.evals.errors import EvalSettingsError
 from visioncreator.evals.reflection import classify_reflections, unreflected_images
@@ -37,96 +34,28 @@ from visioncreator.evals.results import (
     read_results,
 )
 from visioncreator.evals.scoring import Judge, count_faults, score_answer
+from visioncreator.evals.settings import EvalSettings
 from visioncreator.evals.suites import SuiteTask, load_suite_checked, materialize_input
 from visioncreator.graph import (
-    AgentConfig,
+    TaskRunner,
     ToolClient,
-    ToolServerSpec,
     Trajectory,
-    build_agent,
-    build_trajectory,
-    image_handles,
+    append_jsonl,
+    expert_policy,
     open_checkpointer,
-    run_task,
+    open_policy,
+    read_jsonl,
+    repair_jsonl,
+    served_model,
 )
-from visioncreator.policy import ExpertConfig, Policy, Task
-from visioncreator.tool_servers import IMAGE_TOOLS, ImageStore
+from visioncreator.policy import Policy, Task
+from visioncreator.tool_servers import ImageStore
 
-__all__ = ["EvalOutcome", "EvalSettings", "run_eval", "task_cost", "thread_id"]
+__all__ = ["EvalOutcome", "outcome_json", "run_eval", "task_cost"]
 
-BACKENDS = ("synthetic", "tiny", "diffusers")
 TRAJECTORIES = "trajectories"
 CHECKPOINTS = "checkpoints.sqlite"
 JUDGE_CACHE = "judge_cache.sqlite"
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvalSettings:
-    """How to run a suite (the ``visioncreator eval`` flags)."""
-
-    out: Path
-    """Run folder."""
-    suite: Path | None = None
-    """Suite file (JSONL); ``None`` is the built-in synthetic suite."""
-    policy: str = "expert"
-    """``expert``, an OpenAI-compatible base URL, or a local model directory."""
-    tools: str = "synthetic"
-    """Tool back end to spawn (``synthetic``, ``tiny``, ``diffusers``) or a streamable HTTP URL."""
-    concurrency: int = 4
-    """Tasks in flight at once."""
-    fault_rate: float = 0.0
-    """Synthetic fault injection rate of a spawned server."""
-    seed: int = 0
-    """Seed of every task's run."""
-    agent: AgentConfig = field(default_factory=AgentConfig)
-    """Graph configuration (reflection on or off, budgets)."""
-    expert: ExpertConfig = field(default_factory=ExpertConfig)
-    """Error rates of the expert policy (its seed is ``seed``)."""
-    splits: tuple[str, ...] = ()
-    """Only these splits (empty: all)."""
-    limit: int | None = None
-    """Only the first ``limit`` tasks (after the split filter)."""
-    model: str | None = None
-    """Served model name for a URL policy."""
-    max_tokens: int = 1024
-    """Most tokens per turn of a URL or local policy."""
-    judge: str | None = None
-    """OpenAI-compatible base URL of a vision judge."""
-    judge_model: str | None = None
-    """Model name on the judge server (default: its first)."""
-    judge_mode: Literal["image", "text"] = "image"
-    """``image`` sends the images (a vision model); ``text`` sends inspect_image's description of each."""
-    label: str = ""
-    """A name for the run in reports."""
-    tool_latency: float = 0.0
-    """Simulated seconds per generated image of a spawned server (for load and resume tests)."""
-
-    def __post_init__(self) -> None:
-        if self.concurrency < 1:
-            raise EvalSettingsError(f"concurrency must be at least 1, got {self.concurrency}")
-        if not 0.0 <= self.fault_rate <= 1.0:
-            raise EvalSettingsError(f"fault rate must be in [0, 1], got {self.fault_rate}")
-        if self.limit is not None and self.limit < 0:
-            raise EvalSettingsError(f"limit must not be negative, got {self.limit}")
-        if self.tools not in BACKENDS and not self.tools.startswith(("http://", "https://")):
-            raise EvalSettingsError(f"--tools {self.tools!r}: expected {', '.join(BACKENDS)} or an http(s):// URL")
-
-    def fingerprint(self) -> dict[str, Any]:
-        """What must not change between a run and its resumption."""
-        return {
-            "suite": str(self.suite) if self.suite else "builtin:synthetic",
-            "policy": self.policy,
-            "tools": self.tools,
-            "fault_rate": self.fault_rate,
-            "seed": self.seed,
-            "reflect": self.agent.reflect,
-            "observe": self.agent.observe,
-            "budgets": self.agent.budgets.as_dict(),
-            "expert": {k: v for k, v in asdict(self.expert).items() if k != "seed"} if self.policy == "expert" else {},
-            "judge": self.judge,
-            "judge_model": self.judge_model,
-            "judge_mode": self.judge_mode if self.judge else None,
-        }
 
 
 @dataclass(frozen=True)
@@ -147,39 +76,18 @@ class EvalOutcome:
     """Results in the folder after the run."""
 
 
-def thread_id(task_id: str, seed: int) -> str:
-    """The checkpoint thread of a task in a run: the same task and seed resume the same thread."""
-    return f"eval:{task_id}:{seed}"
-
-
-def task_cost(trajectory: Trajectory, wall_s: float | None = None) -> TaskCost:
+def task_cost(trajectory: Trajectory) -> TaskCost:
     """What a task cost, from its trajectory (token counts only where turns kept their token ids)."""
     turns, calls = trajectory.turns, trajectory.tool_calls
     return TaskCost(
         policy_calls=len(turns),
-        prompt_tokens=sum(len(t.get("prompt_token_ids") or ()) for t in turns),
-        completion_tokens=sum(len(t.get("completion_token_ids") or ()) for t in turns),
+        prompt_tokens=sum(len(t.prompt_token_ids or ()) for t in turns),
+        completion_tokens=sum(len(t.completion_token_ids or ()) for t in turns),
         tool_calls=len(calls),
-        generator_s=sum(float(c.get("latency_s", 0.0)) for c in calls if c.get("name") in IMAGE_TOOLS),
+        generator_s=sum(c.latency_s for c in trajectory.images_made()),
         policy_s=trajectory.timings.policy_s,
-        wall_s=trajectory.timings.wall_s if wall_s is None else wall_s,
+        wall_s=trajectory.timings.wall_s,
     )
-
-
-def _append(path: Path, record: BaseModel) -> None:
-    """Append one JSON line in one write and make it durable before the task counts as done."""
-    with path.open("ab", buffering=0) as f:
-        f.write((record.model_dump_json() + "\n").encode())
-        os.fsync(f.fileno())
-
-
-def _drop_torn_line(path: Path) -> None:
-    """Cut a last line a killed process left without its newline (that task simply runs again)."""
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
 
 
 def _safe_name(task_id: str) -> str:
@@ -200,8 +108,8 @@ def _prepare(settings: EvalSettings) -> None:
     """Create the folder; write ``run.json``, or check that an existing one has the same settings."""
     out = settings.out
     (out / TRAJECTORIES).mkdir(parents=True, exist_ok=True)
-    _drop_torn_line(out / RESULTS_FILE)
-    _drop_torn_line(out / ERRORS_FILE)
+    repair_jsonl(out / RESULTS_FILE, TaskResult)
+    repair_jsonl(out / ERRORS_FILE, TaskError)
     path = out / RUN_FILE
     wanted = settings.fingerprint()
     if path.exists():
@@ -220,11 +128,10 @@ def _prepare(settings: EvalSettings) -> None:
 
 
 def _record_load_errors(out: Path, errors: Sequence[TaskError]) -> None:
-    path = out / ERRORS_FILE
-    seen = set(path.read_text().splitlines()) if path.exists() else set()
+    seen = {e.model_dump_json() for e in read_jsonl(out / ERRORS_FILE, TaskError)}
     for error in errors:
         if error.model_dump_json() not in seen:
-            _append(path, error)
+            append_jsonl(out / ERRORS_FILE, error)
 
 
 def _select(tasks: Sequence[SuiteTask], settings: EvalSettings) -> list[SuiteTask]:
@@ -232,26 +139,11 @@ def _select(tasks: Sequence[SuiteTask], settings: EvalSettings) -> list[SuiteTas
     return chosen if settings.limit is None else chosen[: settings.limit]
 
 
-def _tool_spec(settings: EvalSettings) -> ToolServerSpec:
-    if settings.tools.startswith(("http://", "https://")):
-        return ToolServerSpec(url=settings.tools, token=os.environ.get("VISIONCREATOR_TOKEN"))
-    extra = ["--backend", settings.tools]
-    if settings.tool_latency:
-        extra += ["--latency", str(settings.tool_latency)]
-    return ToolServerSpec.synthetic(store=str(settings.out / "store"), fault_rate=settings.fault_rate, extra_args=extra)
-
-
 @asynccontextmanager
 async def _open_policy(settings: EvalSettings, tools: ToolClient) -> AsyncIterator[Policy]:
     if settings.policy == "expert":
-        from dataclasses import replace
-
-        from visioncreator.graph import expert_policy
-
         yield expert_policy(replace(settings.expert, seed=settings.seed))
         return
-    from visioncreator.graph import open_policy
-
     async with open_policy(
         settings.policy, tools=tools, seed=settings.seed, model=settings.model, max_tokens=settings.max_tokens
     ) as policy:
@@ -264,7 +156,6 @@ async def _open_judge(settings: EvalSettings) -> AsyncIterator[Judge | None]:
         yield None
         return
     from visioncreator.evals.judge import JudgeCache, JudgeClient, JudgeSettings, VisionJudge
-    from visioncreator.graph import served_model
 
     model = settings.judge_model or await served_model(settings.judge)
     cache = JudgeCache(settings.out / JUDGE_CACHE)
@@ -275,58 +166,63 @@ async def _open_judge(settings: EvalSettings) -> AsyncIterator[Judge | None]:
         cache.close()
 
 
-def _write_trajectory(out: Path, task_id: str, trajectory: Trajectory) -> str:
-    relative = f"{TRAJECTORIES}/{_safe_name(task_id)}.json"
-    (out / relative).write_text(trajectory.model_dump_json(indent=1))
-    return relative
+@dataclass(frozen=True, kw_only=True)
+class _Run:
+    """What every task of one invocation shares."""
 
+    settings: EvalSettings
+    runner: TaskRunner
+    tools: ToolClient
+    store: ImageStore
+    judge: Judge | None
 
-async def _run_one(
-    task: SuiteTask, settings: EvalSettings, *, agent: Any, tools: ToolClient, store: ImageStore,
-    judge: Judge | None,
-) -> TaskResult:  # fmt: skip
-    base_dir = settings.suite.parent if settings.suite else Path.cwd()
-    handles: list[str] = []
-    scenes = []
-    for image in task.inputs:
-        handle, scene = await materialize_input(store, image, base_dir)
-        if settings.tools.startswith(("http://", "https://")):
-            handle = await tools.upload(store.read_bytes(handle))
-        handles.append(handle)
-        if scene is not None:
-            scenes.append(scene)
-    agent_task = Task(request=task.request, n_images=task.n_images, split=task.split, inputs=tuple(handles), id=task.id)
-    started = time.perf_counter()
-    run = await run_task(
-        agent, agent_task, seed=settings.seed, thread_id=thread_id(task.id, settings.seed),
-        recursion_limit=settings.agent.recursion_limit,
-    )  # fmt: skip
-    truths: dict[str, Any] = {}
-    for handle in image_handles(run.state):
-        truth = await tools.read_truth(handle)
-        if truth is not None:
-            truths[handle] = truth
-    trajectory = build_trajectory(
-        run.state, thread_id=run.thread_id, wall_s=run.wall_s, truths=truths,
-        config={**settings.fingerprint(), "task_id": task.id, "resumed": run.resumed},
-    )  # fmt: skip
-    relative = _write_trajectory(settings.out, task.id, trajectory)
-    answer = trajectory.answer
-    verdict = await score_answer(
-        task, answer, truths=truths, input_scenes=scenes if len(scenes) == len(handles) else [],
-        input_handles=handles, read_image=tools.read_image, judge=judge,
-    )  # fmt: skip
-    faults = count_faults(answer, truths, trajectory.turns, trajectory.tool_calls)
-    reflections = classify_reflections(trajectory.turns, truths)
-    unreflected, unreflected_faulty = unreflected_images(trajectory.tool_calls, reflections, truths)
-    return TaskResult(
-        id=task.id, split=task.split, request=task.request, success=verdict.success,
-        checklist_score=verdict.checklist_score, items=verdict.items, scorer=verdict.scorer, answer=list(answer),
-        inputs=handles, termination=trajectory.termination, plan=trajectory.plan, reflections=reflections,
-        judge=verdict.judge, cost=task_cost(trajectory, time.perf_counter() - started if run.resumed else None),
-        faults_injected=faults.injected, faults_caught=faults.caught, faulty_answers=faults.faulty_answers,
-        unreflected=unreflected, unreflected_faulty=unreflected_faulty, trajectory=relative,
-    )  # fmt: skip
+    async def one(self, task: SuiteTask) -> TaskResult:
+        """Run one task through the agent, keep its trajectory, and score it."""
+        settings = self.settings
+        base_dir = settings.suite.parent if settings.suite else Path.cwd()
+        handles: list[str] = []
+        scenes = []
+        for image in task.inputs:
+            handle, scene = await materialize_input(self.store, image, base_dir)
+            if settings.tools.startswith(("http://", "https://")):
+                handle = await self.tools.upload(self.store.read_bytes(handle))
+            handles.append(handle)
+            if scene is not None:
+                scenes.append(scene)
+        agent_task = Task(
+            request=task.request, n_images=task.n_images, split=task.split, inputs=tuple(handles), id=task.id
+        )
+        run = await self.runner.run(
+            agent_task, seed=settings.seed, record={**settings.fingerprint(), "task_id": task.id}
+        )
+        trajectory = run.trajectory.model_copy(update={"config": {**run.trajectory.config, "resumed": run.resumed}})
+        relative = f"{TRAJECTORIES}/{_safe_name(task.id)}.json"
+        (settings.out / relative).write_text(trajectory.model_dump_json(indent=1))
+        verdict = await score_answer(
+            task, trajectory.answer, truths=trajectory.truths,
+            input_scenes=scenes if len(scenes) == len(handles) else [], input_handles=handles,
+            read_image=self.tools.read_image, judge=self.judge,
+        )  # fmt: skip
+        faults = count_faults(trajectory)
+        reflections = classify_reflections(trajectory)
+        unreflected, unreflected_faulty = unreflected_images(trajectory, reflections)
+        return TaskResult(
+            id=task.id, split=task.split, request=task.request, success=verdict.success,
+            checklist_score=verdict.checklist_score, items=verdict.items, scorer=verdict.scorer,
+            answer=list(trajectory.answer), inputs=handles, termination=trajectory.termination, plan=trajectory.plan,
+            reflections=reflections, judge=verdict.judge, cost=task_cost(trajectory),
+            faults_injected=faults.injected, faults_caught=faults.caught, faulty_answers=faults.faulty_answers,
+            unreflected=unreflected, unreflected_faulty=unreflected_faulty, trajectory=relative,
+        )  # fmt: skip
+
+    async def record(self, task: SuiteTask) -> TaskResult | TaskError:
+        """Run one task; its result or error appended to the run folder before it counts as done."""
+        try:
+            record: TaskResult | TaskError = await self.one(task)
+        except Exception as exc:  # one task's crash must not stop the others
+            record = TaskError(id=task.id, stage="run", message=f"{type(exc).__name__}: {exc}")
+        append_jsonl(self.settings.out / (RESULTS_FILE if isinstance(record, TaskResult) else ERRORS_FILE), record)
+        return record
 
 
 async def run_eval(
@@ -357,39 +253,30 @@ async def run_eval(
     todo = [t for t in selected if t.id not in done]
     if on_start is not None:
         on_start(len(todo), len(selected) - len(todo))
-    ran = failed = 0
+    records: list[TaskResult | TaskError] = []
     if todo:
-        store = ImageStore(settings.out / "store")
         gate = asyncio.Semaphore(settings.concurrency)
         async with (
-            ToolClient(spec=_tool_spec(settings)) as tools,
+            ToolClient(spec=settings.tool_spec()) as tools,
             _open_policy(settings, tools) as policy,
             _open_judge(settings) as judge,
             open_checkpointer(settings.out / CHECKPOINTS) as saver,
         ):
-            agent = build_agent(policy=policy, tools=tools, config=settings.agent, checkpointer=saver)
+            runner = TaskRunner(policy=policy, tools=tools, config=settings.agent, checkpointer=saver)
+            run = _Run(
+                settings=settings, runner=runner, tools=tools, store=ImageStore(settings.out / "store"), judge=judge
+            )
 
             async def one(task: SuiteTask) -> None:
-                nonlocal ran, failed
                 async with gate:
-                    try:
-                        record: TaskResult | TaskError = await _run_one(
-                            task, settings, agent=agent, tools=tools, store=store, judge=judge
-                        )
-                    except Exception as exc:  # one task's crash must not stop the others
-                        record = TaskError(id=task.id, stage="run", message=f"{type(exc).__name__}: {exc}")
-                    if isinstance(record, TaskResult):
-                        _append(settings.out / RESULTS_FILE, record)
-                        ran += 1
-                    else:
-                        _append(settings.out / ERRORS_FILE, record)
-                        failed += 1
+                    records.append(await run.record(task))
                     if on_done is not None:
-                        on_done(record)
+                        on_done(records[-1])
 
             await asyncio.gather(*(one(t) for t in todo))
+    ran = sum(isinstance(r, TaskResult) for r in records)
     return EvalOutcome(
-        total=len(selected), skipped=len(selected) - len(todo), ran=ran, failed=failed,
+        total=len(selected), skipped=len(selected) - len(todo), ran=ran, failed=len(records) - ran,
         load_errors=len(load.errors), results=len(read_results(settings.out)),
     )  # fmt: skip
 

@@ -1,8 +1,15 @@
-"""visioncreator.graph: the agent as a LangGraph state machine, its MCP client and its CLI."""
+"""visioncreator.graph: the agent as a LangGraph state machine, its MCP client, the task runner and the CLI.
 
-from visioncreator.graph.builder import build_agent
+- :func:`build_agent` compiles the plan → act → tools → reflect → finish loop for a policy and a
+  tool client (:class:`ToolClient`, over stdio, streamable HTTP or in-process);
+- :class:`TaskRunner` is the one path from a task to its :class:`Trajectory` (checkpoints and
+  resume, ground truths, timings), used by the CLI, the evals and RL collection;
+- :func:`append_jsonl` / :func:`read_jsonl` / :func:`repair_jsonl`: the durable record files.
+"""
+
+from visioncreator.graph.builder import Agent, build_agent, retry_policy
 from visioncreator.graph.client import ToolClient, ToolOutcome, ToolServerSpec
-from visioncreator.graph.config import AgentConfig, Budgets
+from visioncreator.graph.config import AgentConfig, Budgets, RetrySettings
 from visioncreator.graph.errors import (
     GraphError,
     InvalidTaskError,
@@ -10,35 +17,66 @@ from visioncreator.graph.errors import (
     PolicyTurnTimeout,
     ToolServerUnavailable,
 )
+from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
 from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
 from visioncreator.graph.policies import open_policy, served_model
-from visioncreator.graph.runner import RunResult, open_checkpointer, run_task, thread_id_for
+from visioncreator.graph.runner import (
+    STATE_TYPES,
+    EventHandler,
+    RunResult,
+    TaskRunner,
+    open_checkpointer,
+    run_task,
+    thread_id_for,
+)
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
-from visioncreator.graph.trajectory import Trajectory, build_trajectory, image_handles
+from visioncreator.graph.trajectory import (
+    SCHEMA_VERSION,
+    Timings,
+    ToolCallRecord,
+    Trajectory,
+    TurnRecord,
+    build_trajectory,
+    image_handles,
+)
 
 __all__ = [
     "EXPERT_TOOLS",
+    "SCHEMA_VERSION",
+    "STATE_TYPES",
+    "Agent",
     "AgentConfig",
     "AgentInput",
     "AgentOutput",
     "AgentState",
     "Budgets",
+    "EventHandler",
     "GraphError",
     "InvalidTaskError",
+    "JsonlError",
     "PolicyChoiceError",
     "PolicyTurnTimeout",
+    "RetrySettings",
     "RunResult",
+    "TaskRunner",
+    "Timings",
+    "ToolCallRecord",
     "ToolClient",
     "ToolOutcome",
     "ToolServerSpec",
     "ToolServerUnavailable",
     "Trajectory",
+    "TurnRecord",
+    "append_jsonl",
     "build_agent",
     "build_trajectory",
     "expert_policy",
     "image_handles",
     "open_checkpointer",
     "open_policy",
+    "read_jsonl",
+    "repair_jsonl",
+    "retry_policy",
     "run_task",
     "served_model",
     "thread_id_for",

@@ -2,21 +2,82 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
-from langgraph.types import Send
+from langgraph.types import RetryPolicy, Send
 
 from visioncreator.graph.client import ToolClient
-from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.config import AgentConfig, RetrySettings
 from visioncreator.graph.nodes import Nodes
-from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
-from visioncreator.policy import Policy
+from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, typed, typed_list
+from visioncreator.graph.trajectory import ToolCallRecord
+from visioncreator.policy import Policy, Task
 from visioncreator.tool_servers import IMAGE_TOOLS
 
+__all__ = ["Agent", "build_agent", "retry_policy"]
+
 Route = str | list[Send]
+Agent = CompiledStateGraph[AgentState, None, AgentInput, AgentOutput]
+"""The compiled agent: input :class:`AgentInput`, output :class:`AgentOutput`."""
+
+
+def retry_policy(settings: RetrySettings) -> RetryPolicy:
+    """LangGraph's ``RetryPolicy`` for ``settings``: only the named exception types are retried."""
+    return RetryPolicy(
+        initial_interval=settings.initial_interval_s,
+        backoff_factor=settings.backoff_factor,
+        max_interval=settings.max_interval_s,
+        max_attempts=settings.max_attempts,
+        jitter=settings.jitter,
+        retry_on=settings.retry_on,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Routes:
+    """Where each node goes next."""
+
+    config: AgentConfig
+
+    def after_start(self, state: AgentState) -> Route:
+        inputs = typed(Task, state["task"]).inputs
+        if inputs and self.config.observe in ("inspect", "both"):
+            return [Send("inspect_inputs", Look(handle=h, batch=0)) for h in inputs]
+        return "plan"
+
+    def _dispatch(self, state: AgentState, otherwise: str) -> Route:
+        if state.get("termination") or state.get("answer") is not None:
+            return "finish"
+        pending = state.get("pending") or []
+        if pending:
+            return [Send("tools", ToolTask(call=c, batch=state.get("batch", 0))) for c in pending]
+        return otherwise
+
+    def after_plan(self, state: AgentState) -> Route:
+        return self._dispatch(state, "act" if state.get("plan") else "plan")
+
+    def after_act(self, state: AgentState) -> Route:
+        return self._dispatch(state, "act")
+
+    def after_reflect(self, state: AgentState) -> Route:
+        return self._dispatch(state, "act")
+
+    def after_collect(self, state: AgentState) -> Route:
+        if not self.config.reflect:
+            return "act"
+        batch = state.get("batch", 0)
+        new = [
+            r.handle
+            for r in typed_list(ToolCallRecord, state.get("tool_calls", ()))
+            if r.batch == batch and r.ok and r.handle and r.name in IMAGE_TOOLS
+        ]
+        if new and self.config.observe in ("inspect", "both"):
+            return [Send("inspect", Look(handle=h, batch=batch)) for h in dict.fromkeys(new)]
+        return "reflect"
 
 
 def build_agent(
@@ -25,81 +86,46 @@ def build_agent(
     tools: ToolClient,
     config: AgentConfig | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
-) -> CompiledStateGraph[AgentState, None, AgentInput, AgentOutput]:
+) -> Agent:
     """Compile the plan → act → tools → reflect → finish loop.
 
     Args:
         policy: The policy that writes every assistant turn.
         tools: A connected MCP tool client (``async with ToolClient(...)``).
-        config: Budgets and switches; defaults to :class:`AgentConfig`.
-        checkpointer: Where to persist state after each step (e.g. ``AsyncSqliteSaver``);
-            ``None`` compiles without one, e.g. to embed as a subgraph of a checkpointed parent.
+        config: Budgets, switches and the policy nodes' retries; defaults to :class:`AgentConfig`.
+        checkpointer: Where to persist state after each step (e.g. from
+            :func:`~visioncreator.graph.open_checkpointer`); ``None`` compiles without one, e.g. to
+            embed as a subgraph of a checkpointed parent.
 
     Returns:
-        A compiled graph. Its input is ``{"task": Task.model_dump(), "seed": int}``, its output
-        ``{"answer": [...handles], "termination": str, "task": ...}``.
+        A compiled graph. Its input is ``{"task": Task, "seed": int}`` (the task may also be its
+        JSON dict), its output ``{"answer": [...handles], "termination": str, "task": Task}``.
 
     """
     cfg = config or AgentConfig()
     nodes = Nodes(policy=policy, tools=tools, config=cfg)
+    routes = _Routes(cfg)
+    retry = retry_policy(cfg.policy_retry)
     graph: StateGraph[AgentState, None, AgentInput, AgentOutput] = StateGraph(
         AgentState, input_schema=AgentInput, output_schema=AgentOutput
     )
     graph.add_node("start", nodes.start)
-    graph.add_node("inspect_inputs", nodes.inspect)  # type: ignore[arg-type]
-    graph.add_node("plan", nodes.plan)
-    graph.add_node("act", nodes.act)
-    graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]
+    graph.add_node("inspect_inputs", nodes.inspect)  # type: ignore[arg-type]  # a Send payload, not the state
+    graph.add_node("plan", nodes.plan, retry_policy=retry)
+    graph.add_node("act", nodes.act, retry_policy=retry)
+    graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
     graph.add_node("collect", nodes.collect)
-    graph.add_node("inspect", nodes.inspect)  # type: ignore[arg-type]
-    graph.add_node("reflect", nodes.reflect)
-    graph.add_node("finish", nodes.finish)
-
-    def after_start(state: AgentState) -> Route:
-        inputs = state["task"].get("inputs") or []
-        if inputs and cfg.observe in ("inspect", "both"):
-            return [Send("inspect_inputs", {"handle": h, "batch": 0}) for h in inputs]
-        return "plan"
-
-    def dispatch(state: AgentState, otherwise: str) -> Route:
-        if state.get("termination") or state.get("answer") is not None:
-            return "finish"
-        pending = state.get("pending") or []
-        if pending:
-            return [Send("tools", {"call": c, "batch": state.get("batch", 0)}) for c in pending]
-        return otherwise
-
-    def after_plan(state: AgentState) -> Route:
-        retry = "plan" if not state.get("plan") else "act"
-        return dispatch(state, retry)
-
-    def after_act(state: AgentState) -> Route:
-        return dispatch(state, "act")
-
-    def after_reflect(state: AgentState) -> Route:
-        return dispatch(state, "act")
-
-    def after_collect(state: AgentState) -> Route:
-        if not cfg.reflect:
-            return "act"
-        batch = state.get("batch", 0)
-        new = [
-            r["handle"]
-            for r in state.get("tool_calls", [])
-            if r["batch"] == batch and r["ok"] and r["handle"] and r["name"] in IMAGE_TOOLS
-        ]
-        if new and cfg.observe in ("inspect", "both"):
-            return [Send("inspect", {"handle": h, "batch": batch}) for h in dict.fromkeys(new)]
-        return "reflect"
-
+    graph.add_node("inspect", nodes.inspect)  # type: ignore[arg-type]  # a Send payload, not the state
+    graph.add_node("reflect", nodes.reflect, retry_policy=retry)
+    graph.add_node("finish", nodes.finish, retry_policy=retry)
     graph.add_edge(START, "start")
-    graph.add_conditional_edges("start", after_start, ["inspect_inputs", "plan"])
+    graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")
-    graph.add_conditional_edges("plan", after_plan, ["tools", "act", "plan", "finish"])
-    graph.add_conditional_edges("act", after_act, ["tools", "act", "finish"])
+    graph.add_conditional_edges("plan", routes.after_plan, ["tools", "act", "plan", "finish"])
+    graph.add_conditional_edges("act", routes.after_act, ["tools", "act", "finish"])
     graph.add_edge("tools", "collect")
-    graph.add_conditional_edges("collect", after_collect, ["inspect", "reflect", "act"])
+    graph.add_conditional_edges("collect", routes.after_collect, ["inspect", "reflect", "act"])
     graph.add_edge("inspect", "reflect")
-    graph.add_conditional_edges("reflect", after_reflect, ["tools", "act", "finish"])
+    graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", "finish"])
     graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer, name="visioncreator")

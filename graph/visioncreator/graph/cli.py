@@ -19,14 +19,13 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, TextIO
 
-from visioncreator.graph.builder import build_agent
 from visioncreator.graph.client import ToolClient, ToolServerSpec
 from visioncreator.graph.config import AgentConfig, Budgets
 from visioncreator.graph.errors import GraphError
 from visioncreator.graph.policies import open_policy
 from visioncreator.graph.report import render_report
-from visioncreator.graph.runner import open_checkpointer, run_task
-from visioncreator.graph.trajectory import build_trajectory, image_handles
+from visioncreator.graph.runner import TaskRunner, open_checkpointer
+from visioncreator.graph.trajectory import Trajectory, image_handles
 from visioncreator.policy import Split, Task
 
 COMMAND_GROUP = "visioncreator.commands"
@@ -64,63 +63,58 @@ def _infer_split(images: Sequence[str], n: int) -> Split:
     return "multi" if n > 1 else "single"
 
 
-async def _run(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "images").mkdir(exist_ok=True)
+def _tool_spec(args: argparse.Namespace, out: Path) -> ToolServerSpec:
+    """A running server at ``--tools-url``, or the bundled one to spawn with the run's settings."""
     if args.tools_url:
-        spec = ToolServerSpec(url=args.tools_url, token=os.environ.get("VISIONCREATOR_TOKEN"))
-    else:
-        store = str(Path(args.store) if args.store else out / "store")
-        extra: list[str] = ["--backend", args.backend]
-        if args.tool_latency:
-            extra += ["--latency", str(args.tool_latency)]
-        if args.tool_log:
-            extra += ["--call-log", str(args.tool_log)]
-        spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
-    budgets = Budgets(max_turns=args.max_turns, max_tool_calls=args.max_tool_calls)
-    config = AgentConfig(reflect=not args.no_reflect, observe=args.observe, budgets=budgets)
-    show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
-    async with (
-        ToolClient(spec=spec) as tools,
-        open_policy(args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens) as policy,
-    ):
-        inputs: list[str] = []
-        for data in args.image_bytes:
-            inputs.append(await tools.upload(data))
-        split: Split = args.split or _infer_split(inputs, args.n)
-        task = Task(request=args.prompt, n_images=args.n, split=split, inputs=tuple(inputs))
-        checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
-        async with open_checkpointer(checkpoint) as saver:
-            agent = build_agent(policy=policy, tools=tools, config=config, checkpointer=saver)
-            result = await run_task(
-                agent, task, seed=args.seed, thread_id=args.thread_id, on_event=show,
-                recursion_limit=config.recursion_limit,
-            )  # fmt: skip
-        truths: dict[str, Any] = {}
-        for handle in image_handles(result.state):
-            (out / "images" / f"{handle}.png").write_bytes(await tools.read_image(handle))
-            truth = await tools.read_truth(handle)
-            if truth is not None:
-                truths[handle] = truth
-    answer = list(result.state.get("answer") or [])
+        return ToolServerSpec(url=args.tools_url, token=os.environ.get("VISIONCREATOR_TOKEN"))
+    store = str(Path(args.store) if args.store else out / "store")
+    extra: list[str] = ["--backend", args.backend]
+    if args.tool_latency:
+        extra += ["--latency", str(args.tool_latency)]
+    if args.tool_log:
+        extra += ["--call-log", str(args.tool_log)]
+    return ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
+
+
+async def _save_images(tools: ToolClient, trajectory: Trajectory, out: Path) -> list[str]:
+    """Every image the task saw or made under ``out/images/``, and the answer as ``out/image_N.png``."""
+    for handle in image_handles(trajectory.task, trajectory.tool_calls):
+        (out / "images" / f"{handle}.png").write_bytes(await tools.read_image(handle))
     written = []
-    for i, handle in enumerate(answer, 1):
+    for i, handle in enumerate(trajectory.answer, 1):
         target = out / f"image_{i}.png"
         target.write_bytes((out / "images" / f"{handle}.png").read_bytes())
         written.append(str(target))
-    trajectory = build_trajectory(
-        result.state, thread_id=result.thread_id, wall_s=result.wall_s, truths=truths,
-        config={"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
-                "fault_rate": args.fault_rate, "policy": args.policy, "backend": args.backend},
-    )  # fmt: skip
-    (out / "trajectory.json").write_text(trajectory.model_dump_json(indent=1))
-    (out / "report.html").write_text(render_report(trajectory))
+    return written
+
+
+async def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    budgets = Budgets(max_turns=args.max_turns, max_tool_calls=args.max_tool_calls)
+    config = AgentConfig(reflect=not args.no_reflect, observe=args.observe, budgets=budgets)
+    record = {"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
+              "fault_rate": args.fault_rate, "policy": args.policy, "backend": args.backend}  # fmt: skip
+    checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
+    async with (
+        ToolClient(spec=_tool_spec(args, out)) as tools,
+        open_policy(args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens) as policy,
+        open_checkpointer(checkpoint) as saver,
+    ):
+        inputs = tuple([await tools.upload(data) for data in args.image_bytes])
+        split: Split = args.split or _infer_split(inputs, args.n)
+        task = Task(request=args.prompt, n_images=args.n, split=split, inputs=inputs)
+        runner = TaskRunner(policy=policy, tools=tools, config=config, checkpointer=saver)
+        show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
+        result = await runner.run(task, seed=args.seed, thread_id=args.thread_id, on_event=show, record=record)
+        written = await _save_images(tools, result.trajectory, out)
+    (out / "trajectory.json").write_text(result.trajectory.model_dump_json(indent=1))
+    (out / "report.html").write_text(render_report(result.trajectory))
     summary = {
         "images": written,
         "trajectory": str(out / "trajectory.json"),
         "report": str(out / "report.html"),
-        "termination": trajectory.termination,
+        "termination": result.trajectory.termination,
         "thread_id": result.thread_id,
     }
     print(json.dumps(summary, indent=1))

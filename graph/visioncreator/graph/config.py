@@ -1,9 +1,13 @@
-"""Agent configuration: budgets and loop switches."""
+"""Agent configuration: budgets, loop switches and the policy nodes' retries."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Literal
+
+from visioncreator.policy import PolicyConnectionError
+
+__all__ = ["AgentConfig", "Budgets", "RetrySettings"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,6 +29,34 @@ class Budgets:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RetrySettings:
+    """When a node is run again after an exception (LangGraph's ``RetryPolicy``, with the types named).
+
+    Only the exception types in ``retry_on`` (and their subclasses) are retried; anything else
+    fails the run at once, and the run resumes from its checkpoint when started again.
+    """
+
+    max_attempts: int = 3
+    """Attempts in all, the first included (1: never retried)."""
+    initial_interval_s: float = 1.0
+    """Wait before the first retry."""
+    backoff_factor: float = 2.0
+    """Each wait is this many times the one before."""
+    max_interval_s: float = 30.0
+    """Longest wait between attempts."""
+    jitter: bool = True
+    """Add a random fraction to each wait, so concurrent runs do not retry in lockstep."""
+    retry_on: tuple[type[Exception], ...] = (PolicyConnectionError,)
+    """The exception types worth another attempt. The default: the model server was unreachable even
+    after the back end's own retries (it may be restarting, e.g. to load new weights). Add
+    ``PolicyTimeoutError`` or :class:`~visioncreator.graph.PolicyTurnTimeout` to retry slow turns too."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AgentConfig:
     """How the agent loop runs."""
 
@@ -38,6 +70,9 @@ class AgentConfig:
     max_format_retries: int = 3
     """Consecutive unparseable turns at one node before the agent gives up and finishes."""
     policy_timeout_s: float = 300.0
-    """Timeout of one policy turn."""
+    """Timeout of one policy turn (over it: :class:`~visioncreator.graph.PolicyTurnTimeout`)."""
+    policy_retry: RetrySettings = field(default_factory=RetrySettings)
+    """Retries of the policy nodes (plan, act, reflect, finish). The other nodes are never retried:
+    tool failures come back to the policy as observations, not exceptions."""
     recursion_limit: int = 400
     """LangGraph super-step limit (a safety net; budgets stop the loop first)."""

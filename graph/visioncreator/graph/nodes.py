@@ -15,7 +15,9 @@ from langgraph.config import get_stream_writer
 
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
-from visioncreator.graph.state import AgentState, ToolCallRecord, TurnRecord
+from visioncreator.graph.errors import PolicyTurnTimeout
+from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, typed, typed_list
+from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
 from visioncreator.policy import (
     FormatError,
     Message,
@@ -26,7 +28,6 @@ from visioncreator.policy import (
     PolicyRequest,
     PolicyTurn,
     Task,
-    ToolCall,
     error_message,
     observation_message,
     system_message,
@@ -34,8 +35,10 @@ from visioncreator.policy import (
 )
 from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 
+__all__ = ["Nodes", "emit"]
 
-def _emit(event: str, **data: Any) -> None:
+
+def emit(event: str, **data: Any) -> None:
     """Send a progress event on LangGraph's ``custom`` stream (a no-op outside a run)."""
     try:
         writer = get_stream_writer()
@@ -55,15 +58,16 @@ class Nodes:
     # ---- start ---------------------------------------------------------------------------
 
     async def start(self, state: AgentState) -> dict[str, Any]:
-        """Write the system and task messages; queue looks at the input images."""
-        task = Task.model_validate(state["task"])
+        """Validate the task once, write the system and task messages; queue looks at the input images."""
+        task = typed(Task, state["task"])
         budgets = self.config.budgets.as_dict()
         if not self.config.reflect:
             budgets = {**budgets, "reflection": 0}
         messages = [system_message(self.tools.policy_tools(), budgets), task_message(task)]
-        _emit("start", request=task.request, n_images=task.n_images, split=task.split)
+        emit("start", request=task.request, n_images=task.n_images, split=task.split)
         return {
-            "messages": [m.model_dump() for m in messages],
+            "task": task,
+            "messages": messages,
             "started_at": time.time(),
             "batch": 0,
             "shown_batch": -1 if task.inputs and self._inspects else 0,
@@ -94,32 +98,35 @@ class Nodes:
         """Ask the policy to judge the new images: accept, redo or revise."""
         return await self._policy_node("reflect", state)
 
+    async def _ask(self, node: Node, messages: tuple[Message, ...], seed: int) -> PolicyTurn:
+        request = PolicyRequest(messages=messages, node=node, tools=self.tools.policy_tools(), seed=seed)
+        timeout = self.config.policy_timeout_s
+        try:
+            return await asyncio.wait_for(self.policy.respond(request), timeout=timeout)
+        except TimeoutError as exc:
+            raise PolicyTurnTimeout(f"the policy's {node} turn took longer than {timeout:g} s") from exc
+
     async def _policy_node(self, node: Node, state: AgentState) -> dict[str, Any]:
         stop = self._budget_stop(state)
         if stop:
             return {"termination": stop, "pending": []}
         new_messages = self._flush_observations(state)
-        messages = [Message.model_validate(m) for m in state.get("messages", [])] + new_messages
-        turn_index = len(state.get("turns", []))
-        request = PolicyRequest(
-            messages=tuple(messages), node=node, tools=self.tools.policy_tools(), seed=int(state.get("seed") or 0)
-        )
+        messages = (*typed_list(Message, state.get("messages", ())), *new_messages)
+        turn_index = len(state.get("turns", ()))
         started = time.time()
-        turn = await asyncio.wait_for(self.policy.respond(request), timeout=self.config.policy_timeout_s)
-        record = _turn_record(turn_index, node, turn, started, len(messages))
-        assistant = Message(role="assistant", content=turn.text, node=node)
+        turn = await self._ask(node, messages, int(state.get("seed") or 0))
+        record = TurnRecord.of(turn, index=turn_index, node=node, started_at=started, n_messages=len(messages))
         update: dict[str, Any] = {"turns": [record], "pending": []}
-        out_messages = [*new_messages, assistant]
+        out_messages = [*new_messages, Message(role="assistant", content=turn.text, node=node)]
         if new_messages:
             update["shown_batch"] = state.get("batch", 0)
         parsed = turn.parsed
-        _emit("turn", node=node, index=turn_index, errors=len(parsed.errors), text=turn.text)
-
+        emit("turn", node=node, index=turn_index, errors=len(parsed.errors), text=turn.text)
         feedback: list[FormatError | str] = list(parsed.errors)
         if parsed.plan is not None:
-            update["plan"] = parsed.plan.model_dump()
+            update["plan"] = parsed.plan
         for reflection in parsed.reflections:
-            _emit("reflect", verdict=reflection.verdict, image=reflection.image, faults=list(reflection.faults))
+            emit("reflect", verdict=reflection.verdict, image=reflection.image, faults=list(reflection.faults))
         calls, refused, step_calls = self._admit_calls(state, parsed, turn_index)
         feedback.extend(refused)
         update["step_calls"] = step_calls
@@ -130,8 +137,7 @@ class Nodes:
         if parsed.answer is not None:
             update["answer"] = list(parsed.answer.images)
         useful = bool(calls) or parsed.answer is not None or (node == "plan" and parsed.plan is not None)
-        if node == "reflect" and parsed.reflections:
-            useful = True
+        useful = useful or (node == "reflect" and bool(parsed.reflections))
         if not useful and not feedback:
             feedback.append(_nothing_to_do(node))
         if feedback:
@@ -140,12 +146,12 @@ class Nodes:
         update["format_retries"] = retries
         if retries > self.config.max_format_retries:
             update["termination"] = "format_errors"
-        update["messages"] = [m.model_dump() for m in out_messages]
+        update["messages"] = out_messages
         return update
 
     def _admit_calls(
         self, state: AgentState, parsed: ParsedTurn, turn_index: int
-    ) -> tuple[list[dict[str, Any]], list[str], dict[str, int]]:
+    ) -> tuple[list[PendingCall], list[str], dict[str, int]]:
         """Give each tool call an id; refuse those over a budget, with a reason the policy reads.
 
         A plan step's first call is its attempt; every later call for the same step is a redo,
@@ -154,11 +160,10 @@ class Nodes:
         budgets = self.config.budgets
         used = state.get("policy_tool_calls", 0)
         step_calls = dict(state.get("step_calls", {}))
-        admitted: list[dict[str, Any]] = []
+        admitted: list[PendingCall] = []
         refused: list[str] = []
         names = {t.name for t in self.tools.policy_tools()}
         for k, call in enumerate(parsed.tool_calls):
-            call_id = call.id or f"call_{turn_index}_{k}"
             if call.name not in names:
                 refused.append(f"unknown tool {call.name!r}; available: {', '.join(sorted(names))}")
                 continue
@@ -174,14 +179,15 @@ class Nodes:
                     )
                     continue
                 step_calls[key] = step_calls.get(key, 0) + 1
-            admitted.append({**call.model_dump(), "id": call_id, "turn": turn_index})
+            named = call if call.id else call.model_copy(update={"id": f"call_{turn_index}_{k}"})
+            admitted.append(PendingCall(call=named, turn=turn_index))
         return admitted, refused, step_calls
 
     def _budget_stop(self, state: AgentState) -> str | None:
         budgets = self.config.budgets
         if state.get("termination"):
             return state["termination"]
-        if len(state.get("turns", [])) >= budgets.max_turns:
+        if len(state.get("turns", ())) >= budgets.max_turns:
             return "budget_turns"
         if time.time() - state.get("started_at", time.time()) > budgets.wall_time_s:
             return "budget_wall_time"
@@ -192,24 +198,24 @@ class Nodes:
         batch = state.get("batch", 0)
         if state.get("shown_batch", 0) >= batch:
             return []
-        records = [r for r in state.get("tool_calls", []) if r["batch"] == batch]
         inspections = state.get("inspections", {})
         observations: list[Observation] = []
-        for r in records:
-            if r["by"] == "graph" and r["name"] == ToolName.INSPECT_IMAGE and r["batch"] != 0:
+        for r in typed_list(ToolCallRecord, state.get("tool_calls", ())):
+            if r.batch != batch:
+                continue
+            look = r.by == "graph" and r.name == ToolName.INSPECT_IMAGE
+            if look and r.batch != 0:
                 continue  # shown attached to the image it inspected
-            inspection = inspections.get(r["handle"]) if r["handle"] and self._inspects else None
-            if r["by"] == "graph" and r["name"] == ToolName.INSPECT_IMAGE:
-                inspection = r["result"]
+            inspection = r.result if look else (inspections.get(r.handle) if r.handle and self._inspects else None)
             observations.append(
                 Observation(
-                    call_id=r["id"],
-                    name=r["name"],
-                    arguments=r["arguments"],
-                    step=r["step"],
-                    ok=r["ok"],
-                    result=r["result"],
-                    error=r["error"],
+                    call_id=r.id,
+                    name=r.name,
+                    arguments=r.arguments,
+                    step=r.step,
+                    ok=r.ok,
+                    result=r.result,
+                    error=r.error,
                     inspection=inspection if isinstance(inspection, dict) and "error" not in inspection else None,
                 )
             )
@@ -222,55 +228,41 @@ class Nodes:
 
     # ---- tools ---------------------------------------------------------------------------
 
-    async def run_tool(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
         """Run one tool call (fanned out with ``Send``: one task per call)."""
-        call = ToolCall.model_validate(payload["call"])
+        pending = typed(PendingCall, payload["call"])
+        call = pending.call
         record = await self._call(
-            call.name,
-            call.arguments,
-            call_id=call.id,
-            step=call.step,
-            by="policy",
-            batch=payload["batch"],
-            turn=payload["call"].get("turn", -1),
-        )
+            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=payload["batch"],
+            turn=pending.turn,
+        )  # fmt: skip
         return {"tool_calls": [record]}
 
-    async def inspect(self, payload: dict[str, Any]) -> dict[str, Any]:
+    async def inspect(self, payload: Look) -> dict[str, Any]:
         """Look at one image with ``inspect_image`` on the policy's behalf."""
         handle = payload["handle"]
         record = await self._call(
-            ToolName.INSPECT_IMAGE,
-            {"image": handle},
-            call_id=f"inspect_{handle}_{payload['batch']}",
-            step=None,
-            by="graph",
-            batch=payload["batch"],
-            turn=-1,
-        )
-        value = record["result"] if record["ok"] else {"error": record["error"]}
+            ToolName.INSPECT_IMAGE, {"image": handle}, call_id=f"inspect_{handle}_{payload['batch']}", step=None,
+            by="graph", batch=payload["batch"], turn=-1,
+        )  # fmt: skip
+        value = record.result if record.ok else {"error": record.error}
         return {"tool_calls": [record], "inspections": {handle: value}}
 
     async def _call(
         self, name: str, arguments: dict[str, Any], *, call_id: str, step: int | None, by: str, batch: int, turn: int
     ) -> ToolCallRecord:
-        _emit("tool_start", id=call_id, name=name, by=by)
+        emit("tool_start", id=call_id, name=str(name), by=by)
         started = time.time()
         outcome = await self.tools.call(name, arguments)
         handle = None
         if outcome.ok and outcome.structured and (name in IMAGE_TOOLS or name == ToolName.INSPECT_IMAGE):
             handle = str(outcome.structured.get("handle"))
-        _emit(
-            "tool_end",
-            id=call_id,
-            name=name,
-            ok=outcome.ok,
-            handle=handle,
-            error=outcome.error,
+        emit(
+            "tool_end", id=call_id, name=str(name), ok=outcome.ok, handle=handle, error=outcome.error,
             latency_s=outcome.latency_s,
-        )
+        )  # fmt: skip
         return ToolCallRecord(
-            id=call_id, batch=batch, turn=turn, by="graph" if by == "graph" else "policy", name=name,
+            id=call_id, batch=batch, turn=turn, by="graph" if by == "graph" else "policy", name=str(name),
             arguments=dict(arguments), step=step, ok=outcome.ok, result=outcome.structured, error=outcome.error,
             handle=handle, latency_s=outcome.latency_s, started_at=started,
         )  # fmt: skip
@@ -291,34 +283,19 @@ class Nodes:
             result = await self._policy_node("finish", state)
             update.update(result)
             answer = result.get("answer")
-        known = _known_handles(state)
+        calls = typed_list(ToolCallRecord, state.get("tool_calls", ()))
+        task = typed(Task, state["task"])
+        known = {c.handle for c in calls if c.handle and c.name in IMAGE_TOOLS} | set(task.inputs)
         valid = [h for h in (answer or []) if h in known]
         if answer is not None and valid and len(valid) == len(answer):
             reason = termination or "answered"
         else:
-            valid = valid or _latest_images(state)
+            valid = valid or _latest_images(calls, task.n_images)
             reason = termination or ("invalid_answer" if answer is not None else "no_answer")
         update["answer"] = valid
         update["termination"] = reason
-        _emit("finish", answer=valid, termination=reason)
+        emit("finish", answer=valid, termination=reason)
         return update
-
-
-def _turn_record(index: int, node: Node, turn: PolicyTurn, started: float, n_messages: int) -> TurnRecord:
-    return TurnRecord(
-        index=index,
-        node=node,
-        text=turn.text,
-        segments=[s.model_dump(exclude={"value"}) for s in turn.parsed.segments],
-        errors=[e.model_dump() for e in turn.parsed.errors],
-        model=turn.model,
-        latency_s=turn.latency_s,
-        started_at=started,
-        n_messages=n_messages,
-        prompt_token_ids=list(turn.prompt_token_ids) if turn.prompt_token_ids is not None else None,
-        completion_token_ids=list(turn.completion_token_ids) if turn.completion_token_ids is not None else None,
-        logprobs=list(turn.logprobs) if turn.logprobs is not None else None,
-    )
 
 
 def _nothing_to_do(node: Node) -> str:
@@ -331,17 +308,10 @@ def _nothing_to_do(node: Node) -> str:
     return f"the turn held nothing this node can use: write {wanted}"
 
 
-def _known_handles(state: AgentState) -> set[str]:
-    handles = {r["handle"] for r in state.get("tool_calls", []) if r["handle"] and r["name"] in IMAGE_TOOLS}
-    handles.update(state.get("task", {}).get("inputs", ()))
-    return handles
-
-
-def _latest_images(state: AgentState) -> list[str]:
+def _latest_images(calls: list[ToolCallRecord], n_images: int) -> list[str]:
     """Fallback answer: the latest image of each plan step (or of each call without a step)."""
     by_step: dict[str, str] = {}
-    for r in state.get("tool_calls", []):
-        if r["ok"] and r["handle"] and r["name"] in IMAGE_TOOLS:
-            by_step[str(r["step"]) if r["step"] is not None else r["id"]] = r["handle"]
-    n = int(state.get("task", {}).get("n_images", 1))
-    return list(by_step.values())[:n]
+    for r in calls:
+        if r.ok and r.handle and r.name in IMAGE_TOOLS:
+            by_step[str(r.step) if r.step is not None else r.id] = r.handle
+    return list(by_step.values())[:n_images]

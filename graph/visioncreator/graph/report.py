@@ -6,8 +6,8 @@ import html
 import json
 from typing import Any
 
-from visioncreator.graph.trajectory import Trajectory
-from visioncreator.policy import parse_turn
+from visioncreator.graph.trajectory import ToolCallRecord, Trajectory, TurnRecord
+from visioncreator.policy import Reflection
 from visioncreator.tool_servers import ToolName
 
 _CSS = """
@@ -42,34 +42,30 @@ def _faults(truth: dict[str, Any] | None) -> str:
     return f'<div class="err">ground truth: injected faults<ul>{items}</ul></div>'
 
 
-def _call_html(call: dict[str, Any], traj: Trajectory, images_dir: str) -> str:
-    args = json.dumps(call.get("arguments", {}), sort_keys=True)
+def _call_html(call: ToolCallRecord, traj: Trajectory, images_dir: str) -> str:
+    args = json.dumps(call.arguments, sort_keys=True)
     status = (
-        f'<span class="accept">ok</span> → <code>{_e(call.get("handle"))}</code>'
-        if call.get("ok")
-        else f'<span class="err">error: {_e(call.get("error"))}</span>'
+        f'<span class="accept">ok</span> → <code>{_e(call.handle)}</code>'
+        if call.ok
+        else f'<span class="err">error: {_e(call.error)}</span>'
     )
-    handle = call.get("handle") if call.get("name") != ToolName.INSPECT_IMAGE else None
+    handle = call.handle if call.name != ToolName.INSPECT_IMAGE else None
     truth = traj.truths.get(handle) if handle else None
-    by = "graph" if call.get("by") == "graph" else "policy"
     return (
-        f'<div class="call">{_image(handle, images_dir)}<div><div><b>{_e(call.get("name"))}</b> '
-        f"<small>({by}, {float(call.get('latency_s', 0)) * 1000:.0f} ms)</small></div>"
+        f'<div class="call">{_image(handle, images_dir)}<div><div><b>{_e(call.name)}</b> '
+        f"<small>({call.by}, {call.latency_s * 1000:.0f} ms)</small></div>"
         f"<pre>{_e(args)}</pre><div>{status}</div>{_faults(truth)}</div></div>"
     )
 
 
-def _segments_html(text: str) -> str:
-    parsed = parse_turn(text)
+def _segments_html(turn: TurnRecord) -> str:
     parts = []
-    for seg in parsed.segments:
-        css = ""
-        if seg.kind == "reflect" and seg.value is not None:
-            css = getattr(seg.value, "verdict", "")
+    for seg in turn.segments:
+        css = seg.value.verdict if isinstance(seg.value, Reflection) else ""
         parts.append(
             f'<div class="seg"><span class="tag {css}">&lt;{seg.kind}&gt;</span><pre>{_e(seg.body)}</pre></div>'
         )
-    for err in parsed.errors:
+    for err in turn.errors:
         parts.append(f'<div class="seg err">format error ({_e(err.code)}): {_e(err.message)}</div>')
     return "".join(parts)
 
@@ -77,29 +73,27 @@ def _segments_html(text: str) -> str:
 def render_report(traj: Trajectory, *, images_dir: str = "images") -> str:
     """The report page. Image paths are relative: ``{images_dir}/{handle}.png``."""
     task = traj.task
-    calls_by_turn: dict[int, list[dict[str, Any]]] = {}
+    calls_by_turn: dict[int, list[ToolCallRecord]] = {}
     for call in traj.tool_calls:
-        calls_by_turn.setdefault(int(call.get("turn", -1)), []).append(call)
+        calls_by_turn.setdefault(call.turn, []).append(call)
     body = [
-        f"<h1>visioncreator: {_e(task.get('request', ''))}</h1>",
+        f"<h1>visioncreator: {_e(task.request)}</h1>",
         "<table>"
-        f"<tr><th>split</th><td>{_e(task.get('split'))}</td><th>images wanted</th><td>{_e(task.get('n_images'))}</td>"
+        f"<tr><th>split</th><td>{_e(task.split)}</td><th>images wanted</th><td>{_e(task.n_images)}</td>"
         f"<th>seed</th><td>{traj.seed}</td></tr><tr><th>termination</th><td>{_e(traj.termination)}</td>"
         f"<th>turns</th><td>{len(traj.turns)}</td><th>tool calls</th><td>{len(traj.tool_calls)}</td></tr>"
         f"<tr><th>wall</th><td>{traj.timings.wall_s:.2f} s</td><th>policy</th><td>{traj.timings.policy_s:.2f} s</td>"
         f"<th>tools</th><td>{traj.timings.tools_s:.2f} s</td></tr></table>",
     ]
-    inputs = task.get("inputs") or []
-    if inputs:
-        body.append("<h2>Input images</h2>" + "".join(_image(h, images_dir) for h in inputs))
+    if task.inputs:
+        body.append("<h2>Input images</h2>" + "".join(_image(h, images_dir) for h in task.inputs))
     body.append("<h2>Turns</h2>")
     for turn in traj.turns:
-        node = _e(turn.get("node"))
-        calls = "".join(_call_html(c, traj, images_dir) for c in calls_by_turn.get(int(turn["index"]), []))
+        node = _e(turn.node)
+        calls = "".join(_call_html(c, traj, images_dir) for c in calls_by_turn.get(turn.index, []))
         body.append(
-            f'<div class="turn {node}"><h3>#{turn["index"]} {node} '
-            f"<small>({float(turn.get('latency_s', 0)) * 1000:.0f} ms)</small></h3>"
-            f"{_segments_html(turn.get('text', ''))}{calls}</div>"
+            f'<div class="turn {node}"><h3>#{turn.index} {node} <small>({turn.latency_s * 1000:.0f} ms)</small></h3>'
+            f"{_segments_html(turn)}{calls}</div>"
         )
     graph_calls = calls_by_turn.get(-1, [])
     if graph_calls:

@@ -1,10 +1,17 @@
-"""Run one task through the compiled agent, with checkpoints, resume and progress events."""
+"""From a task to its trajectory: the one path the CLI, the eval runner and the RL collector all take.
+
+:class:`TaskRunner` runs a task through a compiled agent to a :class:`~visioncreator.graph.Trajectory`:
+it resumes the task's checkpoint thread if a run stopped midway (:func:`thread_id_for` names the
+thread), reads the synthetic ground truth of every image the task saw or made, and times the
+run. :func:`run_task` is the graph-level step underneath, for apps that only want the final state.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +20,40 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph.graph.state import CompiledStateGraph
 
-from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
-from visioncreator.policy import Task
+from visioncreator.graph.builder import Agent, build_agent
+from visioncreator.graph.client import ToolClient
+from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.state import AgentInput, PendingCall
+from visioncreator.graph.trajectory import ToolCallRecord, Trajectory, TurnRecord, build_trajectory, image_handles
+from visioncreator.policy import (
+    Answer,
+    FormatError,
+    Message,
+    Plan,
+    PlanStep,
+    Policy,
+    Reflection,
+    Segment,
+    Task,
+    ToolCall,
+)
+
+__all__ = ["STATE_TYPES", "EventHandler", "RunResult", "TaskRunner", "open_checkpointer", "run_task", "thread_id_for"]
 
 EventHandler = Callable[[dict[str, Any]], None]
+
+STATE_TYPES: frozenset[tuple[str, str]] = frozenset(
+    (cls.__module__, cls.__name__)
+    for cls in (
+        Task, Message, Plan, PlanStep, ToolCall, Reflection, Answer, Segment, FormatError, TurnRecord, ToolCallRecord,
+        PendingCall,
+    )
+)  # fmt: skip
+"""The pydantic types the agent's state holds, as ``(module, name)``: the checkpoint serializer's allowlist
+(``JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)``) for a checkpointer you make yourself."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,29 +64,49 @@ class RunResult:
     state: dict[str, Any]
     """The final graph state (answer, termination, turns, tool_calls, messages...)."""
     resumed: bool
-    """True when this run continued a checkpointed one."""
+    """True when this run continued a checkpointed one (or found it already finished)."""
     wall_s: float
+    """Seconds this call took (0 when the thread had already finished)."""
+    trajectory: Trajectory
+    """The task's record (with ground truths and settings when the run went through :class:`TaskRunner`)."""
 
 
-def thread_id_for(task: Task, seed: int) -> str:
-    """A deterministic thread id: re-running the same task and seed resumes it."""
-    digest = hashlib.sha256(f"{task.model_dump_json()}|{seed}".encode()).hexdigest()
-    return f"task_{digest[:16]}"
+def thread_id_for(task: Task, seed: int, *scope: object) -> str:
+    """The checkpoint thread of a task: the same task, seed and scope resume the same thread.
+
+    Args:
+        task: The task (its JSON, id and inputs included, is part of the id).
+        seed: Seed of the run.
+        *scope: Whatever else tells runs of the same task apart (the RL collector: the sample index,
+            tool seed, policy and task context).
+
+    Returns:
+        ``traj_`` and 16 hex digits of a SHA-256: the trajectory id everywhere (CLI, evals, RL records).
+
+    """
+    parts = [task.model_dump_json(), str(seed), *map(str, scope)]
+    return "traj_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
 @asynccontextmanager
 async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckpointSaver[Any]]:
-    """A SQLite checkpointer at ``path``, or an in-memory one for ``None`` / ``":memory:"``."""
+    """A SQLite checkpointer at ``path``, or an in-memory one for ``None`` / ``":memory:"``.
+
+    Its serializer allows exactly the state's own types (:data:`STATE_TYPES`) besides LangGraph's.
+    """
+    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
     if path is None or str(path) == ":memory:":
-        yield InMemorySaver()
+        yield InMemorySaver(serde=serde)
         return
+    import aiosqlite
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-        yield saver
+    async with aiosqlite.connect(str(path)) as conn:
+        yield AsyncSqliteSaver(conn, serde=serde)
 
 
 async def run_task(
-    agent: CompiledStateGraph[AgentState, None, AgentInput, AgentOutput],
+    agent: Agent,
     task: Task,
     *,
     seed: int = 0,
@@ -75,14 +129,14 @@ async def run_task(
     config: RunnableConfig = {"configurable": {"thread_id": tid}, "recursion_limit": recursion_limit}
     started = time.perf_counter()
     resumed = False
-    run_input: AgentInput | None = {"task": task.model_dump(mode="json"), "seed": seed}
+    run_input: AgentInput | None = {"task": task, "seed": seed}
     if agent.checkpointer is not None:
         snapshot = await agent.aget_state(config)
         if snapshot.values:
             # Finished means nothing left to run AND no saved writes waiting: a crash between a step's
             # writes and its checkpoint leaves `next` empty with the step's tasks still pending.
             if not snapshot.next and not snapshot.tasks:
-                return RunResult(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
+                return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed = True
             run_input = None
             if on_event:
@@ -95,4 +149,67 @@ async def run_task(
             values = chunk
     if agent.checkpointer is not None:
         values = dict((await agent.aget_state(config)).values)
-    return RunResult(tid, values, resumed=resumed, wall_s=time.perf_counter() - started)
+    return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started)
+
+
+def _result(thread_id: str, state: dict[str, Any], *, resumed: bool, wall_s: float) -> RunResult:
+    trajectory = build_trajectory(state, thread_id=thread_id, wall_s=wall_s)
+    return RunResult(thread_id, state, resumed=resumed, wall_s=wall_s, trajectory=trajectory)
+
+
+class TaskRunner:
+    """Runs tasks to trajectories through one compiled agent: checkpoints and resume, truths, timings.
+
+    Args:
+        policy: Writes every turn.
+        tools: A connected tool client (the agent's tools, and where ground truths are read).
+        config: The agent's configuration.
+        checkpointer: Where state is saved after each step (``None``: no resume).
+
+    """
+
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        tools: ToolClient,
+        config: AgentConfig | None = None,
+        checkpointer: BaseCheckpointSaver[Any] | None = None,
+    ) -> None:
+        self.tools = tools
+        self.config = config or AgentConfig()
+        self.agent = build_agent(policy=policy, tools=tools, config=self.config, checkpointer=checkpointer)
+
+    async def run(
+        self,
+        task: Task,
+        *,
+        seed: int = 0,
+        scope: Sequence[object] = (),
+        thread_id: str | None = None,
+        on_event: EventHandler | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Run (or resume, or find finished) ``task``; the result carries its trajectory.
+
+        Args:
+            task: The task.
+            seed: Seed of the run.
+            scope: More parts of the thread id (see :func:`thread_id_for`).
+            thread_id: The checkpoint thread itself, instead of one derived from task, seed and scope.
+            on_event: Progress events, as :func:`run_task` gives them.
+            record: What the trajectory keeps as its ``config`` (the settings that shaped it).
+
+        """
+        tid = thread_id or thread_id_for(task, seed, *scope)
+        result = await run_task(
+            self.agent, task, seed=seed, thread_id=tid, on_event=on_event, recursion_limit=self.config.recursion_limit
+        )
+        trajectory = result.trajectory
+        truths: dict[str, Any] = {}
+        for handle in image_handles(trajectory.task, trajectory.tool_calls):
+            truth = await self.tools.read_truth(handle)
+            if truth is not None:
+                truths[handle] = truth
+        trajectory = trajectory.model_copy(update={"truths": truths, "config": dict(record or {})})
+        return dataclasses.replace(result, trajectory=trajectory)

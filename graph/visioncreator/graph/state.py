@@ -1,9 +1,36 @@
-"""The graph's state: handles and small values only, with LangGraph reducers."""
+"""The graph's state: typed records, handles and small values, with LangGraph reducers.
+
+The state holds pydantic objects (the task, messages, turn and tool-call records, the plan), so
+a node reads them as they are and a policy turn's own cost does not grow with the conversation.
+A checkpointer whose serializer does not allow these types (LangGraph's strict msgpack mode with
+another allowlist) gives them back as plain dicts: :func:`typed` accepts both.
+"""
 
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal, TypedDict
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from typing_extensions import TypedDict
+
+from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
+from visioncreator.policy import Message, Plan, Task, ToolCall
+
+__all__ = [
+    "AgentInput",
+    "AgentOutput",
+    "AgentState",
+    "Look",
+    "PendingCall",
+    "ToolTask",
+    "merge",
+    "typed",
+    "typed_list",
+]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
@@ -11,48 +38,46 @@ def merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str
     return {**(left or {}), **(right or {})}
 
 
-class TurnRecord(TypedDict):
-    """One policy turn."""
-
-    index: int
-    node: str
-    text: str
-    segments: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-    model: str
-    latency_s: float
-    started_at: float
-    n_messages: int
-    """How many messages of the conversation the policy saw (a prefix: messages by reference)."""
-    prompt_token_ids: list[int] | None
-    completion_token_ids: list[int] | None
-    logprobs: list[float] | None
+def typed(model: type[M], value: M | Mapping[str, Any]) -> M:
+    """``value`` as a ``model``: itself when it is one, else validated (a checkpoint may hold plain dicts)."""
+    return value if isinstance(value, model) else model.model_validate(value)
 
 
-class ToolCallRecord(TypedDict):
-    """One executed tool call, made by the policy or by the graph itself."""
+def typed_list(model: type[M], values: Iterable[M | Mapping[str, Any]]) -> list[M]:
+    """Each of ``values`` as a ``model`` (only plain dicts are validated)."""
+    return [typed(model, v) for v in values]
 
-    id: str
-    batch: int
+
+class PendingCall(BaseModel):
+    """A tool call the policy asked for and the graph admitted, waiting for the ``tools`` step."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    call: ToolCall
+    """The call, with the id the graph gave it."""
     turn: int
-    """Index of the policy turn that asked for it; -1 for the graph's own calls."""
-    by: Literal["policy", "graph"]
-    name: str
-    arguments: dict[str, Any]
-    step: int | None
-    ok: bool
-    result: dict[str, Any] | None
-    error: str | None
-    handle: str | None
-    latency_s: float
-    started_at: float
+    """Index of the policy turn that asked for it."""
+
+
+class ToolTask(TypedDict):
+    """What one ``tools`` task runs (sent with ``Send``: one task per call)."""
+
+    call: PendingCall
+    batch: int
+
+
+class Look(TypedDict):
+    """What one ``inspect`` task looks at: an image, on the policy's behalf."""
+
+    handle: str
+    batch: int
 
 
 class AgentInput(TypedDict, total=False):
     """What a caller gives the agent."""
 
-    task: dict[str, Any]
-    """A :class:`visioncreator.policy.Task` as a dict."""
+    task: Task
+    """The task (a :class:`visioncreator.policy.Task`, or its JSON as a dict)."""
     seed: int
     """Seed of the run: policy sampling and tool seeds derive from it."""
 
@@ -61,27 +86,29 @@ class AgentOutput(TypedDict, total=False):
     """What the agent gives back."""
 
     answer: list[str]
+    """The answer's image handles, in order."""
     termination: str
-    task: dict[str, Any]
+    """Why the run ended: ``answered``, a budget (``budget_turns``...), ``format_errors``, ``no_answer``..."""
+    task: Task
 
 
 class AgentState(TypedDict, total=False):
     """The full state of one task."""
 
-    task: dict[str, Any]
+    task: Task
     seed: int
-    messages: Annotated[list[dict[str, Any]], operator.add]
+    messages: Annotated[list[Message], operator.add]
     turns: Annotated[list[TurnRecord], operator.add]
     tool_calls: Annotated[list[ToolCallRecord], operator.add]
     inspections: Annotated[dict[str, Any], merge]
     """handle -> inspect_image output (or {"error": ...}) from the graph's own looks."""
-    pending: list[dict[str, Any]]
+    pending: list[PendingCall]
     """Tool calls to run in the next ``tools`` step."""
     batch: int
     """Id of the latest batch of tool calls."""
     shown_batch: int
     """Latest batch whose observations were put into the conversation."""
-    plan: dict[str, Any] | None
+    plan: Plan | None
     step_calls: dict[str, int]
     """Plan step (as a string) -> policy calls made for it (the first is the attempt, the rest redos)."""
     policy_tool_calls: int

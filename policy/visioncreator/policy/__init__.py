@@ -25,10 +25,16 @@ from visioncreator.policy.format import (
     write_tool_call,
     write_turn,
 )
-from visioncreator.policy.local import LocalPolicySettings, TransformersPolicy
-from visioncreator.policy.openai import OpenAIPolicy
-from visioncreator.policy.openai_messages import ImageSource
-from visioncreator.policy.openai_settings import OpenAIPolicySettings
+from visioncreator.policy.local import (
+    LocalPolicySettings,
+    SmolLMUnavailableError,
+    TransformersPolicy,
+    build_tiny_lm,
+    corpus_tools,
+    load_smollm,
+    staged_dir,
+)
+from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings
 from visioncreator.policy.prompting import (
     NODE_INSTRUCTIONS,
     SYSTEM_TEMPLATE,
@@ -42,9 +48,6 @@ from visioncreator.policy.prompting import (
     task_message,
 )
 from visioncreator.policy.scripted import Script, ScriptedPolicy
-from visioncreator.policy.smollm import SmolLMUnavailableError, load_smollm
-from visioncreator.policy.staging import staged_dir
-from visioncreator.policy.tiny_lm import build_tiny_lm, corpus_tools
 from visioncreator.policy.types import (
     Answer,
     FormatError,

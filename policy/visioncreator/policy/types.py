@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Split = Literal["single", "multi", "img2img"]
 Node = Literal["plan", "act", "reflect", "finish"]
@@ -77,13 +77,35 @@ SegmentValue = Plan | ToolCall | Reflection | Answer | None
 
 
 class Segment(_Frozen):
-    """One tagged segment of an assistant turn, with its character span in the turn text."""
+    """One tagged segment of an assistant turn, with its character span in the turn text.
+
+    ``value`` is what the body parsed into (``None`` for ``think`` and for a body that did not
+    parse); records keep it, so that nothing downstream parses the text again. Read back from JSON,
+    the value is validated as the type its ``kind`` names.
+    """
 
     kind: SegmentKind
     start: int = Field(description="Offset of the opening tag in the turn text.")
     end: int = Field(description="Offset just past the closing tag.")
     body: str = Field(description="The text between the tags, stripped.")
     value: SegmentValue = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _value_of_its_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("value"), dict):
+            model = _VALUE_TYPES.get(data.get("kind"))
+            if model is not None:
+                data = {**data, "value": model.model_validate(data["value"])}
+        return data
+
+
+_VALUE_TYPES: dict[object, type[BaseModel]] = {
+    "plan": Plan,
+    "tool_call": ToolCall,
+    "reflect": Reflection,
+    "answer": Answer,
+}
 
 
 FormatErrorCode = Literal[

@@ -22,16 +22,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from visioncreator.graph import (
-    AgentConfig,
-    Budgets,
-    ToolClient,
-    build_agent,
-    build_trajectory,
-    image_handles,
-    open_checkpointer,
-    run_task,
-)
+from visioncreator.graph import AgentConfig, Budgets, TaskRunner, ToolClient, open_checkpointer
 from visioncreator.policy import Policy
 from visioncreator.rl.errors import RLError
 from visioncreator.rl.records import (
@@ -47,7 +38,7 @@ from visioncreator.rl.records import (
 )
 from visioncreator.rl.rewards import REWARDS, RewardWeights
 from visioncreator.tool_servers import ImageStore
-from visioncreator.tool_servers.synthetic import GroundTruth
+from visioncreator.tool_servers.synthetic import GroundTruth, Scene
 
 __all__ = [
     "CollectConfig",
@@ -195,8 +186,8 @@ class Collector:
         self.config = config
         self.policy_info = policy_info(policy)
         self.policy_id = config.policy_id or policy_id_of(self.policy_info)
-        self._inputs: dict[int, asyncio.Task[tuple[tuple[str, ...], list[dict[str, Any]]]]] = {}
-        self._agent: Any = None
+        self._inputs: dict[int, asyncio.Task[tuple[tuple[str, ...], tuple[Scene, ...]]]] = {}
+        self._runner: TaskRunner | None = None
         self._saver: Any = None
 
     async def __aenter__(self) -> Self:
@@ -204,7 +195,7 @@ class Collector:
         if self.config.checkpoint is not None:
             self._saver = open_checkpointer(self.config.checkpoint)
             checkpointer = await self._saver.__aenter__()
-        self._agent = build_agent(
+        self._runner = TaskRunner(
             policy=self.policy, tools=self.tools, config=self.config.agent_config(), checkpointer=checkpointer
         )
         return self
@@ -220,52 +211,40 @@ class Collector:
 
     async def run(self, job: Job) -> TrajectoryRecord:
         """Collect one trajectory (resuming its checkpoint, if any) and score it."""
-        if self._agent is None:
+        if self._runner is None:
             raise CollectError("use the Collector as `async with Collector(...)` before running jobs")
         handles, scenes = await self._inputs_of(job)
         task = job.task.task.model_copy(update={"inputs": handles}) if job.task.inputs else job.task.task
-        result = await run_task(
-            self._agent, task, seed=job.seed, thread_id=job.trajectory_id, recursion_limit=self.config.recursion_limit
-        )
-        truths: dict[str, Any] = {}
-        for handle in image_handles(result.state):
-            truth = await self.tools.read_truth(handle)
-            if truth is not None:
-                truths[handle] = truth
-        trajectory = build_trajectory(
-            result.state,
-            thread_id=result.thread_id,
-            wall_s=result.wall_s,
-            truths=truths,
-            config=self.config.record_config(),
+        result = await self._runner.run(
+            task, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config()
         )
         record = TrajectoryRecord(
-            **dict(trajectory),
+            **dict(result.trajectory),
             trajectory_id=job.trajectory_id,
             task_id=job.task.task_id,
             group_id=job.group_id,
             sample_index=job.sample_index,
             tool_seed=self.config.tool_seed,
             policy=self.policy_info,
-            checklist=[c.model_dump(mode="json") for c in job.task.checklist],
+            checklist=job.task.checklist,
             input_scenes=scenes,
         )
         return record.scored(self.config.rewards)
 
-    async def _inputs_of(self, job: Job) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    async def _inputs_of(self, job: Job) -> tuple[tuple[str, ...], tuple[Scene, ...]]:
         # One rendering per task, shared by its samples (they run concurrently).
         if job.task_index not in self._inputs:
             self._inputs[job.task_index] = asyncio.ensure_future(self._prepare_inputs(job.task))
         return await asyncio.shield(self._inputs[job.task_index])
 
-    async def _prepare_inputs(self, task: CollectTask) -> tuple[tuple[str, ...], list[dict[str, Any]]]:
+    async def _prepare_inputs(self, task: CollectTask) -> tuple[tuple[str, ...], tuple[Scene, ...]]:
+        scenes: list[Scene] = []
         if not task.inputs:
-            scenes = []
             for handle in task.task.inputs:
                 truth = await self.tools.read_truth(handle)
                 if truth is not None:
-                    scenes.append(GroundTruth.model_validate(truth).scene.model_dump(mode="json"))
-            return task.task.inputs, scenes
+                    scenes.append(GroundTruth.model_validate(truth).scene)
+            return task.task.inputs, tuple(scenes)
         if self.config.store is None:
             raise CollectError(f"task {task.task_id} has input images: set CollectConfig.store to the tool's store")
         from visioncreator.tool_servers.synthetic import SyntheticBackend, SyntheticSettings
@@ -273,13 +252,12 @@ class Collector:
         store = ImageStore(self.config.store)
         backend = SyntheticBackend(SyntheticSettings(fault_rate=0.0))
         handles: list[str] = []
-        scenes = []
         for image in task.inputs:
             generated = await backend.text_to_image(image)
             assert generated.truth is not None  # the synthetic back end always knows its scene
             handles.append(store.put(generated.image, generated.truth).handle)
-            scenes.append(generated.truth.scene.model_dump(mode="json"))
-        return tuple(handles), scenes
+            scenes.append(generated.truth.scene)
+        return tuple(handles), tuple(scenes)
 
 
 class _NoBar:

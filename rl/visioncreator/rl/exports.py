@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from visioncreator.graph import Trajectory
-from visioncreator.policy import Message, chat_messages
+from visioncreator.policy import chat_messages
 from visioncreator.rl.advantages import (
     AdvantageError,
     as_weights,
@@ -60,7 +60,7 @@ def sft_conversation(
         ExportError: The trajectory has no assistant message.
 
     """
-    messages = [Message.model_validate(m) for m in trajectory.messages]
+    messages = trajectory.messages
     last = max((j for j, m in enumerate(messages) if m.role == "assistant"), default=None)
     if last is None:
         raise ExportError(f"trajectory {trajectory.thread_id!r} has no assistant message")

@@ -12,15 +12,13 @@ import dataclasses
 import hashlib
 import importlib
 import json
-import logging
-import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.graph import Trajectory
+from visioncreator.graph import JsonlError, Trajectory, append_jsonl, read_jsonl, repair_jsonl, thread_id_for
 from visioncreator.policy import Policy, Task
 from visioncreator.rl.errors import RLError
 from visioncreator.rl.rewards import RewardWeights, score
@@ -44,8 +42,6 @@ __all__ = [
     "repair_records",
     "trajectory_id_for",
 ]
-
-_log = logging.getLogger(__name__)
 
 JSON_COLUMNS: tuple[str, ...] = (
     "task",
@@ -159,8 +155,13 @@ def _digest(*parts: object) -> str:
 
 
 def trajectory_id_for(task: CollectTask, *, sample_index: int, seed: int, tool_seed: int, policy_id: str) -> str:
-    """``traj_`` + 16 hex digits of SHA-256 over the task JSON, sample index, run seed, tool seed and policy id."""
-    return "traj_" + _digest(task.model_dump_json(), sample_index, seed, tool_seed, policy_id)
+    """The trajectory's id, which is also its checkpoint thread.
+
+    It is :func:`visioncreator.graph.thread_id_for` of the task and seed, scoped by the rest of the
+    collect task (checklist, input images), the sample index, the tool seed and the policy id.
+    """
+    context = task.model_dump_json(exclude={"task"})
+    return thread_id_for(task.task, seed, context, sample_index, tool_seed, policy_id)
 
 
 def group_id_for(task: CollectTask, *, seed: int, tool_seed: int, policy_id: str) -> str:
@@ -177,17 +178,14 @@ class TrajectoryRecord(Trajectory):
     sample_index: int = Field(ge=0, description="Index of this sample within its group.")
     tool_seed: int = Field(default=0, description="The synthetic tool server's seed (its own randomness).")
     policy: dict[str, Any] = Field(default_factory=dict, description="Policy name, model and settings.")
-    checklist: list[dict[str, Any]] = Field(default_factory=list, description="CheckItem dicts of the task.")
-    input_scenes: list[dict[str, Any]] = Field(default_factory=list, description="Scene dicts of the inputs.")
+    checklist: tuple[CheckItem, ...] = Field(default=(), description="The task's checklist.")
+    input_scenes: tuple[Scene, ...] = Field(default=(), description="Ground-truth scenes of the input images.")
     rewards: dict[str, float] = Field(default_factory=dict, description="Reward name -> value, plus 'total'.")
     reward_details: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Reward name -> details.")
 
     def reward_context(self) -> RewardContext:
         """What the rewards need besides the trajectory: the checklist and input scenes."""
-        return RewardContext(
-            checklist=tuple(CheckItem.model_validate(c) for c in self.checklist),
-            input_scenes=tuple(Scene.model_validate(s) for s in self.input_scenes),
-        )
+        return RewardContext(checklist=self.checklist, input_scenes=self.input_scenes)
 
     def scored(self, weights: Mapping[str, float] | None = None) -> TrajectoryRecord:
         """A copy with ``rewards`` and ``reward_details`` filled by :func:`visioncreator.rl.score`.
@@ -212,34 +210,7 @@ _WEIGHT_NAMES = tuple(RewardWeights.__dataclass_fields__)
 
 def append_record(path: str | Path, record: TrajectoryRecord) -> None:
     """Append ``record`` as one JSON line, flushed and fsynced before returning."""
-    line = record.model_dump_json() + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
-def _parse(path: Path, data: bytes) -> tuple[list[TrajectoryRecord], int]:
-    """The records of ``data`` and the length of its valid prefix (a torn last line excluded)."""
-    records: list[TrajectoryRecord] = []
-    offset = 0
-    lines = data.split(b"\n")
-    # The piece after the final newline is empty for a well-terminated file.
-    for number, raw in enumerate(lines, 1):
-        last = all(not rest.strip() for rest in lines[number:])
-        if raw.strip():
-            try:
-                records.append(TrajectoryRecord.model_validate_json(raw))
-            except ValidationError as exc:
-                if last:
-                    _log.warning("%s: dropping a torn last line %d (%d bytes)", path, number, len(raw))
-                    return records, offset
-                raise RecordsError(f"{path}: line {number} is not a trajectory record: {exc}") from exc
-        if number < len(lines):
-            offset += len(raw) + 1
-        else:
-            offset += len(raw)
-    return records, offset
+    append_jsonl(path, record)
 
 
 def read_records(path: str | Path) -> list[TrajectoryRecord]:
@@ -251,28 +222,23 @@ def read_records(path: str | Path) -> list[TrajectoryRecord]:
         RecordsError: A line before the last one does not parse; the message names the line.
 
     """
-    file = Path(path)
-    if not file.exists():
-        return []
-    return _parse(file, file.read_bytes())[0]
+    try:
+        return read_jsonl(path, TrajectoryRecord)
+    except JsonlError as exc:
+        raise RecordsError(str(exc)) from exc
 
 
 def repair_records(path: str | Path) -> list[TrajectoryRecord]:
-    """Cut a torn last line off the file (so appends start on a fresh line) and return its records."""
-    file = Path(path)
-    if not file.exists():
-        return []
-    data = file.read_bytes()
-    records, valid = _parse(file, data)
-    if valid < len(data):
-        with open(file, "r+b") as handle:
-            handle.truncate(valid)
-            if valid and not data[:valid].endswith(b"\n"):
-                handle.seek(valid)
-                handle.write(b"\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-    return records
+    """Cut a torn last line off the file (so appends start on a fresh line) and return its records.
+
+    Raises:
+        RecordsError: A line before the last one does not parse.
+
+    """
+    try:
+        return repair_jsonl(path, TrajectoryRecord)
+    except JsonlError as exc:
+        raise RecordsError(str(exc)) from exc
 
 
 def _row(record: TrajectoryRecord) -> dict[str, Any]:

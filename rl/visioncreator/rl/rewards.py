@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from visioncreator.rl.rewards_base import RewardContext, RewardResult, truth_of
 from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
-from visioncreator.tool_servers import IMAGE_TOOLS
 from visioncreator.tool_servers.synthetic import checklist_for_spec, parse_prompt, verify
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
@@ -40,14 +39,10 @@ def result_reward(trajectory: Trajectory, context: RewardContext) -> RewardResul
     tool call of this trajectory or, for img2img, one of the task's inputs.
     """
     answer = list(trajectory.answer)
-    made = {
-        str(c["handle"])
-        for c in trajectory.tool_calls
-        if c.get("ok") and c.get("handle") and c.get("name") in IMAGE_TOOLS
-    }
-    if trajectory.task.get("split") == "img2img":
-        made |= {str(h) for h in trajectory.task.get("inputs", ())}
-    n = int(trajectory.task.get("n_images", 1))
+    made = {c.handle for c in trajectory.images_made() if c.handle}
+    if trajectory.task.split == "img2img":
+        made |= set(trajectory.task.inputs)
+    n = trajectory.task.n_images
     right_size = len(answer) == n
     unique = len(set(answer)) == len(answer)
     unknown = [h for h in answer if h not in made]
@@ -66,11 +61,11 @@ def outcome_reward(trajectory: Trajectory, context: RewardContext) -> RewardResu
     item passes, else 0.0.
     """
     checklist = list(context.checklist)
-    if not checklist and trajectory.task.get("split", "single") == "single":
-        checklist = checklist_for_spec(parse_prompt(str(trajectory.task.get("request", ""))))
+    if not checklist and trajectory.task.split == "single":
+        checklist = checklist_for_spec(parse_prompt(trajectory.task.request))
     truths = [truth_of(trajectory.truths, h) for h in trajectory.answer]
     scenes = [t.scene for t in truths if t is not None]
-    n = int(trajectory.task.get("n_images", 1))
+    n = trajectory.task.n_images
     if not checklist or len(trajectory.answer) != n or len(scenes) != n:
         reason = "no checklist" if not checklist else "wrong-sized answer or unknown images"
         return RewardResult(0.0, {"success": 0.0, "passed": 0, "items": len(checklist), "reason": reason})

@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from visioncreator.policy import ParsedTurn, parse_turn
+from visioncreator.policy import ParsedTurn, Plan
 from visioncreator.tool_servers.synthetic import CheckItem, GroundTruth, Scene
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph import Trajectory
+    from visioncreator.graph import Trajectory, TurnRecord
 
-__all__ = ["RewardContext", "RewardResult", "parsed_turns", "policy_turns", "truth_of"]
+__all__ = ["RewardContext", "RewardResult", "last_plan", "parsed_turns", "truth_of"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,14 +44,15 @@ class RewardResult:
             raise ValueError(f"reward value {self.value} is outside [0, 1]")
 
 
-def policy_turns(trajectory: Trajectory) -> list[dict[str, Any]]:
-    """The turns the policy wrote (every recorded turn has a node), in order."""
-    return [t for t in trajectory.turns if t.get("node")]
+def parsed_turns(trajectory: Trajectory) -> list[tuple[TurnRecord, ParsedTurn]]:
+    """Each policy turn with its parse, as the record keeps it (the text is never parsed again)."""
+    return [(t, t.parsed) for t in trajectory.turns]
 
 
-def parsed_turns(trajectory: Trajectory) -> list[tuple[dict[str, Any], ParsedTurn]]:
-    """Each policy turn with its parse (re-parsed from the text: the record keeps no values)."""
-    return [(t, parse_turn(str(t.get("text", "")))) for t in policy_turns(trajectory)]
+def last_plan(trajectory: Trajectory) -> Plan | None:
+    """The last plan the policy wrote (a revision replaces the plan), else the graph's record of it."""
+    plans = [s.value for _, parsed in parsed_turns(trajectory) for s in parsed.segments if isinstance(s.value, Plan)]
+    return plans[-1] if plans else trajectory.plan
 
 
 def truth_of(truths: Mapping[str, Any], handle: str) -> GroundTruth | None:

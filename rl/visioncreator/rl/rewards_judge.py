@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from visioncreator.evals import JudgeCache, JudgeClient, JudgeError, JudgeRequest, checklist_question, reason_pattern
-from visioncreator.policy import Plan
-from visioncreator.rl.rewards_base import RewardContext, RewardResult, parsed_turns
+from visioncreator.rl.rewards_base import RewardContext, RewardResult, last_plan
 from visioncreator.rl.rewards_process import plan_reward
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
@@ -39,14 +38,6 @@ _PROMPT = (
     "{plan}\n\n{questions}Rate the plan from 0 to 10: 10 means following it would produce exactly the "
     "requested images with the right tools in a sensible order; 0 means it would not. First give a short reason."
 )
-
-
-def _last_plan(trajectory: Trajectory) -> Plan | None:
-    """The last plan the policy wrote (the one ``plan_reward`` rates too)."""
-    plans = [s.value for _, parsed in parsed_turns(trajectory) for s in parsed.segments if isinstance(s.value, Plan)]
-    if plans:
-        return plans[-1]
-    return Plan.model_validate(trajectory.plan) if trajectory.plan else None
 
 
 def _answer_model(items: int, reason_chars: int) -> type[BaseModel]:
@@ -81,7 +72,7 @@ class PlanJudge:
 
     def request(self, trajectory: Trajectory, context: RewardContext) -> JudgeRequest | None:
         """The question for a trajectory, or ``None`` when it has no plan."""
-        plan = _last_plan(trajectory)
+        plan = last_plan(trajectory)
         if plan is None:
             return None
         steps = [s.model_dump(exclude_none=True) for s in plan.steps]
@@ -93,9 +84,9 @@ class PlanJudge:
             )
             questions = f"Checklist the images must satisfy (answer yes or no for each):\n{lines}\n\n"
         prompt = _PROMPT.format(
-            split=trajectory.task.get("split", "single"),
-            n=int(trajectory.task.get("n_images", 1)),
-            request=trajectory.task.get("request", ""),
+            split=trajectory.task.split,
+            n=trajectory.task.n_images,
+            request=trajectory.task.request,
             plan=json.dumps(steps, ensure_ascii=False),
             questions=questions,
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from visioncreator.policy import ParsedTurn, Plan, PlanStep, Reflection, ToolCall
-from visioncreator.rl.rewards_base import RewardContext, RewardResult, parsed_turns, truth_of
+from visioncreator.policy import ParsedTurn, PlanStep, Reflection, ToolCall
+from visioncreator.rl.rewards_base import RewardContext, RewardResult, last_plan, parsed_turns, truth_of
 from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 from visioncreator.tool_servers.synthetic import CheckItem, checklist_for_spec, parse_prompt
 
@@ -22,12 +22,7 @@ _PROMPT_CHECKS = frozenset({"count", "color", "position", "text", "style"})
 
 def _new_images(trajectory: Trajectory, after: int, before: int) -> list[str]:
     """Handles the policy's image calls made from turns in ``(after, before)``."""
-    return [
-        str(c["handle"])
-        for c in trajectory.tool_calls
-        if c.get("by") == "policy" and c.get("ok") and c.get("handle") and c.get("name") in IMAGE_TOOLS
-        if after < int(c.get("turn", -1)) < before
-    ]
+    return [c.handle for c in trajectory.images_made(by="policy") if c.handle and after < c.turn < before]
 
 
 def _has_what_node_asks(node: str, parsed: ParsedTurn, new_images: list[str]) -> bool:
@@ -60,7 +55,7 @@ def format_reward(trajectory: Trajectory, context: RewardContext) -> RewardResul
     bad: list[int] = []
     last_reflect = -1
     for turn, parsed in turns:
-        index, node = int(turn.get("index", -1)), str(turn.get("node"))
+        index, node = turn.index, turn.node
         ranks = [_RANK[s.kind] for s in parsed.segments]
         ok = not parsed.errors and ranks == sorted(ranks)
         ok = ok and _has_what_node_asks(node, parsed, _new_images(trajectory, last_reflect, index))
@@ -82,21 +77,19 @@ def tool_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
     (inspections) do not count. A trajectory with no policy call scores 1: the ``result`` reward
     is what punishes an answer made without tools.
     """
-    calls = [c for c in trajectory.tool_calls if c.get("by") == "policy"]
+    calls = [c for c in trajectory.tool_calls if c.by == "policy"]
     written: dict[int, int] = {}
     for turn, parsed in parsed_turns(trajectory):
-        written[int(turn.get("index", -1))] = sum(isinstance(s.value, ToolCall) for s in parsed.segments)
+        written[turn.index] = sum(isinstance(s.value, ToolCall) for s in parsed.segments)
     recorded: dict[int, int] = {}
     for c in calls:
-        recorded[int(c.get("turn", -1))] = recorded.get(int(c.get("turn", -1)), 0) + 1
+        recorded[c.turn] = recorded.get(c.turn, 0) + 1
     refused = sum(max(0, n - recorded.get(i, 0)) for i, n in written.items())
     ok = corrected = failed = 0
     for i, c in enumerate(calls):
-        if c.get("ok"):
+        if c.ok:
             ok += 1
-        elif c.get("step") is not None and any(
-            later.get("ok") and later.get("step") == c.get("step") for later in calls[i + 1 :]
-        ):
+        elif c.step is not None and any(later.ok and later.step == c.step for later in calls[i + 1 :]):
             corrected += 1
         else:
             failed += 1
@@ -133,17 +126,6 @@ def reflection_reward(trajectory: Trajectory, context: RewardContext) -> RewardR
     return RewardResult(value, {**counts, "cases": cases})
 
 
-def _last_plan(trajectory: Trajectory) -> Plan | None:
-    plan: Plan | None = None
-    for _, parsed in parsed_turns(trajectory):
-        for s in parsed.segments:
-            if isinstance(s.value, Plan):
-                plan = s.value
-    if plan is None and trajectory.plan:
-        plan = Plan.model_validate(trajectory.plan)
-    return plan
-
-
 def _tool_fits(split: str, position: int, step: PlanStep) -> bool:
     if split == "img2img":
         return step.tool == ToolName.EDIT_IMAGE
@@ -177,11 +159,11 @@ def plan_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
     ``context.checklist`` for that image index, else from the step's goal. Images the plan omits
     leave their items uncovered. No plan scores 0.
     """
-    plan = _last_plan(trajectory)
+    plan = last_plan(trajectory)
     if plan is None:
         return RewardResult(0.0, {"plan": False})
-    n = int(trajectory.task.get("n_images", 1))
-    split = str(trajectory.task.get("split", "single"))
+    n = trajectory.task.n_images
+    split = trajectory.task.split
     steps = [s for s in plan.steps if s.tool in IMAGE_TOOLS]
     count = 1.0 if len(steps) == n else max(0.0, 1.0 - abs(len(steps) - n) / n)
     tools = sum(_tool_fits(split, i, s) for i, s in enumerate(steps)) / len(steps) if steps else 0.0

@@ -133,7 +133,7 @@ def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample
     except SampleError:
         kept = []
         for turn in trajectory.turns:
-            if turn.get("prompt_token_ids") is None or turn.get("completion_token_ids") is None:
+            if turn.prompt_token_ids is None or turn.completion_token_ids is None:
                 break
             kept.append(turn)
         if not kept or len(kept) == len(trajectory.turns):
@@ -164,8 +164,8 @@ def images_seen(trajectory: Trajectory, sample: TokenSample, store: Path) -> lis
     from visioncreator.tool_servers import ImageStore
 
     last = max((t for t in sample.turns if t >= 0), default=0)
-    seen = int(trajectory.turns[last].get("n_messages", 0)) if trajectory.turns else 0
-    handles = [h for message in trajectory.messages[:seen] for h in message.get("images") or ()]
+    seen = trajectory.turns[last].n_messages if trajectory.turns else 0
+    handles = [h for message in trajectory.messages[:seen] for h in message.images]
     if not handles:
         return []
     images = ImageStore(store)

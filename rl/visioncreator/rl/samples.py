@@ -19,12 +19,12 @@ Two sources:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from visioncreator.graph import Trajectory
-from visioncreator.policy import END_OF_TURN, Message, chat_messages, first_divergence
+from visioncreator.graph import Trajectory, TurnRecord
+from visioncreator.policy import END_OF_TURN, chat_messages, first_divergence
 from visioncreator.rl.errors import RLError
 
 __all__ = ["SampleError", "Span", "TokenSample", "sft_token_sample", "token_sample"]
@@ -157,17 +157,15 @@ class _Builder:
         )
 
 
-def _turn_ids(turn: Mapping[str, Any], position: int) -> tuple[int, list[int], list[int], list[float] | None, str]:
-    index = int(turn.get("index", position))
-    node = str(turn.get("node") or "")
-    prompt = turn.get("prompt_token_ids")
-    completion = turn.get("completion_token_ids")
+def _turn_ids(turn: TurnRecord) -> tuple[int, list[int], list[int], list[float] | None, str]:
+    index, node = turn.index, turn.node
+    prompt, completion = turn.prompt_token_ids, turn.completion_token_ids
     if prompt is None or completion is None:
         missing = "prompt_token_ids" if prompt is None else "completion_token_ids"
         raise SampleError(f"turn {index} ({node or 'no node'}) has no {missing}: the policy did not record token ids")
     if not prompt:
         raise SampleError(f"turn {index} ({node or 'no node'}) has an empty prompt")
-    logprobs = turn.get("logprobs")
+    logprobs = turn.logprobs
     if logprobs is not None and len(logprobs) != len(completion):
         raise SampleError(
             f"turn {index} ({node or 'no node'}) has {len(logprobs)} logprobs for {len(completion)} completion tokens"
@@ -198,7 +196,7 @@ def token_sample(trajectory: Trajectory) -> TokenSample:
     prompt: list[int] = []
     with_logprobs = True
     for position, turn in enumerate(trajectory.turns):
-        index, turn_prompt, completion, logprobs, node = _turn_ids(turn, position)
+        index, turn_prompt, completion, logprobs, node = _turn_ids(turn)
         if position == 0:
             prompt = turn_prompt
         else:
@@ -257,7 +255,7 @@ def sft_token_sample(
             prompt alone is longer than ``max_length``.
 
     """
-    messages = [Message.model_validate(m) for m in trajectory.messages]
+    messages = trajectory.messages
     last = max((j for j, m in enumerate(messages) if m.role == "assistant"), default=None)
     if last is None:
         raise SampleError(f"trajectory {trajectory.thread_id!r} has no assistant message")

@@ -70,7 +70,7 @@ def _context(trajectory: Trajectory) -> RewardContext:
 
 
 def _keeps(selection: Selection, trajectory: Trajectory) -> bool:
-    if selection.splits and trajectory.task.get("split", "single") not in selection.splits:
+    if selection.splits and trajectory.task.split not in selection.splits:
         return False
     if not selection.min_rewards and not selection.require_success:
         return True

@@ -13,13 +13,13 @@ import html
 import importlib.util
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 from visioncreator.evals.report.assets import CSS, SCRIPT
 from visioncreator.evals.report.images import ImageRef
 from visioncreator.evals.report.plots import CATEGORY_COLORS, Plot
 from visioncreator.evals.report.summary import CATEGORIES, SplitSummary, Summary
 from visioncreator.evals.results import ReflectionRecord, TaskError, TaskResult
+from visioncreator.policy import Plan
 from visioncreator.tool_servers.synthetic import CheckItem, CheckResult
 
 __all__ = ["describe_item", "image_html", "page", "render_report", "task_sort_key"]
@@ -160,21 +160,14 @@ def _plots_html(plots: Sequence[Plot]) -> str:
     return "<p>No results to plot.</p>"
 
 
-def _plan_html(plan: Mapping[str, Any] | None) -> str:
-    if not plan:
+def _plan_html(plan: Plan | None) -> str:
+    if plan is None:
         return "<small>no plan</small>"
-    steps = plan.get("steps")
-    if not isinstance(steps, list):
-        return f"<pre>{esc(json.dumps(plan, sort_keys=True))}</pre>"
     items = []
-    for step in steps:
-        if not isinstance(step, Mapping):
-            items.append(f"<li>{esc(step)}</li>")
-            continue
-        deps = step.get("depends_on") or []
-        after = f" <small>after {esc(', '.join(str(d) for d in deps))}</small>" if deps else ""
-        prompt = f"<br><small>{esc(step['prompt'])}</small>" if step.get("prompt") else ""
-        items.append(f"<li><code>{esc(step.get('tool', ''))}</code> {esc(step.get('goal', ''))}{after}{prompt}</li>")
+    for step in plan.steps:
+        after = f" <small>after {esc(', '.join(str(d) for d in step.depends_on))}</small>" if step.depends_on else ""
+        prompt = f"<br><small>{esc(step.prompt)}</small>" if step.prompt else ""
+        items.append(f"<li><code>{esc(step.tool)}</code> {esc(step.goal)}{after}{prompt}</li>")
     return f"<ol>{''.join(items)}</ol>"
 
 
@@ -263,7 +256,7 @@ def _task_card(result: TaskResult, refs: Mapping[str, ImageRef]) -> str:
         f"{images_html('inputs', result.inputs, refs)}"
         f"{images_html('answer', result.answer, refs) or '<div class=label>no answer</div>'}"
         f"{failed_items_html(result)}{_judge_html(result)}"
-        f"<details><summary>plan ({len((result.plan or {}).get('steps') or [])} steps) and "
+        f"<details><summary>plan ({len(result.plan.steps) if result.plan else 0} steps) and "
         f"reflections ({len(result.reflections)})</summary>"
         f'<div class="label">plan</div>{_plan_html(result.plan)}'
         f'<div class="label">reflections</div>{_reflections_html(result.reflections, refs)}</details>'

@@ -23,6 +23,7 @@ from visioncreator.evals.results import (
     TaskResult,
     read_results,
 )
+from visioncreator.graph import JsonlError, read_jsonl
 
 __all__ = [
     "CATEGORIES",
@@ -279,17 +280,10 @@ def read_errors(run_dir: str | Path) -> list[TaskError]:
         ReportError: A line does not parse; the message names it.
 
     """
-    path = existing_run_dir(run_dir) / ERRORS_FILE
-    if not path.exists():
-        return []
-    errors = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                errors.append(TaskError.model_validate_json(line))
-            except ValidationError as exc:
-                raise ReportError(f"{path}, line {number}: not a TaskError record: {exc}") from exc
-    return errors
+    try:
+        return read_jsonl(existing_run_dir(run_dir) / ERRORS_FILE, TaskError)
+    except JsonlError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def read_task_results(run_dir: str | Path) -> list[TaskResult]:
@@ -301,10 +295,8 @@ def read_task_results(run_dir: str | Path) -> list[TaskResult]:
     """
     try:
         return read_results(existing_run_dir(run_dir))
-    except ValidationError as exc:
-        raise ReportError(f"{Path(run_dir) / 'results.jsonl'}: a line is not a TaskResult record: {exc}") from exc
-    except ValueError as exc:  # not JSON at all
-        raise ReportError(f"{Path(run_dir) / 'results.jsonl'}: {exc}") from exc
+    except JsonlError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def summarize(run_dir: str | Path) -> Summary:

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.evals.results import JudgeScore
 from visioncreator.evals.suites import SuiteTask
-from visioncreator.policy import parse_turn
+from visioncreator.graph import Trajectory, TurnRecord
 from visioncreator.tool_servers.synthetic import CheckItem, CheckResult, GroundTruth, Scene, verify
 
 __all__ = ["FaultCounts", "Judge", "Verdict", "count_faults", "score_answer", "verdicts", "verify_synthetic"]
@@ -77,11 +77,11 @@ def _scene(truth: Mapping[str, Any] | None) -> Scene | None:
     return GroundTruth.model_validate(truth).scene
 
 
-def verdicts(turns: Sequence[Mapping[str, Any]]) -> dict[str, str]:
-    """Handle -> the last verdict any reflection gave it."""
+def verdicts(turns: Sequence[TurnRecord]) -> dict[str, str]:
+    """Handle -> the last verdict any reflection gave it (read from the turns' parsed segments)."""
     seen: dict[str, str] = {}
     for turn in turns:
-        for reflection in parse_turn(str(turn.get("text", ""))).reflections:
+        for reflection in turn.parsed.reflections:
             if reflection.image:
                 seen[reflection.image] = reflection.verdict
     return seen
@@ -100,23 +100,19 @@ def verify_synthetic(
     return verify(checklist, [s for s in scenes if s is not None], input_scenes)
 
 
-def count_faults(
-    answer: Sequence[str],
-    truths: Mapping[str, Mapping[str, Any]],
-    turns: Sequence[Mapping[str, Any]],
-    tool_calls: Sequence[Mapping[str, Any]],
-) -> FaultCounts:
+def count_faults(trajectory: Trajectory) -> FaultCounts:
     """Count the injected faults of the policy's images, those reflection caught, and faulty answers."""
-    judged = verdicts(turns)
+    judged = verdicts(trajectory.turns)
+    truths = trajectory.truths
     counts = FaultCounts()
-    for call in tool_calls:
-        if call.get("by") != "policy" or not call.get("ok") or not call.get("handle"):
+    for call in trajectory.tool_calls:
+        if call.by != "policy" or not call.ok or not call.handle:
             continue
-        truth = truths.get(str(call["handle"]))
+        truth = truths.get(call.handle)
         if truth and truth.get("faults"):
             counts.injected += 1
-            counts.caught += judged.get(str(call["handle"])) in ("redo", "revise")
-    counts.faulty_answers = sum(1 for h in answer if (truths.get(h) or {}).get("faults"))
+            counts.caught += judged.get(call.handle) in ("redo", "revise")
+    counts.faulty_answers = sum(1 for h in trajectory.answer if (truths.get(h) or {}).get("faults"))
     return counts
 
 

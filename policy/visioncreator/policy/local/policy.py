@@ -63,8 +63,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from visioncreator.policy.chat_template import chat_messages, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.format import parse_turn
-from visioncreator.policy.openai import turn_seed
-from visioncreator.policy.openai_messages import ImageSource
+from visioncreator.policy.openai.messages import ImageSource
+from visioncreator.policy.openai.policy import turn_seed
 from visioncreator.policy.types import FormatError, Message, Node, ParsedTurn, PolicyRequest, PolicyTurn
 
 __all__ = ["LocalPolicySettings", "TransformersPolicy"]

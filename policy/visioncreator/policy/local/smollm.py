@@ -20,7 +20,7 @@ from typing import Any
 
 from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN
 from visioncreator.policy.errors import PolicyError
-from visioncreator.policy.staging import staged_dir
+from visioncreator.policy.local.staging import staged_dir
 
 __all__ = ["SMOLLM_GGUF", "SMOLLM_PACKAGE", "SmolLMUnavailableError", "load_smollm"]
 

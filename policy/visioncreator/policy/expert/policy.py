@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from visioncreator.policy.expert_state import (
+from visioncreator.policy.expert.state import (
     DEFAULT_SIZE,
     History,
     ToolRoles,

@@ -165,6 +165,43 @@ def _save_tokenizer(tok: Any, out_dir: Path) -> Any:
     return hf_tok
 
 
+def _random_model(hf_tok: Any, *, hidden: int, layers: int, heads: int, max_positions: int, seed: int) -> Any:
+    """A ``Qwen2ForCausalLM`` with seeded random weights, sized to ``hf_tok`` and stopping on its tokens."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2Config(
+        vocab_size=len(hf_tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=ids["<|im_start|>"],
+        eos_token_id=ids[END_OF_TURN],
+        pad_token_id=ids["<|endoftext|>"],
+        dtype="float32",
+    )
+    # The weights come from torch's global generator: fork it so that building a model does not
+    # change the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
+        eos_token_id=[ids[END_OF_TURN], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        bos_token_id=ids["<|im_start|>"],
+        do_sample=True,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=256,
+    )
+    return model
+
+
 def build_tiny_lm(
     out_dir: Path,
     *,
@@ -210,41 +247,10 @@ def build_tiny_lm(
         raise NotImplementedError("tiny vision-language models are not built yet")
     if hidden % heads or hidden // heads < 32:
         raise ValueError(f"hidden={hidden} over heads={heads} must give a head size of at least 32 (vLLM CPU)")
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok = _train_tokenizer(tool_names, vocab_size, seed, extra_corpus)
     hf_tok = _save_tokenizer(tok, out_dir)
-    ids = {t: hf_tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = Qwen2Config(
-        vocab_size=len(hf_tok),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=heads,
-        max_position_embeddings=max_positions,
-        tie_word_embeddings=True,
-        bos_token_id=ids["<|im_start|>"],
-        eos_token_id=ids[END_OF_TURN],
-        pad_token_id=ids["<|endoftext|>"],
-        dtype="float32",
-    )
-    # The weights come from torch's global generator: fork it so that building a model does not
-    # change the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
-        eos_token_id=[ids[END_OF_TURN], ids["<|endoftext|>"]],
-        pad_token_id=ids["<|endoftext|>"],
-        bos_token_id=ids["<|im_start|>"],
-        do_sample=True,
-        temperature=1.0,
-        top_p=1.0,
-        max_new_tokens=256,
-    )
+    model = _random_model(hf_tok, hidden=hidden, layers=layers, heads=heads, max_positions=max_positions, seed=seed)
     model.save_pretrained(out_dir)
     return out_dir

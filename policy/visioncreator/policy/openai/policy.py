@@ -66,8 +66,8 @@ from visioncreator.policy.errors import (
     PolicyTimeoutError,
 )
 from visioncreator.policy.format import parse_turn
-from visioncreator.policy.openai_messages import ImageSource, encode_image, native_tools, to_chat_messages, turn_text
-from visioncreator.policy.openai_settings import OpenAIPolicySettings
+from visioncreator.policy.openai.messages import ImageSource, encode_image, native_tools, to_chat_messages, turn_text
+from visioncreator.policy.openai.settings import OpenAIPolicySettings
 from visioncreator.policy.types import FormatError, ParsedTurn, PolicyRequest, PolicyTurn
 
 __all__ = ["OpenAIPolicy", "turn_seed"]

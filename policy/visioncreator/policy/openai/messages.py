@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from visioncreator.policy.format import parse_turn, to_tool_call, write_think, write_tool_call
-from visioncreator.policy.openai_settings import OpenAIPolicySettings
+from visioncreator.policy.openai.settings import OpenAIPolicySettings
 from visioncreator.policy.prompting import Observation, node_instruction, parse_observations
 from visioncreator.policy.types import FormatError, Message, Node, ToolCall, ToolSpec
 

@@ -1,0 +1,24 @@
+"""The OpenAI-compatible policy back end: the HTTP client, its settings and the message encoding."""
+
+from visioncreator.policy.openai.messages import (
+    TOOL_RESULTS_PREFIX,
+    ImageSource,
+    encode_image,
+    native_tools,
+    to_chat_messages,
+    turn_text,
+)
+from visioncreator.policy.openai.policy import OpenAIPolicy, turn_seed
+from visioncreator.policy.openai.settings import OpenAIPolicySettings
+
+__all__ = [
+    "TOOL_RESULTS_PREFIX",
+    "ImageSource",
+    "OpenAIPolicy",
+    "OpenAIPolicySettings",
+    "encode_image",
+    "native_tools",
+    "to_chat_messages",
+    "turn_seed",
+    "turn_text",
+]
