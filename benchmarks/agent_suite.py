@@ -12,9 +12,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from visioncreator.evals.results import TaskResult, read_results
-from visioncreator.evals.runner import EvalSettings, run_eval
-from visioncreator.graph.config import AgentConfig
+from visioncreator.evals import EvalSettings, TaskResult, run_eval
+from visioncreator.evals.results import read_results
+from visioncreator.graph import AgentConfig
 
 
 def table(name: str, scores: list[TaskResult], seconds: float) -> None:

@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from visioncreator.tool_servers import TextToImageInput
 from visioncreator.tool_servers.diffusion import DiffusersBackend, DiffusionSettings, make_backend
-from visioncreator.tool_servers.schemas import TextToImageInput
 
 
 def _requests(n: int, size: int, steps: int) -> list[TextToImageInput]:

@@ -4,11 +4,11 @@ Each row collects the same trajectories (``--tasks`` built-in suite tasks, singl
 alternating, x ``--group-size`` samples), faults at ``--fault-rate``, rewards scored, no
 checkpointer, records in memory. Warm-up runs first so imports and caches do not count.
 
-- In-process rows (``--concurrency``): :func:`visioncreator.rl.collector.collect` on an in-process
+- In-process rows (``--concurrency``): :func:`visioncreator.rl.collect` on an in-process
   synthetic tool server (in-memory MCP transport: no subprocess, no sockets). Everything runs on
   one event loop, so on a CPU-bound expert the ceiling is one core: speed-up comes only from
   overlapping the graph's awaits.
-- Ray rows (``--ray-workers``): :class:`visioncreator.rl.ray_collect.RayWorkers` on a local Ray
+- Ray rows (``--ray-workers``): :class:`visioncreator.rl.collection.RayWorkers` on a local Ray
   cluster of ``--ray-cpus`` CPUs, each worker an actor with its own expert and tool server and
   ``--ray-concurrency`` trajectories in flight. Ray start-up (``ray.init``) and the workers'
   start-up are printed apart from the timed collection; the driver (this process) receives and
@@ -35,9 +35,9 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph.offline import expert_policy
-from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
-from visioncreator.rl.ray_collect import PolicySpec, RayWorkers, ensure_ray
+from visioncreator.graph import expert_policy
+from visioncreator.rl import CollectConfig, collect
+from visioncreator.rl.collection import PolicySpec, RayWorkers, ensure_ray, synthetic_tools
 
 
 def suite_tasks(n: int) -> list[dict[str, Any]]:

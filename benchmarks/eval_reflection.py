@@ -16,11 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from visioncreator.evals.reflection import reflection_distribution
-from visioncreator.evals.report import write_report
-from visioncreator.evals.results import TaskResult, read_results
-from visioncreator.evals.runner import EvalSettings, run_eval
-from visioncreator.graph.config import AgentConfig
+from visioncreator.evals import EvalSettings, TaskResult, reflection_distribution, run_eval, write_report
+from visioncreator.evals.results import read_results
+from visioncreator.graph import AgentConfig
 from visioncreator.policy import ExpertConfig
 
 SPLITS = ("single", "multi", "img2img", "all")

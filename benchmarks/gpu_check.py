@@ -109,8 +109,8 @@ def _backend(args: argparse.Namespace, scratch: Path, max_batch: int) -> tuple[o
 
 
 async def _run(args: argparse.Namespace) -> None:
+    from visioncreator.tool_servers import TextToImageInput
     from visioncreator.tool_servers.diffusion import DiffusersBackend
-    from visioncreator.tool_servers.schemas import TextToImageInput
 
     with tempfile.TemporaryDirectory(prefix="vc-gpu-check-") as scratch_name:
         scratch = Path(scratch_name)

@@ -22,16 +22,13 @@ from typing import Any
 
 from tests.vllm.conftest import running_server
 
-from visioncreator.evals import JudgeCache, JudgeClient, JudgeSettings
-from visioncreator.evals.judge import VisionJudge
-from visioncreator.evals.results import JudgeScore
-from visioncreator.graph.trajectory import Timings, Trajectory
+from visioncreator.evals import JudgeCache, JudgeClient, JudgeScore, JudgeSettings, VisionJudge
+from visioncreator.graph import Timings, Trajectory, TurnRecord
+from visioncreator.policy import Task, parse_turn
 from visioncreator.rl import RewardContext
-from visioncreator.rl.rewards_judge import PlanJudge
-from visioncreator.tool_servers.schemas import TextToImageInput
-from visioncreator.tool_servers.store import ImageStore
-from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
-from visioncreator.tool_servers.synthetic.items import CheckItem
+from visioncreator.rl.rewards import PlanJudge
+from visioncreator.tool_servers import ImageStore, TextToImageInput
+from visioncreator.tool_servers.synthetic import CheckItem, SyntheticBackend, SyntheticSettings
 
 PROMPTS = ("two red dogs next to a blue car", "a yellow cat", "three green apples", "a pink bus with the text SALE")
 
@@ -59,10 +56,11 @@ async def judge_pass(judge: VisionJudge, images: list[tuple[str, bytes]]) -> tup
 def plan_trajectory() -> Trajectory:
     """A one-step plan for the first prompt."""
     plan = [{"step": 1, "goal": "the scene", "tool": "text_to_image", "prompt": PROMPTS[0]}]
+    text = f"<plan>{json.dumps(plan)}</plan>"
+    turn = TurnRecord(index=0, node="plan", text=text, segments=parse_turn(text).segments)
     return Trajectory(
-        thread_id="bench", seed=0, task={"request": PROMPTS[0], "n_images": 1, "split": "single"}, messages=[],
-        turns=[{"index": 0, "node": "plan", "text": f"<plan>{json.dumps(plan)}</plan>"}], tool_calls=[], answer=[],
-        termination="answered", timings=Timings(wall_s=0.0, policy_s=0.0, tools_s=0.0),
+        thread_id="bench", seed=0, task=Task(request=PROMPTS[0]), messages=[], turns=[turn], tool_calls=[],
+        answer=[], termination="answered", timings=Timings(wall_s=0.0, policy_s=0.0, tools_s=0.0),
     )  # fmt: skip
 
 

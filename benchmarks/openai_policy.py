@@ -31,7 +31,7 @@ from visioncreator.policy import (
     task_message,
     write_tool_call,
 )
-from visioncreator.policy.openai.messages import encode_image
+from visioncreator.policy.openai import encode_image
 
 HANDLE = "img_" + "cd" * 12
 TOOLS = (ToolSpec(name="text_to_image", description="Make an image.", input_schema={"type": "object"}),)

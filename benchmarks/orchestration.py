@@ -20,13 +20,19 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
-from visioncreator.evals.suites import load_suite, materialize_input
-from visioncreator.graph import ToolClient, ToolServerSpec, build_agent, open_checkpointer, run_task
-from visioncreator.graph.offline import expert_policy
+from visioncreator.evals import load_suite, materialize_input
+from visioncreator.graph import (
+    ToolClient,
+    ToolServerSpec,
+    Trajectory,
+    build_agent,
+    expert_policy,
+    open_checkpointer,
+    run_task,
+)
 from visioncreator.policy import Task
-from visioncreator.tool_servers.store import ImageStore
+from visioncreator.tool_servers import ImageStore
 
 
 def pct(values: list[float], q: float) -> float:
@@ -34,18 +40,18 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def step_overheads(state: dict[str, Any], ended: float) -> tuple[list[float], float, float]:
+def step_overheads(trajectory: Trajectory, ended: float) -> tuple[list[float], float, float]:
     """Per-step overheads (s), and the task's policy and back-end seconds."""
-    turns = sorted(state["turns"], key=lambda t: t["index"])
-    calls = state["tool_calls"]
-    starts = [t["started_at"] for t in turns] + [ended]
+    turns = sorted(trajectory.turns, key=lambda t: t.index)
+    calls = trajectory.tool_calls
+    starts = [t.started_at for t in turns] + [ended]
     overheads = []
     for k, turn in enumerate(turns):
         lo, hi = starts[k], starts[k + 1]
-        backend = sum(float((c["result"] or {}).get("generator_s", 0.0)) for c in calls if lo <= c["started_at"] < hi)
-        overheads.append(hi - lo - turn["latency_s"] - backend)
-    policy = sum(t["latency_s"] for t in turns)
-    backend = sum(float((c["result"] or {}).get("generator_s", 0.0)) for c in calls)
+        backend = sum(float((c.result or {}).get("generator_s", 0.0)) for c in calls if lo <= c.started_at < hi)
+        overheads.append(hi - lo - turn.latency_s - backend)
+    policy = sum(t.latency_s for t in turns)
+    backend = sum(float((c.result or {}).get("generator_s", 0.0)) for c in calls)
     return overheads, policy, backend
 
 
@@ -74,16 +80,16 @@ async def main() -> None:
                     started = time.time()
                     result = await run_task(agent, task, seed=seed, thread_id=f"{suite_task.id}-{seed}")
                     ended = time.time()
-                    overheads, policy, backend = step_overheads(result.state, ended)
+                    overheads, policy, backend = step_overheads(result.trajectory, ended)
                     steps += overheads
                     wall = ended - started
                     ratios.append(wall / (policy + backend))
                     wall_total += wall
                     inside_total += policy + backend
                     round_trips += [
-                        c["latency_s"] - float((c["result"] or {}).get("generator_s", 0.0))
-                        for c in result.state["tool_calls"]
-                        if c["ok"]
+                        c.latency_s - float((c.result or {}).get("generator_s", 0.0))
+                        for c in result.trajectory.tool_calls
+                        if c.ok
                     ]
     ms = 1000.0
     print(f"tasks: {len(tasks) * args.seeds}  agent steps: {len(steps)}  tool calls: {len(round_trips)}")

@@ -29,8 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, TextContent
 
 from _servers import http_server
-from visioncreator.tool_servers.server import build_server
-from visioncreator.tool_servers.settings import ServerSettings
+from visioncreator.tool_servers import ServerSettings, build_server
 
 CAPACITY, QUEUE = 1, 4
 

@@ -1,7 +1,7 @@
 """Reward asymmetry: how much of a GRPO group's reward variance the tools' randomness explains.
 
 Method. For each task (``--tasks`` built-in suite tasks per split, ``single`` and ``multi``) a
-group of P x T trajectories is collected with :func:`visioncreator.rl.collector.collect`:
+group of P x T trajectories is collected with :func:`visioncreator.rl.collect`:
 
 * P policy seeds: the run seed ``p`` (sample ``p`` of a collection). The policy is the scripted
   expert with error rates (bad plans, skipped reflections, accepted faults, over-reflection);
@@ -38,10 +38,10 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph.offline import expert_policy
+from visioncreator.graph import expert_policy
 from visioncreator.policy import ExpertConfig
-from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
-from visioncreator.rl.records import TrajectoryRecord
+from visioncreator.rl import CollectConfig, TrajectoryRecord, collect
+from visioncreator.rl.collection import synthetic_tools
 
 REWARDS = ("plan", "reflection", "outcome", "total")
 

@@ -35,11 +35,20 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph.client import ToolClient, ToolOutcome
-from visioncreator.policy.types import ToolSpec
-from visioncreator.rl.collector import CollectConfig
-from visioncreator.rl.config import GRPOStage, PolicyModel, SFTStage, TaskSource
-from visioncreator.rl.stages import Curves, EvalPoint, StageCurve, StageRecord, evaluate
+from visioncreator.graph import ToolClient, ToolOutcome
+from visioncreator.policy import ToolSpec
+from visioncreator.rl import CollectConfig
+from visioncreator.rl.train import (
+    Curves,
+    EvalPoint,
+    GRPOStage,
+    PolicyModel,
+    SFTStage,
+    StageCurve,
+    StageRecord,
+    TaskSource,
+    evaluate,
+)
 
 _STRING = {"type": "string"}
 _SEED = {"type": "integer"}
@@ -79,8 +88,7 @@ class BriefTools(ToolClient):
 
 def brief_tools(config: CollectConfig, *, max_queue: int = 4096) -> ToolClient:
     """Like ``collector.synthetic_tools``, as :class:`BriefTools`."""
-    from visioncreator.tool_servers.server import build_server
-    from visioncreator.tool_servers.settings import ServerSettings
+    from visioncreator.tool_servers import ServerSettings, build_server
 
     assert config.store is not None
     settings = ServerSettings(
@@ -105,7 +113,7 @@ def step_printer(stage: str) -> Any:
 
 def train_suite(path: Path, held_out: TaskSource, n_tasks: int) -> None:
     """Single-image training tasks from other suite seeds, none equal to a held-out request."""
-    from visioncreator.evals.suites import build_synthetic_suite, load_suite, write_suite
+    from visioncreator.evals import build_synthetic_suite, load_suite, write_suite
 
     if path.is_file():
         return
@@ -151,17 +159,16 @@ def policy_model(args: argparse.Namespace) -> PolicyModel:
 
 
 def phase_baseline(args: argparse.Namespace) -> None:
-    from visioncreator.rl.models import model_dir_for
+    from visioncreator.rl.train import model_dir_for
 
     policy = policy_model(args)
     eval_point(args, policy, model_dir_for(policy), Path(args.work) / "eval-initial.json", "initial")
 
 
 def _collect_expert(args: argparse.Namespace, suite: Path) -> list[Any]:
-    from visioncreator.graph.offline import expert_policy
-    from visioncreator.rl.collector import collect_to
-    from visioncreator.rl.records import read_records
-    from visioncreator.rl.rollout import load_tasks
+    from visioncreator.graph import expert_policy
+    from visioncreator.rl import collect_to, read_records
+    from visioncreator.rl.train import load_tasks
 
     path = Path(args.work) / "expert.jsonl"
     config = CollectConfig(group_size=1, concurrency=8, seed=1, fault_rate=0.3, store=Path(args.work) / "store")
@@ -176,7 +183,7 @@ def _collect_expert(args: argparse.Namespace, suite: Path) -> list[Any]:
 
 
 def phase_sft(args: argparse.Namespace) -> None:
-    from visioncreator.rl.trainers import train_sft
+    from visioncreator.rl.train import train_sft
 
     work = Path(args.work)
     out = work / "01-sft"
@@ -204,7 +211,7 @@ def phase_sft(args: argparse.Namespace) -> None:
 
 
 def phase_grpo(args: argparse.Namespace) -> None:
-    from visioncreator.rl.trainers import train_grpo
+    from visioncreator.rl.train import train_grpo
 
     work = Path(args.work)
     out = work / "02-grpo"
@@ -250,7 +257,7 @@ def phase_reeval(args: argparse.Namespace) -> None:
 
 
 def phase_report(args: argparse.Namespace) -> None:
-    from visioncreator.rl.stages import curve_steps
+    from visioncreator.rl.train import curve_steps
 
     work = Path(args.work)
     curves = Curves()

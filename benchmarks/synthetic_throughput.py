@@ -14,12 +14,10 @@ import io
 import random
 import time
 
-from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec, verify
+from visioncreator.tool_servers.synthetic import COCO_CLASSES, COLORS, STYLES, checklist_for_spec, parse_prompt, verify
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
 from visioncreator.tool_servers.synthetic.layout import layout
-from visioncreator.tool_servers.synthetic.prompt import parse_prompt
 from visioncreator.tool_servers.synthetic.render import draw
-from visioncreator.tool_servers.synthetic.vocab import COCO_CLASSES, COLORS, STYLES
 
 _NUMBERS = ("a", "two", "three", "four", "five", "six", "ten")
 _RELATIONS = ("to the left of", "to the right of", "above", "below", "next to")

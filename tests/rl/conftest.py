@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from visioncreator.rl.config import PolicyModel, TaskSource
-from visioncreator.rl.rollout import load_tasks
+from visioncreator.rl.train.config import PolicyModel, TaskSource
+from visioncreator.rl.train.rollout import load_tasks
 
 GRPO_TASKS = TaskSource(splits=("single",), limit=1, fault_rate=0.0)
 """One single-image task, faults off."""
@@ -27,7 +27,8 @@ PLAN = '<plan>[{"step":1,"goal":"x","tool":"text_to_image"}]</plan><|im_end|>'
 
 async def _expert_prompt(store: Path, tokenizer: Any) -> list[int]:
     from visioncreator.graph.offline import expert_policy
-    from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
+    from visioncreator.rl import CollectConfig, collect
+    from visioncreator.rl.collection.collector import synthetic_tools
     from visioncreator.rl.samples import sft_token_sample
 
     config = CollectConfig(group_size=1, store=store, fault_rate=0.0)
@@ -42,7 +43,7 @@ def warm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("trl")
     import torch
 
-    from visioncreator.rl.models import load_policy_model, model_dir_for, save_policy_model
+    from visioncreator.rl.train.models import load_policy_model, model_dir_for, save_policy_model
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

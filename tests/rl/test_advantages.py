@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from visioncreator.rl import RewardWeights
 from visioncreator.rl.advantages import (
     AdvantageError,
     group_advantages,
@@ -13,7 +14,6 @@ from visioncreator.rl.advantages import (
     per_token_advantages,
     weighted_total,
 )
-from visioncreator.rl.rewards import RewardWeights
 from visioncreator.rl.samples import TokenSample
 
 HALF_SQRT2 = 1 / math.sqrt(2)

@@ -15,8 +15,10 @@ import pytest
 from visioncreator.graph.client import ToolServerSpec
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import ExpertConfig, ExpertPolicy, PolicyRequest, PolicyTurn, Task
-from visioncreator.rl.collector import CollectConfig, CollectError, collect, collect_to, plan_jobs, synthetic_tools
-from visioncreator.rl.records import (
+from visioncreator.rl import CollectConfig, CollectError, collect, collect_to
+from visioncreator.rl.collection.collector import synthetic_tools
+from visioncreator.rl.collection.jobs import plan_jobs
+from visioncreator.rl.collection.records import (
     JSON_COLUMNS,
     CollectTask,
     RecordsError,
@@ -247,7 +249,7 @@ async def test_tool_seed_varies_the_synthetic_tools_and_zero_changes_nothing(tmp
 
 def test_img2img_suite_tasks_become_rendered_inputs() -> None:
     from visioncreator.evals.suites import InputImage, SuiteTask, load_suite
-    from visioncreator.rl.records import as_collect_task
+    from visioncreator.rl.collection.records import as_collect_task
 
     edits = [t for t in load_suite() if t.split == "img2img"]
     collect_task = as_collect_task(edits[0])

@@ -14,11 +14,11 @@ import pytest
 
 from tests.rl.conftest import GRPO_POLICY, GRPO_TASKS
 from visioncreator.policy.types import Task
+from visioncreator.rl import CollectTask
 from visioncreator.rl.advantages import group_advantages, per_token_advantages, weighted_total
-from visioncreator.rl.config import GRPOStage, TaskSource
-from visioncreator.rl.records import CollectTask
-from visioncreator.rl.rollout import GraphRollout, images_seen, task_prompt
-from visioncreator.rl.trainers import train_grpo
+from visioncreator.rl.train.config import GRPOStage, TaskSource
+from visioncreator.rl.train.grpo import train_grpo
+from visioncreator.rl.train.rollout import GraphRollout, images_seen, task_prompt
 from visioncreator.tool_servers.schemas import TextToImageInput
 
 pytest.importorskip("trl")
@@ -88,9 +88,9 @@ def _trainer(model_dir: Path, out: Path, rollout: GraphRollout, task: CollectTas
     from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
     from trl.trainer.grpo_config import GRPOConfig
 
-    from visioncreator.rl.grpo_trainer import GraphGRPOTrainer
-    from visioncreator.rl.models import load_policy_model
-    from visioncreator.rl.rollout import reward_functions
+    from visioncreator.rl.train.models import load_policy_model
+    from visioncreator.rl.train.rollout import reward_functions
+    from visioncreator.rl.train.trainer import GraphGRPOTrainer
 
     model, tokenizer = load_policy_model(model_dir, torch_threads=1)
     funcs, weights = reward_functions(rollout.stage.rewards)
@@ -118,7 +118,7 @@ def _trainer(model_dir: Path, out: Path, rollout: GraphRollout, task: CollectTas
 def test_a_rollout_returns_the_images_its_policy_saw_only_when_it_sees_images(
     warm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observe: Any, with_processor: bool
 ) -> None:
-    from visioncreator.rl.tiny_vlm import build_tiny_vlm
+    from visioncreator.rl.train.tiny_vlm import build_tiny_vlm
     from visioncreator.tool_servers.store import ImageStore
 
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")

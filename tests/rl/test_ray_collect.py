@@ -15,8 +15,9 @@ from tests.rl.test_collector import EDIT, SINGLE, collect_expert, without_timing
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import PolicyRequest, PolicyTurn
-from visioncreator.rl.collector import CollectConfig, CollectError, plan_jobs
-from visioncreator.rl.ray_collect import (
+from visioncreator.rl import CollectConfig, CollectError, read_records
+from visioncreator.rl.collection.jobs import plan_jobs
+from visioncreator.rl.collection.ray import (
     PolicySpec,
     RayWorkers,
     checkpointed_threads,
@@ -24,7 +25,7 @@ from visioncreator.rl.ray_collect import (
     collect_ray_to,
     worker_checkpoint,
 )
-from visioncreator.rl.records import policy_id_of, policy_info, read_records
+from visioncreator.rl.collection.records import policy_id_of, policy_info
 
 SINGLE_Y: dict[str, Any] = {**SINGLE, "id": "single-y", "request": "a yellow kite above a green bus"}
 

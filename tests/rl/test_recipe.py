@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from visioncreator.rl.config import (
+from visioncreator.rl.train.config import (
     DEFAULT_WEIGHTS,
     ConfigError,
     GRPOStage,
@@ -15,8 +15,8 @@ from visioncreator.rl.config import (
     TaskSource,
     load_train_config,
 )
-from visioncreator.rl.recipe import REFLECTION_WEIGHTS, RPCO_STAGE_NAMES, rpco_config, rpco_stages
-from visioncreator.rl.stages import stage_dir
+from visioncreator.rl.train.recipe import REFLECTION_WEIGHTS, RPCO_STAGE_NAMES, rpco_config, rpco_stages
+from visioncreator.rl.train.stages import stage_dir
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

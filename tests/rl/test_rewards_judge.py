@@ -15,7 +15,7 @@ from visioncreator.evals import JudgeCache, JudgeClient, JudgeHTTPError, JudgeSe
 from visioncreator.graph import Trajectory
 from visioncreator.policy import Task
 from visioncreator.rl import RewardContext, plan_reward
-from visioncreator.rl.rewards_judge import PlanJudge
+from visioncreator.rl.rewards.judge import PlanJudge
 from visioncreator.tool_servers.synthetic import CheckItem
 
 REQUEST = "two red apples to the left of a blue bowl"

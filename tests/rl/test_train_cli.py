@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from visioncreator.graph.cli import main as visioncreator_main
-from visioncreator.rl.config import PolicyModel
-from visioncreator.rl.models import model_dir_for
-from visioncreator.rl.stages import Curves, StageRecord
-from visioncreator.rl.train_cli import main
+from visioncreator.rl.train.cli import main
+from visioncreator.rl.train.config import PolicyModel
+from visioncreator.rl.train.models import model_dir_for
+from visioncreator.rl.train.stages import Curves, StageRecord
 
 _STAGES = """
 [eval_tasks]

@@ -14,10 +14,10 @@ import pytest
 
 from tests.rl.conftest import GRPO_POLICY as POLICY
 from tests.rl.conftest import GRPO_TASKS as TASKS
-from visioncreator.rl.config import GRPOStage
-from visioncreator.rl.models import load_policy_model
 from visioncreator.rl.samples import token_sample
-from visioncreator.rl.trainers import train_grpo
+from visioncreator.rl.train.config import GRPOStage
+from visioncreator.rl.train.grpo import train_grpo
+from visioncreator.rl.train.models import load_policy_model
 
 pytest.importorskip("trl")
 

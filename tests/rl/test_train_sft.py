@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from visioncreator.rl.config import PolicyModel, Selection, SFTStage, TaskSource
-from visioncreator.rl.models import load_policy_model, model_dir_for
-from visioncreator.rl.trainers import StageResult, TrainingError, train_sft
+from visioncreator.rl.train.config import PolicyModel, Selection, SFTStage, TaskSource
+from visioncreator.rl.train.harness import StageResult, TrainingError
+from visioncreator.rl.train.models import load_policy_model, model_dir_for
+from visioncreator.rl.train.sft import train_sft
 
 pytest.importorskip("trl")
 

@@ -14,8 +14,8 @@ pytest.importorskip("trl")
 import torch
 from PIL import Image
 
-from visioncreator.rl.tiny_vlm import TinyVLM, build_tiny_vlm
-from visioncreator.rl.vlm_grpo import (
+from visioncreator.rl.train.tiny_vlm import TinyVLM, build_tiny_vlm
+from visioncreator.rl.train.vlm import (
     TRAJECTORY_IMAGES,
     TrajectoryImagesError,
     TrajectoryImagesGRPOTrainer,

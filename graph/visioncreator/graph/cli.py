@@ -187,7 +187,9 @@ def _summary(entry: EntryPoint) -> str:
 
 
 def _parser(plugged: dict[str, EntryPoint], *, describe: bool) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="visioncreator", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="visioncreator", description="Run one task, or a subcommand another package adds (listed below)."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     for name, entry in sorted(plugged.items()):

@@ -9,6 +9,7 @@ values) is read by parsing each turn's text once, on load.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
@@ -32,7 +33,9 @@ SCHEMA_VERSION = 2
 """Version 2: turns keep their segments' parsed values; task, messages and plan are typed."""
 
 
+@functools.cache
 def _package_version() -> str:
+    # importlib.metadata reads the installed distributions (milliseconds): once per process.
     try:
         return version("visioncreator")
     except PackageNotFoundError:  # pragma: no cover - running from a bare checkout

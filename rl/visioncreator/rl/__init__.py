@@ -1,12 +1,14 @@
 """visioncreator.rl: collect trajectories by replaying the graph, reward them, train with TRL (RPCO).
 
 - :func:`collect` / :func:`collect_to`: tasks x group size through the compiled graph, concurrently
-  (Ray workers with ``visioncreator.rl.ray_collect``), as :class:`TrajectoryRecord` JSONL lines;
-- rewards (:data:`REWARDS`, :func:`score`), GRPO advantages (:func:`group_advantages`,
-  :func:`per_token_advantages`), token samples with masks (:func:`token_sample`);
-- exports for TRL (``visioncreator.rl.exports``) and the trainers (``visioncreator.rl.trainers``:
-  ``train_sft``, ``train_grpo``), the RPCO recipe (``visioncreator.rl.recipe``) and
-  ``visioncreator train sft|grpo|rpco --config FILE``.
+  (Ray workers with ``visioncreator.rl.collection.ray``), as :class:`TrajectoryRecord` JSONL lines;
+  the ``visioncreator.rl.collection`` subpackage (the collector, records, Ray) and ``visioncreator collect``;
+- rewards (:data:`REWARDS`, :func:`score`; the ``visioncreator.rl.rewards`` subpackage), GRPO
+  advantages (:func:`group_advantages`, :func:`per_token_advantages`), token samples with masks
+  (:func:`token_sample`);
+- exports for TRL (``visioncreator.rl.exports``) and the ``visioncreator.rl.train`` subpackage:
+  the trainers (``train_sft``, ``train_grpo``), the RPCO recipe (``visioncreator.rl.train.recipe``)
+  and ``visioncreator train sft|grpo|rpco --config FILE``.
 
 Importing this package loads no torch, transformers, TRL, datasets or Ray: those load in the
 functions that need them.
@@ -20,9 +22,9 @@ from visioncreator.rl.advantages import (
     group_report,
     per_token_advantages,
 )
-from visioncreator.rl.collector import CollectConfig, CollectError, Collector, collect, collect_to
-from visioncreator.rl.errors import RLError
-from visioncreator.rl.records import (
+from visioncreator.rl.collection.collector import CollectError, Collector
+from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.records import (
     CollectTask,
     RecordsError,
     TrajectoryRecord,
@@ -30,9 +32,13 @@ from visioncreator.rl.records import (
     read_records,
     records_dataset,
 )
-from visioncreator.rl.rewards import REWARDS, RewardFn, Rewards, RewardWeights, outcome_reward, result_reward, score
-from visioncreator.rl.rewards_base import RewardContext, RewardResult
-from visioncreator.rl.rewards_process import format_reward, plan_reward, reflection_reward, tool_reward
+from visioncreator.rl.collection.run import collect, collect_to
+from visioncreator.rl.errors import RLError
+from visioncreator.rl.exports import ExportError, grpo_dataset, sft_conversation, sft_dataset
+from visioncreator.rl.rewards.base import RewardContext, RewardFn, RewardResult
+from visioncreator.rl.rewards.outcome import outcome_reward, result_reward
+from visioncreator.rl.rewards.process import format_reward, plan_reward, reflection_reward, tool_reward
+from visioncreator.rl.rewards.scoring import REWARDS, Rewards, RewardWeights, score
 from visioncreator.rl.samples import SampleError, TokenSample, sft_token_sample, token_sample
 
 __all__ = [
@@ -42,6 +48,7 @@ __all__ = [
     "CollectError",
     "CollectTask",
     "Collector",
+    "ExportError",
     "GroupAdvantages",
     "GroupReport",
     "RLError",
@@ -60,6 +67,7 @@ __all__ = [
     "format_reward",
     "group_advantages",
     "group_report",
+    "grpo_dataset",
     "outcome_reward",
     "per_token_advantages",
     "plan_reward",
@@ -68,6 +76,8 @@ __all__ = [
     "reflection_reward",
     "result_reward",
     "score",
+    "sft_conversation",
+    "sft_dataset",
     "sft_token_sample",
     "token_sample",
     "tool_reward",

@@ -132,7 +132,7 @@ def as_weights(weights: Mapping[str, float] | object) -> dict[str, float]:
 
 
 def weighted_total(components: Mapping[str, float], weights: Mapping[str, float]) -> float:
-    """The weighted mean of the named rewards (as :func:`visioncreator.rl.rewards.score` combines them).
+    """The weighted mean of the named rewards (as :func:`visioncreator.rl.rewards.scoring.score` combines them).
 
     Args:
         components: Reward name -> value.
@@ -168,7 +168,7 @@ def per_token_advantages(
         samples: The group's samples.
         components: For each sample, its rewards by name (e.g. ``{"plan": 0.5, "format": 1.0, ...}``).
         weights: Reward name -> weight of the total (a mapping or a
-            :class:`~visioncreator.rl.rewards.RewardWeights`).
+            :class:`~visioncreator.rl.rewards.scoring.RewardWeights`).
         node_rewards: Node -> the rewards that credit its tokens, e.g.
             ``{"plan": ["plan", "format"], "reflect": ["reflection", "format"]}``: the tokens of turns
             at that node get the group-normalised advantage of the weighted mean of those rewards

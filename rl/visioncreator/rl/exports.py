@@ -129,7 +129,7 @@ def sft_dataset(
 
 
 def group_trajectories(records: Iterable[Trajectory]) -> dict[str, list[Trajectory]]:
-    """Records by their ``group_id`` (as :class:`~visioncreator.rl.records.TrajectoryRecord` has), in order.
+    """Records by their ``group_id`` (as :class:`~visioncreator.rl.collection.records.TrajectoryRecord` has), in order.
 
     Raises:
         ExportError: A record has no ``group_id``.
@@ -161,7 +161,7 @@ def grpo_rows(
     scale_by_std: bool = True,
 ) -> list[dict[str, Any]]:
     """The rows of :func:`grpo_dataset`, as plain dicts (same arguments)."""
-    from visioncreator.rl.rewards import RewardWeights
+    from visioncreator.rl.rewards.scoring import RewardWeights
 
     by_group = dict(groups) if isinstance(groups, Mapping) else group_trajectories(groups)
     reward_of = rewards or _record_rewards
@@ -225,7 +225,7 @@ def grpo_dataset(
     Args:
         groups: Group id -> its trajectories, or records with a ``group_id`` (grouped in order).
         rewards: Rewards of a trajectory by name; default its ``rewards`` field (a scored
-            :class:`~visioncreator.rl.records.TrajectoryRecord`).
+            :class:`~visioncreator.rl.collection.records.TrajectoryRecord`).
         weights: Reward weights of the total (mapping or ``RewardWeights``); default ``RewardWeights()``.
         node_rewards: Per-node credit, see :func:`~visioncreator.rl.advantages.per_token_advantages`.
         eps: See :func:`~visioncreator.rl.advantages.group_advantages`.

@@ -44,8 +44,8 @@ The fix, :class:`TrajectoryImagesGRPOTrainer`, is three thin overrides around TR
 
 Supported: processors whose image processor pads ``pixel_values`` per sample (Idefics3, SmolVLM);
 others are refused with :class:`TrajectoryImagesError`. Without the key (every text policy) all three
-overrides fall through to TRL's own code. :class:`~visioncreator.rl.grpo_trainer.GraphGRPOTrainer`, the
-trainer ``train_grpo`` uses, inherits this class; :class:`~visioncreator.rl.rollout.GraphRollout` returns
+overrides fall through to TRL's own code. :class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer`, the
+trainer ``train_grpo`` uses, inherits this class; :class:`~visioncreator.rl.train.rollout.GraphRollout` returns
 the key when the agent shows the policy images and a processor is given. Needs the ``rl`` extra (torch, trl).
 """
 

@@ -1,7 +1,8 @@
 """``visioncreator collect``: expert trajectories of a task suite, scored, into a JSONL records file.
 
 Re-running the same command resumes the file (deterministic trajectory ids); ``--ray ADDRESS``
-runs the workers on Ray (``local`` starts a local cluster).
+runs the workers on Ray (``local`` starts a local cluster). ``python -m visioncreator.rl.collection``
+runs it too.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from visioncreator.evals import SuiteTask, load_suite
-from visioncreator.rl.collector import CollectConfig, collect_to, synthetic_tools
-from visioncreator.rl.records import TrajectoryRecord
+from visioncreator.rl.collection.collector import synthetic_tools
+from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.records import TrajectoryRecord
+from visioncreator.rl.collection.run import collect_to
 
 
 def _parser() -> Any:
@@ -76,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     expert = ExpertConfig(**json.loads(options.expert))
     tasks = _suite_tasks(options.suite, options.splits, options.limit)
     if options.ray:
-        from visioncreator.rl.ray_collect import PolicySpec, collect_ray_to
+        from visioncreator.rl.collection.ray import PolicySpec, collect_ray_to
 
         spec = PolicySpec(kind="expert", settings=dataclasses.asdict(expert))
         written = asyncio.run(

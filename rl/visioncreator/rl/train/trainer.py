@@ -2,7 +2,7 @@
 
 One class does what GRPO on our agent needs, each part a thin layer around TRL's own code:
 
-- **graph replay**: generation is a :class:`~visioncreator.rl.rollout.GraphRollout` (TRL's
+- **graph replay**: generation is a :class:`~visioncreator.rl.train.rollout.GraphRollout` (TRL's
   ``rollout_func``), so the loss sees exactly the recorded token ids and masks;
 - **degenerate groups**: after TRL has scored a batch, ``groups/degenerate`` (groups whose
   weighted rewards are all equal: zero advantage, no signal) and ``groups/total`` are logged;
@@ -12,7 +12,7 @@ One class does what GRPO on our agent needs, each part a thin layer around TRL's
   ``node_rewards`` get the group-normalised advantage of its rewards (plan tokens the plan
   reward's), other policy tokens the total's, environment tokens 0;
 - **mid-trajectory images**: it inherits
-  :class:`~visioncreator.rl.vlm_grpo.TrajectoryImagesGRPOTrainer`, so the images a VLM policy saw
+  :class:`~visioncreator.rl.train.vlm.TrajectoryImagesGRPOTrainer`, so the images a VLM policy saw
   during a rollout (``trajectory_images``) reach the old, reference and current log-probabilities.
   A rollout that returns no such key (every text policy) leaves TRL's behaviour unchanged;
 - **inspection**: ``on_batch`` gets every scored batch TRL is about to train on, with the
@@ -28,14 +28,14 @@ from typing import Any
 
 import torch
 
-from visioncreator.rl.rollout import GraphRollout, RolloutSample
-from visioncreator.rl.vlm_grpo import TrajectoryImagesGRPOTrainer
+from visioncreator.rl.train.rollout import GraphRollout, RolloutSample
+from visioncreator.rl.train.vlm import TrajectoryImagesGRPOTrainer
 
 __all__ = ["GraphGRPOTrainer", "OnBatch"]
 
 OnBatch = Callable[[Mapping[str, Any]], None]
 """Called with each scored batch: TRL's keys (``prompt_ids``, ``completion_ids``, ``tool_mask``,
-``advantages``, ...) plus ``rollouts``, the :class:`~visioncreator.rl.rollout.RolloutSample` list."""
+``advantages``, ...) plus ``rollouts``, the :class:`~visioncreator.rl.train.rollout.RolloutSample` list."""
 
 
 class GraphGRPOTrainer(TrajectoryImagesGRPOTrainer):

@@ -1,11 +1,11 @@
-"""Run a :class:`~visioncreator.rl.config.TrainConfig`'s stages in sequence, resumably, with held-out evaluation.
+"""Run a :class:`~visioncreator.rl.train.config.TrainConfig`'s stages in sequence, resumably, with held-out evaluation.
 
 Layout of ``OUTPUT_DIR``:
 
 - ``NN-NAME/`` per stage (``01-grpo-reflect``, ``02-sft``, ...): the trainer's checkpoints, the
   final ``model/``, and ``stage.json`` (a :class:`StageRecord`) once the stage has finished;
-- ``NN-NAME/eval.json``: the held-out evaluation after that stage; ``eval-initial.json``: before
-  the first stage;
+- ``NN-NAME/eval.json``: the held-out evaluation after that stage
+  (:func:`~visioncreator.rl.train.evaluation.evaluate`); ``eval-initial.json``: before the first stage;
 - ``curves.json``: a :class:`Curves` (reward and loss per step of every stage, success per stage).
 
 Each stage starts from the previous finished stage's model (the first from ``policy.model``). On a
@@ -18,40 +18,27 @@ Heavy imports (torch, TRL) happen inside the trainers; importing this module sta
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from visioncreator.rl.config import GRPOStage, PolicyModel, SFTStage, TaskSource, TrainConfig
-
-if TYPE_CHECKING:
-    from visioncreator.graph import ToolClient
-    from visioncreator.rl.collector import CollectConfig
+from visioncreator.rl.train.config import GRPOStage, SFTStage, TrainConfig
+from visioncreator.rl.train.evaluation import EvalPoint, Event, evaluate
+from visioncreator.rl.train.harness import StageResult
 
 __all__ = [
     "Curves",
-    "EvalPoint",
-    "Event",
     "RunSummary",
     "StageCurve",
     "StageRecord",
-    "ToolsFactory",
     "curve_steps",
-    "evaluate",
     "run_stages",
     "stage_dir",
 ]
-
-Event = Callable[[dict[str, Any]], None]
-"""Receives progress events: ``{"event": "stage_start" | "step" | "stage_end" | "stage_skip" | "eval", ...}``."""
-
-ToolsFactory = Callable[["CollectConfig"], "ToolClient"]
-"""Makes the (unconnected) tool client an evaluation runs on; default the collector's synthetic server."""
 
 MARKER = "stage.json"
 CURVES = "curves.json"
@@ -70,21 +57,6 @@ class StageRecord(BaseModel):
     start_model: str = Field(description="The model directory the stage started from.")
     metrics: dict[str, float] = Field(default_factory=dict)
     log_history: list[dict[str, Any]] = Field(default_factory=list)
-    wall_s: float = 0.0
-
-
-class EvalPoint(BaseModel):
-    """The current model on the held-out tasks."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    after: str = Field(description="'initial', or the stage directory name it follows.")
-    model_dir: str
-    n: int = Field(description="Trajectories evaluated (tasks x group size).")
-    success_rate: float = Field(description="Fraction of trajectories whose outcome is a full success.")
-    mean_reward: float = Field(description="Mean weighted total reward.")
-    mean_rewards: dict[str, float] = Field(default_factory=dict, description="Mean of each reward.")
-    per_task: dict[str, float] = Field(default_factory=dict, description="Task id -> success rate.")
     wall_s: float = 0.0
 
 
@@ -135,95 +107,6 @@ def curve_steps(log_history: Sequence[dict[str, Any]]) -> list[dict[str, float]]
     return rows
 
 
-def evaluate(
-    model_dir: str | Path,
-    tasks: TaskSource,
-    *,
-    policy: PolicyModel,
-    store: str | Path,
-    after: str = "initial",
-    seed: int = 0,
-    tool_seed: int = 0,
-    group_size: int = 1,
-    temperature: float = 0.0,
-    max_turns: int = 12,
-    max_format_retries: int = 2,
-    tools: ToolsFactory | None = None,
-    progress: Event | None = None,
-) -> EvalPoint:
-    """Run ``model_dir`` as the policy on ``tasks`` through the graph and score every trajectory.
-
-    Args:
-        model_dir: The model to evaluate (a Hugging Face directory).
-        tasks: The held-out tasks.
-        policy: Sampling settings (``max_new_tokens``, ``top_p``, ``torch_threads``).
-        store: Image store of the synthetic tool server.
-        after: Label of the point (``initial`` or the stage directory name).
-        seed: Run seed.
-        tool_seed: The synthetic server's own seed (which faults it injects), independent of the policy.
-        group_size: Samples per task.
-        temperature: Sampling temperature of the evaluation (0: greedy).
-        max_turns: Policy turns per task.
-        max_format_retries: Consecutive unparseable turns before a task gives up.
-        tools: Makes the tool client; default :func:`visioncreator.rl.collector.synthetic_tools`.
-        progress: Called with ``{"event": "eval_task", ...}`` as each trajectory finishes.
-
-    Returns:
-        Success rate (the outcome reward's ``success``) and mean weighted reward.
-
-    """
-    from visioncreator.policy import LocalPolicySettings, TransformersPolicy
-    from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
-    from visioncreator.rl.records import TrajectoryRecord
-    from visioncreator.rl.rollout import load_tasks
-
-    started = time.perf_counter()
-    config = CollectConfig(
-        group_size=group_size,
-        concurrency=1,
-        seed=seed,
-        tool_seed=tool_seed,
-        fault_rate=tasks.fault_rate,
-        store=Path(store),
-        max_turns=max_turns,
-        max_format_retries=max_format_retries,
-    )
-    settings = LocalPolicySettings(
-        temperature=temperature,
-        top_p=policy.top_p,
-        max_new_tokens=policy.max_new_tokens,
-        torch_threads=policy.torch_threads,
-        seed=seed,
-    )
-    model = TransformersPolicy(model_dir, settings=settings)
-
-    def done(record: TrajectoryRecord) -> None:
-        if progress is not None:
-            success = record.reward_details.get("outcome", {}).get("success", 0.0)
-            progress({"event": "eval_task", "after": after, "task": record.task_id, "success": success})
-
-    async def run() -> list[TrajectoryRecord]:
-        async with (tools or synthetic_tools)(config) as client:
-            return await collect(load_tasks(tasks), policy=model, tools=client, config=config, on_record=done)
-
-    records = asyncio.run(run())
-    successes = [float(r.reward_details.get("outcome", {}).get("success", 0.0)) for r in records]
-    per_task: dict[str, list[float]] = {}
-    for record, success in zip(records, successes, strict=True):
-        per_task.setdefault(record.task_id, []).append(success)
-    names = sorted({k for r in records for k in r.rewards if k != "total"})
-    return EvalPoint(
-        after=after,
-        model_dir=str(model_dir),
-        n=len(records),
-        success_rate=sum(successes) / len(records),
-        mean_reward=sum(r.rewards.get("total", 0.0) for r in records) / len(records),
-        mean_rewards={n: sum(r.rewards.get(n, 0.0) for r in records) / len(records) for n in names},
-        per_task={k: sum(v) / len(v) for k, v in per_task.items()},
-        wall_s=time.perf_counter() - started,
-    )
-
-
 def _emit(progress: Event | None, event: str, **data: Any) -> None:
     if progress is not None:
         progress({"event": event, **data})
@@ -255,8 +138,9 @@ def _eval(
 
 def _train(
     stage: SFTStage | GRPOStage, config: TrainConfig, start: Path | None, out: Path, resume: bool, progress: Event
-) -> Any:
-    from visioncreator.rl.trainers import train_grpo, train_sft
+) -> StageResult:
+    from visioncreator.rl.train.grpo import train_grpo
+    from visioncreator.rl.train.sft import train_sft
 
     if isinstance(stage, SFTStage):
         return train_sft(
@@ -265,6 +149,42 @@ def _train(
     return train_grpo(
         stage, config.policy, model_dir=start, output_dir=out, seed=config.seed, resume=resume, progress=progress
     )
+
+
+def _run_stage(
+    config: TrainConfig,
+    index: int,
+    stage: SFTStage | GRPOStage,
+    start: Path | None,
+    out: Path,
+    resume: bool,
+    progress: Event | None,
+) -> StageRecord:
+    """Train one stage from ``start`` (None: the policy's model) into ``out``; its record, also in ``stage.json``."""
+    from visioncreator.rl.train.models import model_dir_for
+
+    total = len(config.stages)
+    _emit(progress, "stage_start", index=index, total=total, name=stage.name, kind=stage.kind, dir=str(out))
+    began = time.perf_counter()
+
+    def step(entry: dict[str, Any]) -> None:
+        _emit(progress, "step", stage=stage.name, kind=stage.kind, **entry)
+
+    result = _train(stage, config, start, out, resume, step)
+    record = StageRecord(
+        index=index,
+        name=stage.name,
+        kind=stage.kind,
+        model_dir=str(result.model_dir),
+        start_model=str(start or model_dir_for(config.policy)),
+        metrics=dict(result.metrics),
+        log_history=list(result.log_history),
+        wall_s=time.perf_counter() - began,
+    )
+    (out / MARKER).write_text(record.model_dump_json(indent=2))
+    _emit(progress, "stage_end", index=index, total=total, name=stage.name, kind=stage.kind,
+          model_dir=record.model_dir, wall_s=record.wall_s)  # fmt: skip
+    return record
 
 
 def run_stages(
@@ -288,7 +208,7 @@ def run_stages(
         The stage records, the final model and the curves (also written to ``curves.json``).
 
     """
-    from visioncreator.rl.models import model_dir_for
+    from visioncreator.rl.train.models import model_dir_for
 
     root = Path(config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -313,26 +233,7 @@ def run_stages(
             skipped.append(out.name)
             _emit(progress, "stage_skip", index=index, total=total, name=stage.name, kind=stage.kind, dir=str(out))
         else:
-            _emit(progress, "stage_start", index=index, total=total, name=stage.name, kind=stage.kind, dir=str(out))
-            began = time.perf_counter()
-
-            def step(entry: dict[str, Any], _stage: SFTStage | GRPOStage = stage) -> None:
-                _emit(progress, "step", stage=_stage.name, kind=_stage.kind, **entry)
-
-            result = _train(stage, config, start, out, resume, step)
-            record = StageRecord(
-                index=index,
-                name=stage.name,
-                kind=stage.kind,
-                model_dir=str(result.model_dir),
-                start_model=str(start or model_dir_for(config.policy)),
-                metrics=dict(result.metrics),
-                log_history=list(result.log_history),
-                wall_s=time.perf_counter() - began,
-            )
-            marker.write_text(record.model_dump_json(indent=2))
-            _emit(progress, "stage_end", index=index, total=total, name=stage.name, kind=stage.kind,
-                  model_dir=record.model_dir, wall_s=record.wall_s)  # fmt: skip
+            record = _run_stage(config, index, stage, start, out, resume, progress)
         records.append(record)
         start = Path(record.model_dir)
         curves.stages.append(StageCurve(name=stage.name, kind=stage.kind, steps=curve_steps(record.log_history)))

@@ -2,7 +2,7 @@
 
 The driver plans the same jobs as the local path (same trajectory ids), hands each to the least
 busy of ``workers`` async actors, and writes the records they send back exactly as
-:func:`visioncreator.rl.collector.collect_to` does. Each actor builds its policy from a picklable
+:func:`visioncreator.rl.collection.run.collect_to` does. Each actor builds its policy from a picklable
 :class:`PolicySpec` (or any picklable ``tools -> Policy`` factory) and an in-process synthetic tool
 server on ``config.store``, which must be a folder every worker sees (one machine, or a shared
 file system).
@@ -29,16 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.graph import ToolClient
 from visioncreator.policy import Policy
-from visioncreator.rl.collector import (
-    CollectConfig,
-    CollectError,
-    Collector,
-    Job,
-    plan_jobs,
-    run_jobs,
-    synthetic_tools,
-)
-from visioncreator.rl.records import TrajectoryRecord, append_record, policy_id_of, repair_records
+from visioncreator.rl.collection.collector import CollectError, Collector, synthetic_tools
+from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.jobs import Job, plan_jobs
+from visioncreator.rl.collection.records import TrajectoryRecord, append_record, policy_id_of, repair_records
+from visioncreator.rl.collection.run import RecordHandler, run_jobs
 
 __all__ = [
     "PolicyFactory",
@@ -52,7 +47,6 @@ __all__ = [
     "worker_checkpoint",
 ]
 
-RecordHandler = Callable[[TrajectoryRecord], None]
 PolicyFactory = Callable[[ToolClient], Policy]
 """Builds a worker's policy from its tool client; must be picklable (a module-level function or class)."""
 
@@ -312,7 +306,7 @@ async def collect_ray(
     on_record: RecordHandler | None = None,
     progress: bool = False,
 ) -> list[TrajectoryRecord]:
-    """:func:`visioncreator.rl.collector.collect` with Ray actors as workers; the same records.
+    """:func:`visioncreator.rl.collection.run.collect` with Ray actors as workers; the same records.
 
     Args:
         tasks: Suite tasks, ``Task``s or ``CollectTask``s.
@@ -339,7 +333,7 @@ async def collect_ray_to(
     on_record: RecordHandler | None = None,
     progress: bool = False,
 ) -> list[TrajectoryRecord]:
-    """:func:`visioncreator.rl.collector.collect_to` with Ray actors as workers; the driver writes the file.
+    """:func:`visioncreator.rl.collection.run.collect_to` with Ray actors as workers; the driver writes the file.
 
     Trajectory ids already in the file are skipped; with ``config.checkpoint`` set, half-done
     trajectories resume from their worker's checkpoint file (see the module docstring).

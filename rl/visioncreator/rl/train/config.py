@@ -1,7 +1,7 @@
 """Training configuration: the policy, the stages (SFT or GRPO) and what each reads, as one file.
 
 ``visioncreator train sft|grpo|rpco --config FILE`` reads a :class:`TrainConfig` from TOML or
-JSON. The RPCO recipe (:mod:`visioncreator.rl.recipe`) is one such configuration.
+JSON. The RPCO recipe (:mod:`visioncreator.rl.train.recipe`) is one such configuration.
 """
 
 from __future__ import annotations

@@ -1,8 +1,12 @@
-"""What every reward takes and gives: the context of a trajectory and a result in [0, 1]."""
+"""What every reward takes and gives: the context of a trajectory and a result in [0, 1].
+
+A reward is a pure function :data:`RewardFn`, ``(trajectory, context) -> RewardResult``; the
+helpers here read what the record keeps (parsed turns, the last plan, ground truths).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +16,7 @@ from visioncreator.tool_servers.synthetic import CheckItem, GroundTruth, Scene
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
     from visioncreator.graph import Trajectory, TurnRecord
 
-__all__ = ["RewardContext", "RewardResult", "last_plan", "parsed_turns", "truth_of"]
+__all__ = ["RewardContext", "RewardFn", "RewardResult", "last_plan", "parsed_turns", "truth_of"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,10 @@ class RewardResult:
     def __post_init__(self) -> None:
         if not 0.0 <= self.value <= 1.0:
             raise ValueError(f"reward value {self.value} is outside [0, 1]")
+
+
+RewardFn = Callable[["Trajectory", RewardContext], RewardResult]
+"""A reward: ``(trajectory, context) -> RewardResult`` with ``value`` in [0, 1]."""
 
 
 def parsed_turns(trajectory: Trajectory) -> list[tuple[TurnRecord, ParsedTurn]]:

@@ -10,7 +10,7 @@ Usage::
 stage that finished in an earlier run starts from its model); the file must have at least one.
 ``rpco`` runs every stage of the file in order; a file without ``stages`` (only ``policy``,
 ``output_dir``, ``seed``, ``eval_tasks``) gets the RPCO recipe's three stages
-(:func:`visioncreator.rl.recipe.rpco_stages`).
+(:func:`visioncreator.rl.train.recipe.rpco_stages`).
 
 Re-running the same command resumes: finished stages (``OUTPUT_DIR/NN-NAME/stage.json``) are
 skipped and an interrupted stage continues from its latest checkpoint. ``--no-resume`` trains
@@ -18,7 +18,7 @@ every selected stage again from its start model.
 
 Progress goes to stderr: one line per stage start and end, one per logged step (step, loss,
 reward), one per held-out evaluation. Exit status: 0 done, 2 bad configuration (the message
-names the file and the field), 1 the training failed.
+names the file and the field), 1 the training failed. ``python -m visioncreator.rl.train`` runs it too.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from visioncreator.rl.config import ConfigError, TrainConfig, load_train_config
+from visioncreator.rl.train.config import ConfigError, TrainConfig, load_train_config
 
 __all__ = ["TRAINING_PACKAGES", "build_parser", "main", "missing_training_packages"]
 
@@ -56,7 +56,7 @@ def _load(args: argparse.Namespace) -> TrainConfig:
     """The config with the command line's overrides applied; raises ConfigError naming file and field."""
     default_stages = None
     if args.mode == "rpco":
-        from visioncreator.rl.recipe import rpco_stages
+        from visioncreator.rl.train.recipe import rpco_stages
 
         default_stages = rpco_stages()
     config = load_train_config(args.config, default_stages=default_stages)
@@ -146,8 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from visioncreator.rl.models import ModelError
-    from visioncreator.rl.stages import run_stages
+    from visioncreator.rl.train.models import ModelError
+    from visioncreator.rl.train.stages import run_stages
 
     kinds = None if args.mode == "rpco" else [cast(Literal["sft", "grpo"], args.mode)]
     try:

@@ -7,7 +7,7 @@ wants one ``prompt_ids``/``completion_ids``/``logprobs`` entry back per prompt, 
 ``env_mask`` (1 = policy token, 0 = excluded from the loss) and extra keys, which reach the
 reward functions per sample. The rollout function does not see the dataset rows, only the
 prompts, so each prompt carries its whole task: a single user message whose content is the
-:class:`~visioncreator.rl.records.CollectTask` JSON (:func:`task_prompt`). Nothing has to be
+:class:`~visioncreator.rl.collection.records.CollectTask` JSON (:func:`task_prompt`). Nothing has to be
 looked up, and shuffling, resuming or several processes cannot mismatch task and prompt.
 
 :class:`GraphRollout` runs each group through the compiled graph with the collector, on an
@@ -20,9 +20,9 @@ as extra keys; :func:`reward_functions` gives one TRL reward function per reward
 
 Images. When the agent shows the policy images (``observe`` ``"image"`` or ``"both"``) and a VLM
 ``processor`` is given, each sample also carries ``trajectory_images``
-(:data:`visioncreator.rl.vlm_grpo.TRAJECTORY_IMAGES`): the images it saw, read from the store by
+(:data:`visioncreator.rl.train.vlm.TRAJECTORY_IMAGES`): the images it saw, read from the store by
 handle, in placeholder order (:func:`images_seen`), which
-:class:`~visioncreator.rl.grpo_trainer.GraphGRPOTrainer` feeds to its forward passes. Only the
+:class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer` feeds to its forward passes. Only the
 plumbing exists: our local policy is text-only (it reads handles, its prompt ids hold no image
 placeholders), so such a rollout cannot be trained on until a local VLM policy writes ids with
 each image expanded by that processor; the trainer then refuses the mismatch by name. Text
@@ -40,12 +40,12 @@ from typing import Any, Literal, TypeVar
 
 from visioncreator.graph import ToolClient, Trajectory
 from visioncreator.policy import LocalPolicySettings, TransformersPolicy
-from visioncreator.rl.collector import CollectConfig
-from visioncreator.rl.config import GRPOStage, PolicyModel, TaskSource
-from visioncreator.rl.records import CollectTask, TrajectoryRecord
-from visioncreator.rl.rewards import REWARDS
-from visioncreator.rl.rewards_base import RewardContext
+from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.records import CollectTask, TrajectoryRecord
+from visioncreator.rl.rewards.base import RewardContext
+from visioncreator.rl.rewards.scoring import REWARDS
 from visioncreator.rl.samples import SampleError, TokenSample, token_sample
+from visioncreator.rl.train.config import GRPOStage, PolicyModel, TaskSource
 
 __all__ = [
     "GraphRollout",
@@ -66,14 +66,14 @@ _SEED_STRIDE = 10_007  # run seeds of successive generation steps; larger than a
 
 
 def load_tasks(source: TaskSource) -> list[CollectTask]:
-    """The tasks a :class:`~visioncreator.rl.config.TaskSource` names, as collector tasks.
+    """The tasks a :class:`~visioncreator.rl.train.config.TaskSource` names, as collector tasks.
 
     Raises:
         ValueError: No task is left after the filters (the message names them).
 
     """
     from visioncreator.evals import load_suite
-    from visioncreator.rl.collector import as_collect_task
+    from visioncreator.rl.collection.records import as_collect_task
 
     wanted, excluded = set(source.ids), set(source.exclude_ids)
     tasks = [
@@ -207,7 +207,7 @@ def _runs(tasks: Sequence[CollectTask]) -> list[tuple[CollectTask, int]]:
 
 @dataclass
 class GraphRollout:
-    """TRL's ``rollout_func`` for :class:`~visioncreator.rl.config.GRPOStage`: replays the graph per prompt.
+    """TRL's ``rollout_func`` for :class:`~visioncreator.rl.train.config.GRPOStage`: replays the graph per prompt.
 
     Call it as ``rollout(prompts, trainer)``. After each call, :attr:`last` holds the batch it
     returned, in prompt order.
@@ -225,7 +225,7 @@ class GraphRollout:
     """How the agent shows the policy new images (``AgentConfig.observe``)."""
     tools: Callable[[CollectConfig], ToolClient] | None = None
     """Makes the rollouts' tool client from their collect config; default
-    :func:`visioncreator.rl.collector.synthetic_tools` (the in-process synthetic server)."""
+    :func:`visioncreator.rl.collection.collector.synthetic_tools` (the in-process synthetic server)."""
     processor: Any = None
     """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
     are returned (see the module docstring). None: text rollouts."""
@@ -259,7 +259,7 @@ class GraphRollout:
             "reward_values": [dict(b.rewards) for b in batch],
         }
         if self.shows_images:
-            from visioncreator.rl.vlm_grpo import TRAJECTORY_IMAGES
+            from visioncreator.rl.train.vlm import TRAJECTORY_IMAGES
 
             out[TRAJECTORY_IMAGES] = [images_seen(b.record, b.sample, self.store) for b in batch]
         return out
@@ -284,7 +284,8 @@ class GraphRollout:
     async def _roll(
         self, runs: list[tuple[CollectTask, int]], model: Any, tokenizer: Any, run_seed: int
     ) -> list[RolloutSample]:
-        from visioncreator.rl.collector import CollectConfig, collect, synthetic_tools
+        from visioncreator.rl.collection.collector import synthetic_tools
+        from visioncreator.rl.collection.run import collect
 
         group_size = max(n for _, n in runs)
         config = CollectConfig(

@@ -1,6 +1,6 @@
 """The ``plan`` reward's LLM-judge variant: a judge rates the plan against the request and checklist.
 
-The rule-based :func:`~visioncreator.rl.rewards_process.plan_reward` reads prompts with the
+The rule-based :func:`~visioncreator.rl.rewards.process.plan_reward` reads prompts with the
 synthetic environment's parser, so it only understands the synthetic vocabulary. This variant
 asks an LLM judge (``visioncreator.evals.JudgeClient``: structured output, retries, cache) instead,
 which works for any request.
@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from visioncreator.evals import JudgeCache, JudgeClient, JudgeError, JudgeRequest, checklist_question, reason_pattern
-from visioncreator.rl.rewards_base import RewardContext, RewardResult, last_plan
-from visioncreator.rl.rewards_process import plan_reward
+from visioncreator.rl.rewards.base import RewardContext, RewardResult, last_plan
+from visioncreator.rl.rewards.process import plan_reward
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
     from visioncreator.graph import Trajectory

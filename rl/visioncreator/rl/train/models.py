@@ -1,6 +1,6 @@
 """The policy model being trained: where its weights come from, how it loads, LoRA, and how it is saved.
 
-:class:`~visioncreator.rl.config.PolicyModel` names the model: ``tiny`` (a random Qwen2 built
+:class:`~visioncreator.rl.train.config.PolicyModel` names the model: ``tiny`` (a random Qwen2 built
 on the spot with :func:`~visioncreator.policy.tiny_lm.build_tiny_lm`, its tokenizer trained on
 our real system prompt so prompts stay short), ``smollm2`` (the packaged SmolLM2-135M-Instruct,
 :func:`~visioncreator.policy.smollm.load_smollm`) or a model directory (a previous stage's
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from visioncreator.policy import staged_dir
-from visioncreator.rl.config import LoraSpec, PolicyModel
 from visioncreator.rl.errors import RLError
+from visioncreator.rl.train.config import LoraSpec, PolicyModel
 from visioncreator.tool_servers import POLICY_TOOLS
 
 __all__ = ["ModelError", "default_cache_dir", "load_policy_model", "lora_config", "model_dir_for", "save_policy_model"]

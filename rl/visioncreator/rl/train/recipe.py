@@ -1,7 +1,7 @@
-"""The RPCO recipe (VisionCreator-R1's staged training) as a :class:`~visioncreator.rl.config.TrainConfig`.
+"""The RPCO recipe (VisionCreator-R1's staged training) as a :class:`~visioncreator.rl.train.config.TrainConfig`.
 
 The paper trains its policy in three stages; here each is one stage of the config, run by
-:func:`visioncreator.rl.stages.run_stages` (``visioncreator train rpco --config FILE``):
+:func:`visioncreator.rl.train.stages.run_stages` (``visioncreator train rpco --config FILE``):
 
 1. **Reflection RL on single images** (``01-grpo-reflect``): GRPO on ``single`` tasks, the
    reward weighted towards the reflection reward (:data:`REFLECTION_WEIGHTS`), per-node
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from visioncreator.rl.config import (
+from visioncreator.rl.train.config import (
     DEFAULT_WEIGHTS,
     GRPOStage,
     PolicyModel,

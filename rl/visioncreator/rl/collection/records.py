@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from visioncreator.graph import JsonlError, Trajectory, append_jsonl, read_jsonl, repair_jsonl, thread_id_for
 from visioncreator.policy import Policy, Task
 from visioncreator.rl.errors import RLError
-from visioncreator.rl.rewards import RewardWeights, score
-from visioncreator.rl.rewards_base import RewardContext
+from visioncreator.rl.rewards.base import RewardContext
+from visioncreator.rl.rewards.scoring import RewardWeights, score
 from visioncreator.tool_servers import TextToImageInput
 from visioncreator.tool_servers.synthetic import CheckItem, Scene
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from visioncreator.policy import ParsedTurn, PlanStep, Reflection, ToolCall
-from visioncreator.rl.rewards_base import RewardContext, RewardResult, last_plan, parsed_turns, truth_of
+from visioncreator.rl.rewards.base import RewardContext, RewardResult, last_plan, parsed_turns, truth_of
 from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 from visioncreator.tool_servers.synthetic import CheckItem, checklist_for_spec, parse_prompt
 

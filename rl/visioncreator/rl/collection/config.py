@@ -1,0 +1,79 @@
+"""How a collection runs: :class:`CollectConfig` (groups, seeds, tools, agent budgets, rewards, checkpoints)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from visioncreator.graph import AgentConfig, Budgets
+from visioncreator.rl.rewards.scoring import REWARDS, RewardWeights
+
+__all__ = ["CollectConfig"]
+
+
+class CollectConfig(BaseModel):
+    """How a collection runs: groups, seeds, tools, agent budgets, rewards and checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_size: int = Field(default=4, ge=1, description="Samples per task (the GRPO group).")
+    concurrency: int = Field(default=8, ge=1, description="Trajectories in flight at once.")
+    seed: int = Field(default=0, description="Base run seed: sample i of a task runs with seed + i.")
+    tool_seed: int = Field(default=0, description="Seed of the synthetic tool server (its own randomness).")
+    fault_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Synthetic fault injection rate.")
+    store: Path | None = Field(
+        default=None,
+        description="Image store shared with the tool server: where input images are rendered and where the "
+        "collector's own synthetic servers (CLI, Ray workers) keep images. Needed for tasks with inputs.",
+    )
+    reflect: bool = Field(default=True, description="Run the reflect node (AgentConfig.reflect).")
+    observe: Literal["inspect", "image", "both"] = Field(default="inspect", description="AgentConfig.observe.")
+    max_turns: int = Field(default=40, ge=1, description="Budgets.max_turns.")
+    max_tool_calls: int = Field(default=48, ge=1, description="Budgets.max_tool_calls.")
+    max_redos_per_image: int = Field(default=3, ge=0, description="Budgets.max_redos_per_image.")
+    wall_time_s: float = Field(default=900.0, gt=0, description="Budgets.wall_time_s.")
+    max_format_retries: int = Field(default=3, ge=1, description="AgentConfig.max_format_retries.")
+    policy_timeout_s: float = Field(default=300.0, gt=0, description="AgentConfig.policy_timeout_s.")
+    recursion_limit: int = Field(default=400, ge=1, description="AgentConfig.recursion_limit.")
+    rewards: dict[str, float] = Field(
+        default_factory=lambda: dataclasses.asdict(RewardWeights()),
+        description="Reward name -> weight of the total (names of visioncreator.rl.REWARDS; missing ones weigh 0).",
+    )
+    checkpoint: Path | None = Field(default=None, description="SQLite checkpoint file for mid-trajectory resume.")
+    policy_id: str | None = Field(
+        default=None, description="Policy identity in trajectory ids; default: a hash of policy_info(policy)."
+    )
+
+    @field_validator("rewards")
+    @classmethod
+    def _known_rewards(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(REWARDS))
+        if unknown:
+            raise ValueError(f"unknown reward names {unknown}; known: {sorted(REWARDS)}")
+        if any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"reward weights must be non-negative with a positive sum, got {value}")
+        return value
+
+    def agent_config(self) -> AgentConfig:
+        """The graph configuration these settings describe."""
+        budgets = Budgets(
+            max_turns=self.max_turns,
+            max_tool_calls=self.max_tool_calls,
+            max_redos_per_image=self.max_redos_per_image,
+            wall_time_s=self.wall_time_s,
+        )
+        return AgentConfig(
+            budgets=budgets,
+            reflect=self.reflect,
+            observe=self.observe,
+            max_format_retries=self.max_format_retries,
+            policy_timeout_s=self.policy_timeout_s,
+            recursion_limit=self.recursion_limit,
+        )
+
+    def record_config(self) -> dict[str, Any]:
+        """What a record keeps of the configuration: what shapes trajectories, not where files live."""
+        return self.model_dump(mode="json", exclude={"concurrency", "store", "checkpoint"})

@@ -1,0 +1,164 @@
+"""Collect GRPO trajectories: tasks x group size through the compiled graph, concurrently, as records.
+
+:func:`collect` returns the records in memory (the GRPO rollout calls it with a local policy);
+:func:`collect_to` appends them to a JSONL file as they finish and, re-run after a crash, skips
+the trajectory ids the file already holds and resumes half-done trajectories from the SQLite
+checkpoint (thread id = trajectory id). Sample ``i`` of a task runs with seed ``config.seed + i``.
+:func:`run_jobs` is the concurrent loop both use (and the Ray workers too).
+
+``visioncreator collect --help`` (or ``python -m visioncreator.rl.collection --help``) is the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from visioncreator.graph import ToolClient
+from visioncreator.policy import Policy
+from visioncreator.rl.collection.collector import CollectError, Collector
+from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.jobs import Job
+from visioncreator.rl.collection.records import TrajectoryRecord, append_record, repair_records
+
+__all__ = ["RecordHandler", "collect", "collect_to", "run_jobs"]
+
+RecordHandler = Callable[[TrajectoryRecord], None]
+"""Called with each record as it finishes."""
+
+
+class _NoBar:
+    """Stands in for a tqdm bar when there is no bar to show."""
+
+    def update(self, n: int = 1) -> None:
+        """Nothing to draw."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _progress_bar(total: int, show: bool) -> Any:
+    """A tqdm bar on stderr (the ``evals`` extra), or none when not asked for or tqdm is missing."""
+    if not show:
+        return _NoBar()
+    try:
+        tqdm = importlib.import_module("tqdm").tqdm  # untyped; imported late like every optional dependency
+    except ImportError:
+        print(f"collect: {total} trajectories (install tqdm for a progress bar)", file=sys.stderr)
+        return _NoBar()
+    return tqdm(total=total, file=sys.stderr, unit="traj", desc="collect")
+
+
+async def run_jobs(
+    jobs: Sequence[Job],
+    run_one: Callable[[Job], Any],
+    *,
+    concurrency: int,
+    on_record: RecordHandler | None = None,
+    progress: bool = False,
+) -> list[TrajectoryRecord]:
+    """Run ``jobs`` with ``concurrency`` workers; the records in job order.
+
+    Raises:
+        CollectError: A job failed (the others are cancelled; records already handed on stay).
+
+    """
+    results: dict[int, TrajectoryRecord] = {}
+    pending = iter(enumerate(jobs))
+    bar = _progress_bar(len(jobs), progress)
+
+    async def worker() -> None:
+        for k, job in pending:  # one shared iterator: next() never awaits, so no job runs twice
+            try:
+                record = await run_one(job)
+            except Exception as exc:
+                raise CollectError(
+                    f"task {job.task.task_id} sample {job.sample_index} (trajectory {job.trajectory_id}): {exc}"
+                ) from exc
+            results[k] = record
+            if on_record is not None:
+                on_record(record)
+            bar.update()
+
+    # Plain tasks, not a TaskGroup: the first failure cancels the rest and is raised as itself.
+    workers = [asyncio.ensure_future(worker()) for _ in range(min(concurrency, len(jobs)))]
+    try:
+        if workers:
+            await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        for task in workers:
+            task.cancel()
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+        bar.close()
+    for outcome in outcomes:
+        if isinstance(outcome, CollectError):
+            raise outcome
+    return [results[k] for k in range(len(jobs))]
+
+
+async def collect(
+    tasks: Iterable[Any],
+    *,
+    policy: Policy,
+    tools: ToolClient,
+    config: CollectConfig,
+    on_record: RecordHandler | None = None,
+    progress: bool = False,
+) -> list[TrajectoryRecord]:
+    """Collect ``config.group_size`` trajectories of every task, scored; in task-major, sample order.
+
+    Args:
+        tasks: ``SuiteTask``s (or their JSON dicts), ``Task``s or :class:`CollectTask`s.
+        policy: Any :class:`visioncreator.policy.Policy`.
+        tools: A connected tool client (img2img inputs go into ``config.store``, which it must share).
+        config: The collection's settings.
+        on_record: Called with each record as it finishes.
+        progress: Show a tqdm bar on stderr.
+
+    """
+    async with Collector(policy=policy, tools=tools, config=config) as collector:
+        jobs = collector.jobs(tasks)
+        return await run_jobs(
+            jobs, collector.run, concurrency=config.concurrency, on_record=on_record, progress=progress
+        )
+
+
+@asynccontextmanager
+async def _records_file(path: str | Path) -> AsyncIterator[set[str]]:
+    file = Path(path)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    yield {r.trajectory_id for r in repair_records(file)}
+
+
+async def collect_to(
+    path: str | Path,
+    tasks: Iterable[Any],
+    *,
+    policy: Policy,
+    tools: ToolClient,
+    config: CollectConfig,
+    on_record: RecordHandler | None = None,
+    progress: bool = False,
+) -> list[TrajectoryRecord]:
+    """Like :func:`collect`, appending each record to the JSONL file ``path`` as it finishes.
+
+    Trajectory ids already in the file are skipped (a torn last line is cut off first), so a re-run
+    after a crash adds exactly what is missing. Returns the records written by this call.
+    """
+    async with (
+        _records_file(path) as done,
+        Collector(policy=policy, tools=tools, config=config) as collector,
+    ):
+        jobs = [j for j in collector.jobs(tasks) if j.trajectory_id not in done]
+
+        def write(record: TrajectoryRecord) -> None:
+            append_record(path, record)
+            if on_record is not None:
+                on_record(record)
+
+        return await run_jobs(jobs, collector.run, concurrency=config.concurrency, on_record=write, progress=progress)

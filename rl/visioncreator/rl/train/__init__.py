@@ -1,0 +1,131 @@
+"""Train the policy with TRL: SFT and GRPO stages, run in sequence with held-out evaluation (RPCO).
+
+- :mod:`~visioncreator.rl.train.config`: :class:`TrainConfig`, the policy and its stages, from one file;
+- :mod:`~visioncreator.rl.train.recipe`: the RPCO recipe's three stages (:func:`rpco_config`);
+- :mod:`~visioncreator.rl.train.models`: where the policy model comes from, LoRA, how it is saved;
+- :mod:`~visioncreator.rl.train.selection`: which trajectories SFT learns from;
+- :mod:`~visioncreator.rl.train.harness`: what both trainers share (:class:`StageResult`);
+- :mod:`~visioncreator.rl.train.sft` and :mod:`~visioncreator.rl.train.grpo`: :func:`train_sft` and
+  :func:`train_grpo`, one stage each;
+- :mod:`~visioncreator.rl.train.rollout`: GRPO generation by replaying the graph (:class:`GraphRollout`);
+- :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
+  :func:`evaluate`, and :func:`run_stages`;
+- :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
+- :mod:`~visioncreator.rl.train.cli`: ``visioncreator train`` (``python -m visioncreator.rl.train``).
+
+Importing this package loads no torch, transformers, TRL or datasets. Two modules import TRL and
+torch when imported, so they are not re-exported here: :mod:`visioncreator.rl.train.trainer`
+(``GraphGRPOTrainer``, the GRPO trainer ``train_grpo`` uses) and :mod:`visioncreator.rl.train.vlm`
+(``TrajectoryImagesGRPOTrainer``, mid-trajectory images for VLM policies).
+"""
+
+from visioncreator.rl.train.config import (
+    ConfigError,
+    GRPOStage,
+    LoraSpec,
+    PolicyModel,
+    Selection,
+    SFTStage,
+    Stage,
+    TaskSource,
+    TrainConfig,
+    load_train_config,
+)
+from visioncreator.rl.train.evaluation import EvalPoint, Event, ToolsFactory, evaluate
+from visioncreator.rl.train.grpo import train_grpo
+from visioncreator.rl.train.harness import Progress, StageResult, TrainingError
+from visioncreator.rl.train.models import (
+    ModelError,
+    default_cache_dir,
+    load_policy_model,
+    lora_config,
+    model_dir_for,
+    save_policy_model,
+)
+from visioncreator.rl.train.recipe import (
+    EXPERT_ERRORS,
+    PLAN_STRONG,
+    REFLECTION_WEIGHTS,
+    RPCO_STAGE_NAMES,
+    SFT_MAX_LENGTH,
+    rpco_config,
+    rpco_stages,
+)
+from visioncreator.rl.train.rollout import (
+    GraphRollout,
+    Observe,
+    RolloutSample,
+    images_seen,
+    load_tasks,
+    reward_functions,
+    sample_of,
+    task_of_prompt,
+    task_prompt,
+)
+from visioncreator.rl.train.selection import select_trajectories
+from visioncreator.rl.train.sft import train_sft
+from visioncreator.rl.train.stages import (
+    Curves,
+    RunSummary,
+    StageCurve,
+    StageRecord,
+    curve_steps,
+    run_stages,
+    stage_dir,
+)
+from visioncreator.rl.train.tiny_vlm import IMAGE_TOKEN, TinyVLM, build_tiny_vlm
+
+__all__ = [
+    "EXPERT_ERRORS",
+    "IMAGE_TOKEN",
+    "PLAN_STRONG",
+    "REFLECTION_WEIGHTS",
+    "RPCO_STAGE_NAMES",
+    "SFT_MAX_LENGTH",
+    "ConfigError",
+    "Curves",
+    "EvalPoint",
+    "Event",
+    "GRPOStage",
+    "GraphRollout",
+    "LoraSpec",
+    "ModelError",
+    "Observe",
+    "PolicyModel",
+    "Progress",
+    "RolloutSample",
+    "RunSummary",
+    "SFTStage",
+    "Selection",
+    "Stage",
+    "StageCurve",
+    "StageRecord",
+    "StageResult",
+    "TaskSource",
+    "TinyVLM",
+    "ToolsFactory",
+    "TrainConfig",
+    "TrainingError",
+    "build_tiny_vlm",
+    "curve_steps",
+    "default_cache_dir",
+    "evaluate",
+    "images_seen",
+    "load_policy_model",
+    "load_tasks",
+    "load_train_config",
+    "lora_config",
+    "model_dir_for",
+    "reward_functions",
+    "rpco_config",
+    "rpco_stages",
+    "run_stages",
+    "sample_of",
+    "save_policy_model",
+    "select_trajectories",
+    "stage_dir",
+    "task_of_prompt",
+    "task_prompt",
+    "train_grpo",
+    "train_sft",
+]

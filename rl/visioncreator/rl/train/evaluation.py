@@ -1,0 +1,148 @@
+"""Held-out evaluation of a model directory: :func:`evaluate` runs it through the graph and scores it.
+
+:func:`~visioncreator.rl.train.stages.run_stages` evaluates before the first stage and after each
+one; every point is an :class:`EvalPoint` (success rate, mean rewards, per-task success).
+
+Heavy imports (torch, transformers) happen inside the local policy; importing this module stays light.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from visioncreator.rl.train.config import PolicyModel, TaskSource
+
+if TYPE_CHECKING:
+    from visioncreator.graph import ToolClient
+    from visioncreator.policy import TransformersPolicy
+    from visioncreator.rl.collection.config import CollectConfig
+    from visioncreator.rl.collection.records import TrajectoryRecord
+
+__all__ = ["EvalPoint", "Event", "ToolsFactory", "evaluate"]
+
+Event = Callable[[dict[str, Any]], None]
+"""Receives progress events: ``{"event": "stage_start" | "step" | "stage_end" | "stage_skip" | "eval", ...}``."""
+
+ToolsFactory = Callable[["CollectConfig"], "ToolClient"]
+"""Makes the (unconnected) tool client an evaluation runs on; default the collector's synthetic server."""
+
+
+class EvalPoint(BaseModel):
+    """The current model on the held-out tasks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: str = Field(description="'initial', or the stage directory name it follows.")
+    model_dir: str
+    n: int = Field(description="Trajectories evaluated (tasks x group size).")
+    success_rate: float = Field(description="Fraction of trajectories whose outcome is a full success.")
+    mean_reward: float = Field(description="Mean weighted total reward.")
+    mean_rewards: dict[str, float] = Field(default_factory=dict, description="Mean of each reward.")
+    per_task: dict[str, float] = Field(default_factory=dict, description="Task id -> success rate.")
+    wall_s: float = 0.0
+
+
+def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed: int) -> TransformersPolicy:
+    """``model_dir`` as a local policy, sampling as ``policy`` says at ``temperature``."""
+    from visioncreator.policy import LocalPolicySettings, TransformersPolicy
+
+    settings = LocalPolicySettings(
+        temperature=temperature,
+        top_p=policy.top_p,
+        max_new_tokens=policy.max_new_tokens,
+        torch_threads=policy.torch_threads,
+        seed=seed,
+    )
+    return TransformersPolicy(model_dir, settings=settings)
+
+
+def _point(after: str, model_dir: str | Path, records: Sequence[TrajectoryRecord], started: float) -> EvalPoint:
+    """The success rate and mean rewards of the evaluation's ``records``."""
+    successes = [float(r.reward_details.get("outcome", {}).get("success", 0.0)) for r in records]
+    per_task: dict[str, list[float]] = {}
+    for record, success in zip(records, successes, strict=True):
+        per_task.setdefault(record.task_id, []).append(success)
+    names = sorted({k for r in records for k in r.rewards if k != "total"})
+    return EvalPoint(
+        after=after,
+        model_dir=str(model_dir),
+        n=len(records),
+        success_rate=sum(successes) / len(records),
+        mean_reward=sum(r.rewards.get("total", 0.0) for r in records) / len(records),
+        mean_rewards={n: sum(r.rewards.get(n, 0.0) for r in records) / len(records) for n in names},
+        per_task={k: sum(v) / len(v) for k, v in per_task.items()},
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def evaluate(
+    model_dir: str | Path,
+    tasks: TaskSource,
+    *,
+    policy: PolicyModel,
+    store: str | Path,
+    after: str = "initial",
+    seed: int = 0,
+    tool_seed: int = 0,
+    group_size: int = 1,
+    temperature: float = 0.0,
+    max_turns: int = 12,
+    max_format_retries: int = 2,
+    tools: ToolsFactory | None = None,
+    progress: Event | None = None,
+) -> EvalPoint:
+    """Run ``model_dir`` as the policy on ``tasks`` through the graph and score every trajectory.
+
+    Args:
+        model_dir: The model to evaluate (a Hugging Face directory).
+        tasks: The held-out tasks.
+        policy: Sampling settings (``max_new_tokens``, ``top_p``, ``torch_threads``).
+        store: Image store of the synthetic tool server.
+        after: Label of the point (``initial`` or the stage directory name).
+        seed: Run seed.
+        tool_seed: The synthetic server's own seed (which faults it injects), independent of the policy.
+        group_size: Samples per task.
+        temperature: Sampling temperature of the evaluation (0: greedy).
+        max_turns: Policy turns per task.
+        max_format_retries: Consecutive unparseable turns before a task gives up.
+        tools: Makes the tool client; default :func:`visioncreator.rl.collection.collector.synthetic_tools`.
+        progress: Called with ``{"event": "eval_task", ...}`` as each trajectory finishes.
+
+    Returns:
+        Success rate (the outcome reward's ``success``) and mean weighted reward.
+
+    """
+    from visioncreator.rl.collection.collector import synthetic_tools
+    from visioncreator.rl.collection.config import CollectConfig
+    from visioncreator.rl.collection.run import collect
+    from visioncreator.rl.train.rollout import load_tasks
+
+    started = time.perf_counter()
+    config = CollectConfig(
+        group_size=group_size,
+        concurrency=1,
+        seed=seed,
+        tool_seed=tool_seed,
+        fault_rate=tasks.fault_rate,
+        store=Path(store),
+        max_turns=max_turns,
+        max_format_retries=max_format_retries,
+    )
+    model = _policy(model_dir, policy, temperature, seed)
+
+    def done(record: TrajectoryRecord) -> None:
+        if progress is not None:
+            success = record.reward_details.get("outcome", {}).get("success", 0.0)
+            progress({"event": "eval_task", "after": after, "task": record.task_id, "success": success})
+
+    async def run() -> list[TrajectoryRecord]:
+        async with (tools or synthetic_tools)(config) as client:
+            return await collect(load_tasks(tasks), policy=model, tools=client, config=config, on_record=done)
+
+    return _point(after, model_dir, asyncio.run(run()), started)
