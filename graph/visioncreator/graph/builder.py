@@ -13,8 +13,7 @@ from langgraph.types import RetryPolicy, Send
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, RetrySettings
 from visioncreator.graph.nodes import Nodes
-from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, typed, typed_list
-from visioncreator.graph.trajectory import ToolCallRecord
+from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, batch_records, typed
 from visioncreator.policy import Policy, Task
 from visioncreator.tool_servers import IMAGE_TOOLS
 
@@ -72,8 +71,8 @@ class _Routes:
         batch = state.get("batch", 0)
         new = [
             r.handle
-            for r in typed_list(ToolCallRecord, state.get("tool_calls", ()))
-            if r.batch == batch and r.ok and r.handle and r.name in IMAGE_TOOLS
+            for r in batch_records(state.get("tool_calls", ()), batch)
+            if r.ok and r.handle and r.name in IMAGE_TOOLS
         ]
         if new and self.config.observe in ("inspect", "both"):
             return [Send("inspect", Look(handle=h, batch=batch)) for h in dict.fromkeys(new)]

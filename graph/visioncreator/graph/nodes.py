@@ -16,7 +16,7 @@ from langgraph.config import get_stream_writer
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.errors import PolicyTurnTimeout
-from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, typed, typed_list
+from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, batch_records, typed, typed_list
 from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
 from visioncreator.policy import (
     FormatError,
@@ -200,9 +200,7 @@ class Nodes:
             return []
         inspections = state.get("inspections", {})
         observations: list[Observation] = []
-        for r in typed_list(ToolCallRecord, state.get("tool_calls", ())):
-            if r.batch != batch:
-                continue
+        for r in batch_records(state.get("tool_calls", ()), batch):
             look = r.by == "graph" and r.name == ToolName.INSPECT_IMAGE
             if look and r.batch != 0:
                 continue  # shown attached to the image it inspected

@@ -9,7 +9,7 @@ another allowlist) gives them back as plain dicts: :func:`typed` accepts both.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +25,7 @@ __all__ = [
     "Look",
     "PendingCall",
     "ToolTask",
+    "batch_records",
     "merge",
     "typed",
     "typed_list",
@@ -46,6 +47,23 @@ def typed(model: type[M], value: M | Mapping[str, Any]) -> M:
 def typed_list(model: type[M], values: Iterable[M | Mapping[str, Any]]) -> list[M]:
     """Each of ``values`` as a ``model`` (only plain dicts are validated)."""
     return [typed(model, v) for v in values]
+
+
+def batch_records(records: Sequence[ToolCallRecord | Mapping[str, Any]], batch: int) -> list[ToolCallRecord]:
+    """The tool-call records of ``batch``, in order.
+
+    A batch's records (its calls, then the graph's looks at their images) are the last ones
+    appended, so the scan runs back from the end and stops at the batch before: its cost is the
+    batch's size, not the conversation's.
+    """
+    found: list[ToolCallRecord] = []
+    for raw in reversed(records):
+        record = typed(ToolCallRecord, raw)
+        if record.batch != batch:
+            break
+        found.append(record)
+    found.reverse()
+    return found
 
 
 class PendingCall(BaseModel):
