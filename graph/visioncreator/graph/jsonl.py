@@ -87,7 +87,7 @@ def repair_jsonl(path: str | Path, model: type[M]) -> list[M]:
     if valid < len(data) or unterminated:
         with open(file, "r+b") as handle:
             handle.truncate(valid)
-            if valid and not data[:valid].endswith(b"\n"):
+            if unterminated:
                 handle.seek(valid)
                 handle.write(b"\n")
             handle.flush()
