@@ -20,7 +20,7 @@ async def test_input_and_output_json_schemas_name_the_task(tmp_path: Path) -> No
     task = given["$defs"]["Task"]
     assert task["required"] == ["request"]
     assert set(task["properties"]) >= {"request", "n_images", "split", "inputs"}
-    assert set(out["properties"]) == {"answer", "termination", "task"}
+    assert set(out["properties"]) == {"answer", "answer_repaired", "termination", "task"}
 
 
 async def test_the_task_may_be_given_as_a_model_or_as_its_json(tmp_path: Path) -> None:

@@ -108,6 +108,9 @@ class TaskResult(_Record):
     scorer: str = "synthetic"
     """Which scorer gave ``items``: ``synthetic``, ``detectors`` or ``judge``."""
     answer: list[str] = Field(default_factory=list)
+    answer_repaired: bool = False
+    """The policy's answer was missing or invalid: the graph's repair is kept in ``answer`` for the
+    report, but the task is scored on what the policy wrote (so it is not a success)."""
     inputs: list[str] = Field(default_factory=list)
     termination: str = ""
     plan: Plan | None = None

@@ -198,8 +198,10 @@ class _Run:
         trajectory = run.trajectory.model_copy(update={"config": {**run.trajectory.config, "resumed": run.resumed}})
         relative = f"{TRAJECTORIES}/{_safe_name(task.id)}.json"
         (settings.out / relative).write_text(trajectory.model_dump_json(indent=1))
+        # Scored on the policy's own answer: a repair by the graph is not the policy's success.
+        scored = (trajectory.policy_answer or []) if trajectory.answer_repaired else trajectory.answer
         verdict = await score_answer(
-            task, trajectory.answer, truths=trajectory.truths,
+            task, scored, truths=trajectory.truths,
             input_scenes=scenes if len(scenes) == len(handles) else [], input_handles=handles,
             read_image=self.tools.read_image, judge=self.judge,
         )  # fmt: skip
@@ -209,7 +211,8 @@ class _Run:
         return TaskResult(
             id=task.id, split=task.split, request=task.request, success=verdict.success,
             checklist_score=verdict.checklist_score, items=verdict.items, scorer=verdict.scorer,
-            answer=list(trajectory.answer), inputs=handles, termination=trajectory.termination, plan=trajectory.plan,
+            answer=list(trajectory.answer), answer_repaired=trajectory.answer_repaired, inputs=handles,
+            termination=trajectory.termination, plan=trajectory.plan,
             reflections=reflections, judge=verdict.judge, cost=task_cost(trajectory),
             faults_injected=faults.injected, faults_caught=faults.caught, faulty_answers=faults.faulty_answers,
             unreflected=unreflected, unreflected_faulty=unreflected_faulty, trajectory=relative,

@@ -288,11 +288,15 @@ class Nodes:
         if answer is not None and valid and len(valid) == len(answer):
             reason = termination or "answered"
         else:
+            # The caller still gets images, but the answer is the graph's: marked, so that no
+            # reward or score counts it as the policy's.
             valid = valid or _latest_images(calls, task.n_images)
             reason = termination or ("invalid_answer" if answer is not None else "no_answer")
+        update["policy_answer"] = None if answer is None else list(answer)
+        update["answer_repaired"] = valid != list(answer or [])
         update["answer"] = valid
         update["termination"] = reason
-        emit("finish", answer=valid, termination=reason)
+        emit("finish", answer=valid, termination=reason, repaired=update["answer_repaired"])
         return update
 
 

@@ -105,6 +105,8 @@ class AgentOutput(TypedDict, total=False):
 
     answer: list[str]
     """The answer's image handles, in order."""
+    answer_repaired: bool
+    """The answer is the graph's repair of a missing or invalid one, not the policy's."""
     termination: str
     """Why the run ended: ``answered``, a budget (``budget_turns``...), ``format_errors``, ``no_answer``..."""
     task: Task
@@ -132,5 +134,9 @@ class AgentState(TypedDict, total=False):
     policy_tool_calls: int
     format_retries: int
     answer: list[str] | None
+    policy_answer: list[str] | None
+    """The answer exactly as the policy wrote it (``None``: it wrote none)."""
+    answer_repaired: bool
+    """``answer`` is not the policy's: the graph dropped unknown handles or filled a missing answer."""
     termination: str | None
     started_at: float

@@ -128,6 +128,14 @@ class Trajectory(BaseModel):
     tool_calls: list[ToolCallRecord]
     plan: Plan | None = None
     answer: list[str]
+    policy_answer: list[str] | None = Field(
+        default=None, description="The answer exactly as the policy wrote it; None when it wrote none."
+    )
+    answer_repaired: bool = Field(
+        default=False,
+        description="The answer is the graph's repair (unknown handles dropped, or the latest images filled in "
+        "for a missing or invalid answer), not the policy's: rewards and scores give it no credit.",
+    )
     termination: str
     timings: Timings
     truths: dict[str, Any] = Field(
@@ -184,6 +192,8 @@ def build_trajectory(
         tool_calls=calls,
         plan=state.get("plan"),
         answer=list(state.get("answer") or []),
+        policy_answer=None if state.get("policy_answer") is None else list(state["policy_answer"]),
+        answer_repaired=bool(state.get("answer_repaired", False)),
         termination=str(state.get("termination") or "unknown"),
         timings=Timings(
             wall_s=wall_s,

@@ -10,15 +10,25 @@ from visioncreator.tool_servers.synthetic import checklist_for_spec, parse_promp
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
     from visioncreator.graph import Trajectory
 
-__all__ = ["outcome_reward", "result_reward"]
+__all__ = ["outcome_reward", "policy_answer", "result_reward"]
+
+
+def policy_answer(trajectory: Trajectory) -> list[str]:
+    """The answer the policy wrote: empty when the graph had to repair it (``answer_repaired``)."""
+    if trajectory.answer_repaired:
+        return list(trajectory.policy_answer or [])
+    return list(trajectory.answer)
 
 
 def result_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
-    """1 when the answer is well made, else 0.
+    """1 when the answer the policy wrote is well made, else 0.
 
     Well made: exactly ``n_images`` handles, no duplicates, each produced by a successful image
-    tool call of this trajectory or, for img2img, one of the task's inputs.
+    tool call of this trajectory or, for img2img, one of the task's inputs. An answer the graph
+    repaired (``answer_repaired``: the policy's was missing or named unknown images) earns 0.
     """
+    if trajectory.answer_repaired:
+        return RewardResult(0.0, {"repaired": True, "policy_answer": trajectory.policy_answer})
     answer = list(trajectory.answer)
     made = {c.handle for c in trajectory.images_made() if c.handle}
     if trajectory.task.split == "img2img":
@@ -34,7 +44,7 @@ def result_reward(trajectory: Trajectory, context: RewardContext) -> RewardResul
 
 
 def outcome_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
-    """Fraction of checklist items the answer's ground-truth scenes satisfy.
+    """Fraction of checklist items the ground-truth scenes of the policy's own answer satisfy.
 
     Items come from ``context.checklist``, else (single tasks only) from the request parsed with
     ``parse_prompt``. The value is 0 when the answer has the wrong number of images, an image
@@ -44,10 +54,11 @@ def outcome_reward(trajectory: Trajectory, context: RewardContext) -> RewardResu
     checklist = list(context.checklist)
     if not checklist and trajectory.task.split == "single":
         checklist = checklist_for_spec(parse_prompt(trajectory.task.request))
-    truths = [truth_of(trajectory.truths, h) for h in trajectory.answer]
+    answer = policy_answer(trajectory)
+    truths = [truth_of(trajectory.truths, h) for h in answer]
     scenes = [t.scene for t in truths if t is not None]
     n = trajectory.task.n_images
-    if not checklist or len(trajectory.answer) != n or len(scenes) != n:
+    if not checklist or len(answer) != n or len(scenes) != n:
         reason = "no checklist" if not checklist else "wrong-sized answer or unknown images"
         return RewardResult(0.0, {"success": 0.0, "passed": 0, "items": len(checklist), "reason": reason})
     results = verify(checklist, scenes, context.input_scenes)
