@@ -16,7 +16,7 @@ async def test_input_and_output_json_schemas_name_the_task(tmp_path: Path) -> No
         agent = build_agent(policy=expert_policy(), tools=tools)
         given = agent.get_input_jsonschema()
         out = agent.get_output_jsonschema()
-    assert set(given["properties"]) == {"task", "seed"}
+    assert set(given["properties"]) == {"task", "seed", "call_seed_base"}
     task = given["$defs"]["Task"]
     assert task["required"] == ["request"]
     assert set(task["properties"]) >= {"request", "n_images", "split", "inputs"}

@@ -29,6 +29,7 @@ from visioncreator.graph.runner import (
     run_task,
     thread_id_for,
 )
+from visioncreator.graph.seeds import CallSeeds, call_seed, default_call_seed_base
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
 from visioncreator.graph.trajectory import (
     SCHEMA_VERSION,
@@ -50,6 +51,7 @@ __all__ = [
     "AgentOutput",
     "AgentState",
     "Budgets",
+    "CallSeeds",
     "EventHandler",
     "GraphError",
     "InvalidTaskError",
@@ -70,6 +72,8 @@ __all__ = [
     "append_jsonl",
     "build_agent",
     "build_trajectory",
+    "call_seed",
+    "default_call_seed_base",
     "expert_policy",
     "image_handles",
     "open_checkpointer",

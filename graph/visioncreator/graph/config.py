@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+from visioncreator.graph.seeds import CallSeeds
 from visioncreator.policy import PolicyConnectionError
 
 __all__ = ["AgentConfig", "Budgets", "RetrySettings"]
@@ -76,3 +77,7 @@ class AgentConfig:
     tool failures come back to the policy as observations, not exceptions."""
     recursion_limit: int = 400
     """LangGraph super-step limit (a safety net; budgets stop the loop first)."""
+    call_seeds: CallSeeds = "policy"
+    """Who picks the seed of an image call (see :mod:`visioncreator.graph.seeds`): ``policy`` keeps the
+    policy's seed and derives a missing one; ``derived`` always derives it from the run's
+    ``call_seed_base``, the plan step and the attempt (common random numbers for runs that share a base)."""

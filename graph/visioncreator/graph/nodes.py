@@ -16,6 +16,7 @@ from langgraph.config import get_stream_writer
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.errors import PolicyTurnTimeout
+from visioncreator.graph.seeds import call_seed, default_call_seed_base
 from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, batch_records, typed, typed_list
 from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
 from visioncreator.policy import (
@@ -28,6 +29,7 @@ from visioncreator.policy import (
     PolicyRequest,
     PolicyTurn,
     Task,
+    ToolCall,
     error_message,
     observation_message,
     system_message,
@@ -65,8 +67,11 @@ class Nodes:
             budgets = {**budgets, "reflection": 0}
         messages = [system_message(self.tools.policy_tools(), budgets), task_message(task)]
         emit("start", request=task.request, n_images=task.n_images, split=task.split)
+        seed = int(state.get("seed") or 0)
+        base = state["call_seed_base"] if "call_seed_base" in state else default_call_seed_base(task, seed)
         return {
             "task": task,
+            "call_seed_base": int(base),
             "messages": messages,
             "started_at": time.time(),
             "batch": 0,
@@ -155,7 +160,9 @@ class Nodes:
         """Give each tool call an id; refuse those over a budget, with a reason the policy reads.
 
         A plan step's first call is its attempt; every later call for the same step is a redo,
-        whichever node asked for it.
+        whichever node asked for it. Every admitted image call carries a seed (see
+        :mod:`visioncreator.graph.seeds`): the policy's, or one derived from the run's seed base, the
+        step and the attempt.
         """
         budgets = self.config.budgets
         used = state.get("policy_tool_calls", 0)
@@ -179,9 +186,23 @@ class Nodes:
                     )
                     continue
                 step_calls[key] = step_calls.get(key, 0) + 1
+            if call.name in IMAGE_TOOLS:
+                call = self._seeded(state, call, step_calls, used + len(admitted))
             named = call if call.id else call.model_copy(update={"id": f"call_{turn_index}_{k}"})
             admitted.append(PendingCall(call=named, turn=turn_index))
         return admitted, refused, step_calls
+
+    def _seeded(self, state: AgentState, call: ToolCall, step_calls: dict[str, int], index: int) -> ToolCall:
+        """The call with the seed it runs with: the policy's, or derived (step, attempt) from the run's base."""
+        if self.config.call_seeds == "policy" and isinstance(call.arguments.get("seed"), int):
+            return call
+        if call.step is not None:
+            step: int | str = call.step
+            attempt = step_calls[str(call.step)] - 1
+        else:  # a call for no plan step is its own key: the run's n-th policy call
+            step, attempt = f"call-{index}", 0
+        seed = call_seed(int(state.get("call_seed_base", 0)), step, attempt)
+        return call.model_copy(update={"arguments": {**call.arguments, "seed": seed}})
 
     def _budget_stop(self, state: AgentState) -> str | None:
         budgets = self.config.budgets

@@ -113,6 +113,7 @@ async def run_task(
     thread_id: str | None = None,
     on_event: EventHandler | None = None,
     recursion_limit: int = 400,
+    call_seed_base: int | None = None,
 ) -> RunResult:
     """Run ``task`` to the end, resuming the thread's checkpoint if it stopped midway.
 
@@ -123,6 +124,8 @@ async def run_task(
         thread_id: Checkpoint thread; defaults to :func:`thread_id_for` (same task + seed, same thread).
         on_event: Called with every progress event (``{"event": "turn" | "tool_start" | ...}``).
         recursion_limit: LangGraph super-step limit.
+        call_seed_base: Base of the image calls' seeds (see :mod:`visioncreator.graph.seeds`); default
+            derived from the task and ``seed``.
 
     """
     tid = thread_id or thread_id_for(task, seed)
@@ -130,6 +133,8 @@ async def run_task(
     started = time.perf_counter()
     resumed = False
     run_input: AgentInput | None = {"task": task, "seed": seed}
+    if call_seed_base is not None:
+        run_input["call_seed_base"] = call_seed_base
     if agent.checkpointer is not None:
         snapshot = await agent.aget_state(config)
         if snapshot.values:
@@ -189,6 +194,7 @@ class TaskRunner:
         thread_id: str | None = None,
         on_event: EventHandler | None = None,
         record: Mapping[str, Any] | None = None,
+        call_seed_base: int | None = None,
     ) -> RunResult:
         """Run (or resume, or find finished) ``task``; the result carries its trajectory.
 
@@ -199,12 +205,16 @@ class TaskRunner:
             thread_id: The checkpoint thread itself, instead of one derived from task, seed and scope.
             on_event: Progress events, as :func:`run_task` gives them.
             record: What the trajectory keeps as its ``config`` (the settings that shaped it).
+            call_seed_base: Base of the image calls' seeds; runs given the same base (and
+                ``AgentConfig.call_seeds="derived"``) meet the same tool randomness. Default: derived
+                from the task and ``seed``.
 
         """
         tid = thread_id or thread_id_for(task, seed, *scope)
         result = await run_task(
-            self.agent, task, seed=seed, thread_id=tid, on_event=on_event, recursion_limit=self.config.recursion_limit
-        )
+            self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
+            recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
+        )  # fmt: skip
         trajectory = result.trajectory
         truths: dict[str, Any] = {}
         for handle in image_handles(trajectory.task, trajectory.tool_calls):

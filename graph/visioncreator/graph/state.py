@@ -98,6 +98,9 @@ class AgentInput(TypedDict, total=False):
     """The task (a :class:`visioncreator.policy.Task`, or its JSON as a dict)."""
     seed: int
     """Seed of the run: policy sampling and tool seeds derive from it."""
+    call_seed_base: int
+    """Base of the image calls' seeds (default: derived from the task and ``seed``); runs given the
+    same base meet the same tool randomness (see :mod:`visioncreator.graph.seeds`)."""
 
 
 class AgentOutput(TypedDict, total=False):
@@ -117,6 +120,8 @@ class AgentState(TypedDict, total=False):
 
     task: Task
     seed: int
+    call_seed_base: int
+    """Base of the image calls' seeds (see :mod:`visioncreator.graph.seeds`)."""
     messages: Annotated[list[Message], operator.add]
     turns: Annotated[list[TurnRecord], operator.add]
     tool_calls: Annotated[list[ToolCallRecord], operator.add]

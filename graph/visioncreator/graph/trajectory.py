@@ -121,6 +121,9 @@ class Trajectory(BaseModel):
     visioncreator: str = Field(default_factory=_package_version)
     thread_id: str
     seed: int
+    call_seed_base: int | None = Field(
+        default=None, description="Base of the image calls' seeds (visioncreator.graph.seeds); None in old records."
+    )
     task: Task
     config: dict[str, Any] = Field(default_factory=dict)
     messages: list[Message]
@@ -185,6 +188,7 @@ def build_trajectory(
     return Trajectory(
         thread_id=thread_id,
         seed=int(state.get("seed") or 0),
+        call_seed_base=None if state.get("call_seed_base") is None else int(state["call_seed_base"]),
         task=state["task"],
         config=dict(config or {}),
         messages=list(state.get("messages", ())),

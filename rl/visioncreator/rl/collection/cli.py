@@ -12,7 +12,7 @@ import dataclasses
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from visioncreator.evals import SuiteTask, load_suite
 from visioncreator.rl.collection.collector import synthetic_tools
@@ -42,7 +42,8 @@ def _parser() -> Any:
             continue
         kind: Callable[[str], Any] = int if field.annotation is int else float if field.annotation is float else str
         flag = "--" + name.replace("_", "-")
-        parser.add_argument(flag, dest=name, type=kind, default=field.default, help=field.description)
+        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        parser.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices, help=field.description)
     parser.add_argument("--no-reflect", action="store_true", help="turn the reflect node off")
     return parser
 

@@ -88,8 +88,9 @@ class Collector:
         handles, scenes = await self._inputs_of(job)
         task = job.task.task.model_copy(update={"inputs": handles}) if job.task.inputs else job.task.task
         result = await self._runner.run(
-            task, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config()
-        )
+            task, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config(),
+            call_seed_base=job.call_seed_base,
+        )  # fmt: skip
         record = TrajectoryRecord(
             **dict(result.trajectory),
             trajectory_id=job.trajectory_id,

@@ -23,6 +23,13 @@ class CollectConfig(BaseModel):
     concurrency: int = Field(default=8, ge=1, description="Trajectories in flight at once.")
     seed: int = Field(default=0, description="Base run seed: sample i of a task runs with seed + i.")
     tool_seed: int = Field(default=0, description="Seed of the synthetic tool server (its own randomness).")
+    call_seeds: Literal["shared", "independent", "policy"] = Field(
+        default="shared",
+        description="Seeds of the image calls. shared: the members of a group share them (common random numbers: "
+        "derived from the task, the collection seed, the plan step and the attempt, so every member meets the same "
+        "first-image faults and a redo draws a new image); independent: derived per member; policy: the policy's "
+        "own seeds (a missing one derived per member). Every mode is reproducible from the seeds.",
+    )
     fault_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Synthetic fault injection rate.")
     store: Path | None = Field(
         default=None,
@@ -72,6 +79,7 @@ class CollectConfig(BaseModel):
             max_format_retries=self.max_format_retries,
             policy_timeout_s=self.policy_timeout_s,
             recursion_limit=self.recursion_limit,
+            call_seeds="policy" if self.call_seeds == "policy" else "derived",
         )
 
     def record_config(self) -> dict[str, Any]:
