@@ -54,7 +54,8 @@ async def test_a_call_without_a_seed_gets_one_derived_from_the_run(tmp_path: Pat
     base = first.trajectory.call_seed_base
     assert base is not None
     assert call.arguments["seed"] == call_seed(base, 1, 0)
-    assert call.result is not None and call.result["seed"] == call.arguments["seed"]
+    assert call.result is not None
+    assert call.result["seed"] == call.arguments["seed"]
     # The same run seed gives the same image; another run seed another one.
     assert _image_calls(again)[0].handle == call.handle
     assert _image_calls(other)[0].arguments["seed"] != call.arguments["seed"]

@@ -38,7 +38,8 @@ def _first_images(record: TrajectoryRecord) -> dict[int | None, Any]:
 async def test_shared_call_seeds_give_every_member_the_same_first_images(tmp_path: Path) -> None:
     records = await _group(tmp_path, "shared")
     bases = {r.call_seed_base for r in records}
-    assert len(bases) == 1 and None not in bases
+    assert len(bases) == 1
+    assert None not in bases
     firsts = [_first_images(r) for r in records]
     for step in firsts[0]:
         calls = [f[step] for f in firsts]

@@ -7,6 +7,7 @@
 - :func:`append_jsonl` / :func:`read_jsonl` / :func:`repair_jsonl`: the durable record files.
 """
 
+from visioncreator.graph.branch import BranchError, BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent, retry_policy
 from visioncreator.graph.client import ToolClient, ToolOutcome, ToolServerSpec
 from visioncreator.graph.config import AgentConfig, Budgets, RetrySettings
@@ -33,6 +34,7 @@ from visioncreator.graph.seeds import CallSeeds, call_seed, default_call_seed_ba
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
 from visioncreator.graph.trajectory import (
     SCHEMA_VERSION,
+    Branch,
     Timings,
     ToolCallRecord,
     Trajectory,
@@ -50,6 +52,9 @@ __all__ = [
     "AgentInput",
     "AgentOutput",
     "AgentState",
+    "Branch",
+    "BranchError",
+    "BranchPoint",
     "Budgets",
     "CallSeeds",
     "EventHandler",
@@ -70,11 +75,13 @@ __all__ = [
     "Trajectory",
     "TurnRecord",
     "append_jsonl",
+    "branch_points",
     "build_agent",
     "build_trajectory",
     "call_seed",
     "default_call_seed_base",
     "expert_policy",
+    "fork",
     "image_handles",
     "open_checkpointer",
     "open_policy",

@@ -23,11 +23,19 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from visioncreator.graph.branch import BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.state import AgentInput, PendingCall
-from visioncreator.graph.trajectory import ToolCallRecord, Trajectory, TurnRecord, build_trajectory, image_handles
+from visioncreator.graph.trajectory import (
+    Branch,
+    ToolCallRecord,
+    Trajectory,
+    TurnRecord,
+    build_trajectory,
+    image_handles,
+)
 from visioncreator.policy import (
     Answer,
     FormatError,
@@ -215,6 +223,49 @@ class TaskRunner:
             self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
             recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
         )  # fmt: skip
+        return await self._recorded(result, record)
+
+    async def branch(
+        self,
+        point: BranchPoint,
+        *,
+        seed: int,
+        thread_id: str,
+        on_event: EventHandler | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Run one continuation of a base run from a checkpoint (see :mod:`visioncreator.graph.branch`).
+
+        Args:
+            point: A checkpoint of the base thread, from :meth:`branch_points`.
+            seed: The continuation's run seed (what the policy samples with); all else is the base's.
+            thread_id: The continuation's own checkpoint thread (a re-run resumes it).
+            on_event: Progress events, as :func:`run_task` gives them.
+            record: What the trajectory keeps as its ``config``.
+
+        Returns:
+            The result; its trajectory holds the base's turns before ``point.turn`` and its ``branch``.
+
+        """
+        await fork(self.agent, point, thread_id, seed=seed)
+        base = point.values["task"]
+        result = await run_task(
+            self.agent, base, seed=seed, thread_id=thread_id, on_event=on_event,
+            recursion_limit=self.config.recursion_limit,
+        )  # fmt: skip
+        where = Branch(
+            thread_id=str(point.config["configurable"]["thread_id"]), checkpoint_id=point.checkpoint_id,
+            node=point.node, turn=point.turn,
+        )  # fmt: skip
+        result = dataclasses.replace(result, trajectory=result.trajectory.model_copy(update={"branch": where}))
+        return await self._recorded(result, record)
+
+    async def branch_points(self, thread_id: str, node: str = "reflect") -> list[BranchPoint]:
+        """The checkpoints of a finished base thread where ``node`` runs next, oldest first."""
+        return await branch_points(self.agent, thread_id, node)
+
+    async def _recorded(self, result: RunResult, record: Mapping[str, Any] | None) -> RunResult:
+        """The result with its trajectory's ground truths and settings."""
         trajectory = result.trajectory
         truths: dict[str, Any] = {}
         for handle in image_handles(trajectory.task, trajectory.tool_calls):

@@ -21,6 +21,7 @@ from visioncreator.tool_servers import IMAGE_TOOLS
 
 __all__ = [
     "SCHEMA_VERSION",
+    "Branch",
     "Timings",
     "ToolCallRecord",
     "Trajectory",
@@ -112,6 +113,17 @@ class Timings(BaseModel):
     tools_s: float = Field(description="Sum of tool call round trips (policy and graph calls).")
 
 
+class Branch(BaseModel):
+    """Where a branched trajectory left its base (kept in the trajectory record)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    thread_id: str = Field(description="The base run's checkpoint thread.")
+    checkpoint_id: str = Field(description="The base checkpoint the continuation was copied from.")
+    node: str = Field(description="The node that came next at that checkpoint (e.g. reflect).")
+    turn: int = Field(description="Index of the continuation's first policy turn: turns before it are the base's.")
+
+
 class Trajectory(BaseModel):
     """One task's full record, as written to ``trajectory.json`` and kept by eval runs and RL records."""
 
@@ -143,6 +155,9 @@ class Trajectory(BaseModel):
     timings: Timings
     truths: dict[str, Any] = Field(
         default_factory=dict, description="handle -> synthetic ground truth (scene, faults) when the server has it."
+    )
+    branch: Branch | None = Field(
+        default=None, description="Where this run was forked from a base run's checkpoint (branched rollouts)."
     )
 
     @model_validator(mode="before")

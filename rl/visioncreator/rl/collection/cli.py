@@ -42,7 +42,9 @@ def _parser() -> Any:
             continue
         kind: Callable[[str], Any] = int if field.annotation is int else float if field.annotation is float else str
         flag = "--" + name.replace("_", "-")
-        choices = get_args(field.annotation) if get_origin(field.annotation) is Literal else None
+        options = [a for a in get_args(field.annotation) if a is not type(None)] or [field.annotation]
+        literal = options[0] if len(options) == 1 and get_origin(options[0]) is Literal else None
+        choices = get_args(literal) if literal is not None else None
         parser.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices, help=field.description)
     parser.add_argument("--no-reflect", action="store_true", help="turn the reflect node off")
     return parser

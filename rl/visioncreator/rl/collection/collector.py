@@ -11,8 +11,8 @@ import asyncio
 from collections.abc import Iterable
 from typing import Any, Self
 
-from visioncreator.graph import TaskRunner, ToolClient, open_checkpointer
-from visioncreator.policy import Policy
+from visioncreator.graph import BranchPoint, TaskRunner, ToolClient, open_checkpointer
+from visioncreator.policy import Policy, Task
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
 from visioncreator.rl.collection.records import CollectTask, TrajectoryRecord, policy_id_of, policy_info
@@ -59,12 +59,14 @@ class Collector:
         self.policy_info = policy_info(policy)
         self.policy_id = config.policy_id or policy_id_of(self.policy_info)
         self._inputs: dict[int, asyncio.Task[tuple[tuple[str, ...], tuple[Scene, ...]]]] = {}
+        self._bases: dict[int, asyncio.Task[BranchPoint | None]] = {}
         self._runner: TaskRunner | None = None
         self._saver: Any = None
 
     async def __aenter__(self) -> Self:
         checkpointer = None
-        if self.config.checkpoint is not None:
+        if self.config.checkpoint is not None or self.config.branch_at is not None:
+            # Branching forks checkpoints: without a file, they are kept in memory.
             self._saver = open_checkpointer(self.config.checkpoint)
             checkpointer = await self._saver.__aenter__()
         self._runner = TaskRunner(
@@ -87,10 +89,16 @@ class Collector:
             raise CollectError("use the Collector as `async with Collector(...)` before running jobs")
         handles, scenes = await self._inputs_of(job)
         task = job.task.task.model_copy(update={"inputs": handles}) if job.task.inputs else job.task.task
-        result = await self._runner.run(
-            task, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config(),
-            call_seed_base=job.call_seed_base,
-        )  # fmt: skip
+        point = await self._branch_point(job, task) if self.config.branch_at else None
+        if point is not None:
+            result = await self._runner.branch(
+                point, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config()
+            )
+        else:
+            result = await self._runner.run(
+                task, seed=job.seed, thread_id=job.trajectory_id, record=self.config.record_config(),
+                call_seed_base=job.call_seed_base,
+            )  # fmt: skip
         record = TrajectoryRecord(
             **dict(result.trajectory),
             trajectory_id=job.trajectory_id,
@@ -103,6 +111,24 @@ class Collector:
             input_scenes=scenes,
         )
         return record.scored(self.config.rewards)
+
+    async def _branch_point(self, job: Job, task: Task) -> BranchPoint | None:
+        """The checkpoint of the task's base run that the job's group branches from (one base per task).
+
+        A base that never reached the node (or fewer times than ``branch_index``) has no such point:
+        then every member of the group runs from the start.
+        """
+        if job.task_index not in self._bases:
+            self._bases[job.task_index] = asyncio.ensure_future(self._base_point(job, task))
+        return await asyncio.shield(self._bases[job.task_index])
+
+    async def _base_point(self, job: Job, task: Task) -> BranchPoint | None:
+        assert self._runner is not None
+        assert self.config.branch_at is not None
+        base = f"{job.group_id}.base"
+        await self._runner.run(task, seed=self.config.seed, thread_id=base, call_seed_base=job.call_seed_base)
+        points = await self._runner.branch_points(base, self.config.branch_at)
+        return points[self.config.branch_index] if self.config.branch_index < len(points) else None
 
     async def _inputs_of(self, job: Job) -> tuple[tuple[str, ...], tuple[Scene, ...]]:
         # One rendering per task, shared by its samples (they run concurrently).

@@ -50,6 +50,15 @@ class CollectConfig(BaseModel):
         description="Reward name -> weight of the total (names of visioncreator.rl.REWARDS; missing ones weigh 0).",
     )
     checkpoint: Path | None = Field(default=None, description="SQLite checkpoint file for mid-trajectory resume.")
+    branch_at: Literal["reflect"] | None = Field(
+        default=None,
+        description="Branched rollouts: run one base trajectory per task, then fork every member of its group from "
+        "the base's checkpoint where this node runs next (LangGraph time travel), so that all members start from "
+        "the identical state and differ only from that decision on. None: every member runs from the start.",
+    )
+    branch_index: int = Field(
+        default=0, ge=0, description="With branch_at: which of the base's branch points (0 = the first) to fork from."
+    )
     policy_id: str | None = Field(
         default=None, description="Policy identity in trajectory ids; default: a hash of policy_info(policy)."
     )
@@ -85,3 +94,7 @@ class CollectConfig(BaseModel):
     def record_config(self) -> dict[str, Any]:
         """What a record keeps of the configuration: what shapes trajectories, not where files live."""
         return self.model_dump(mode="json", exclude={"concurrency", "store", "checkpoint"})
+
+    def branch_key(self) -> str:
+        """What branching adds to trajectory ids (empty without branching, so old ids stay as they were)."""
+        return f"branch:{self.branch_at}:{self.branch_index}" if self.branch_at else ""

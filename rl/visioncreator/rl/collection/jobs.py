@@ -48,8 +48,9 @@ def plan_jobs(tasks: Iterable[Any], config: CollectConfig, policy_id: str) -> li
         group = group_id_for(task, seed=config.seed, tool_seed=config.tool_seed, policy_id=policy_id)
         for i in range(config.group_size):
             tid = trajectory_id_for(
-                task, sample_index=i, seed=config.seed, tool_seed=config.tool_seed, policy_id=policy_id
-            )
+                task, sample_index=i, seed=config.seed, tool_seed=config.tool_seed, policy_id=policy_id,
+                branch=config.branch_key(),
+            )  # fmt: skip
             jobs.append(
                 Job(
                     task=task, task_index=t, sample_index=i, seed=config.seed + i, trajectory_id=tid, group_id=group,

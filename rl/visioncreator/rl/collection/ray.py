@@ -198,6 +198,9 @@ class RayWorkers:
             raise CollectError("collecting on Ray needs CollectConfig.store, a folder every worker can reach")
         if workers < 1:
             raise CollectError(f"workers must be at least 1, got {workers}")
+        if config.branch_at is not None:
+            # Each worker would run its own base: a group's members could fork from different states.
+            raise CollectError("branched rollouts (branch_at) run on one machine: collect without Ray")
         self.policy = policy
         self.config = config
         self.address = address

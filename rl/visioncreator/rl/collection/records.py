@@ -55,6 +55,7 @@ JSON_COLUMNS: tuple[str, ...] = (
     "checklist",
     "input_scenes",
     "rewards",
+    "branch",
     "reward_details",
 )
 """Columns :func:`records_dataset` stores as JSON strings: nested values whose shape varies from
@@ -154,14 +155,18 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def trajectory_id_for(task: CollectTask, *, sample_index: int, seed: int, tool_seed: int, policy_id: str) -> str:
+def trajectory_id_for(
+    task: CollectTask, *, sample_index: int, seed: int, tool_seed: int, policy_id: str, branch: str = ""
+) -> str:
     """The trajectory's id, which is also its checkpoint thread.
 
     It is :func:`visioncreator.graph.thread_id_for` of the task and seed, scoped by the rest of the
-    collect task (checklist, input images), the sample index, the tool seed and the policy id.
+    collect task (checklist, input images), the sample index, the tool seed, the policy id and,
+    for branched rollouts, where the group branches (``CollectConfig.branch_key()``).
     """
     context = task.model_dump_json(exclude={"task"})
-    return thread_id_for(task.task, seed, context, sample_index, tool_seed, policy_id)
+    scope = (branch,) if branch else ()
+    return thread_id_for(task.task, seed, context, sample_index, tool_seed, policy_id, *scope)
 
 
 def group_id_for(task: CollectTask, *, seed: int, tool_seed: int, policy_id: str) -> str:
