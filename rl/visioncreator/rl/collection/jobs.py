@@ -33,10 +33,15 @@ class Job:
     """Base of the image calls' seeds (the same for every member of a group with shared call seeds)."""
 
 
-def call_seed_base_for(task: CollectTask, config: CollectConfig, sample_index: int) -> int:
-    """The image-call seed base of one job: a function of the task, the collection seed and the mode."""
+def call_seed_base_for(task: CollectTask, config: CollectConfig, group: int, sample_index: int) -> int:
+    """The image-call seed base of one job.
+
+    A function of the task, its group (the task's index in the collection), the collection seed (a
+    GRPO rollout's generation step) and, unless the group shares its seeds, the sample.
+    """
     member = sample_index if config.call_seeds != "shared" else "group"
-    data = "\x1f".join(["call-seed-base", task.model_dump_json(), str(config.seed), str(member)]).encode()
+    parts = ["call-seed-base", task.model_dump_json(), str(config.seed), str(group), str(member)]
+    data = "\x1f".join(parts).encode()
     return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") % (2**31 - 1)
 
 
@@ -54,7 +59,7 @@ def plan_jobs(tasks: Iterable[Any], config: CollectConfig, policy_id: str) -> li
             jobs.append(
                 Job(
                     task=task, task_index=t, sample_index=i, seed=config.seed + i, trajectory_id=tid, group_id=group,
-                    call_seed_base=call_seed_base_for(task, config, i),
+                    call_seed_base=call_seed_base_for(task, config, t, i),
                 )
             )  # fmt: skip
     return jobs
