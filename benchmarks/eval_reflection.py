@@ -5,23 +5,41 @@ checklist score, tool calls per task (every call: the policy's and the graph's i
 the reflection distribution (good / under / over verdicts; images nobody reflected on apart).
 Each configuration is a run folder with its report (summary.json, report.html) under --out.
 
+The expert reflects on ``inspect_image`` reports, which the synthetic server makes through an
+observer that can be wrong (missed objects, count errors, colour confusions, OCR errors): by
+default at the server's default rates; ``--exact-perception`` sets them all to 0 (the ground
+truth), and ``--observe-*-rate`` sets each one.
+
 Usage: python benchmarks/eval_reflection.py [--out DIR] [--fault-rate 0.3] [--over-reflect 0.5] [--limit N]
+       [--exact-perception | --observe-miss-rate R --observe-count-rate R --observe-color-rate R --observe-ocr-rate R]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from visioncreator.evals import EvalSettings, TaskResult, reflection_distribution, run_eval, write_report
 from visioncreator.evals.results import read_results
 from visioncreator.graph import AgentConfig
 from visioncreator.policy import ExpertConfig
+from visioncreator.tool_servers.synthetic import ObserverSettings
 
 SPLITS = ("single", "multi", "img2img", "all")
+
+
+@dataclass(frozen=True, kw_only=True)
+def observer_from(args: argparse.Namespace) -> ObserverSettings:
+    """The observer the flags ask for: exact, or the defaults with any rate given replaced."""
+    if args.exact_perception:
+        return ObserverSettings.exact()
+    given = {name: getattr(args, f"observe_{name}") for name in ("miss_rate", "count_rate", "color_rate", "ocr_rate")}
+    return dataclasses.replace(ObserverSettings(), **{k: v for k, v in given.items() if v is not None})
 
 
 def table(name: str, results: list[TaskResult], seconds: float, folder: Path) -> None:
@@ -52,7 +70,11 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--limit", type=int)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--exact-perception", action="store_true", help="inspect_image reports the ground truth")
+    for name in ("miss", "count", "color", "ocr"):
+        parser.add_argument(f"--observe-{name}-rate", type=float, help=f"observer {name} rate (server default)")
     args = parser.parse_args()
+    observer = observer_from(args)
     configs = {
         "reflect": (AgentConfig(reflect=True), ExpertConfig()),
         "no-reflect": (AgentConfig(reflect=False), ExpertConfig()),
@@ -61,10 +83,11 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         print(f"built-in synthetic suite; fault rate {args.fault_rate}; over-reflect rate {args.over_reflect}")
+        print(f"perception: {'exact' if observer.is_exact else observer}")
         for name, (agent, expert) in configs.items():
             settings = EvalSettings(
-                out=root / name, fault_rate=args.fault_rate, agent=agent, expert=expert, seed=args.seed,
-                concurrency=args.concurrency, limit=args.limit, label=f"expert, {name}",
+                out=root / name, fault_rate=args.fault_rate, observer=observer, agent=agent, expert=expert,
+                seed=args.seed, concurrency=args.concurrency, limit=args.limit, label=f"expert, {name}",
             )  # fmt: skip
             started = time.perf_counter()
             await run_eval(settings)

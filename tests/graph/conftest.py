@@ -12,12 +12,18 @@ from visioncreator.policy import Policy, Task
 from visioncreator.tool_servers.server import build_server
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic.observer import ObserverSettings
 
 
-def make_client(store: Path, fault_rate: float = 0.0) -> ToolClient:
-    """A client connected in-process to the real tool server (in-memory MCP transport)."""
+def make_client(store: Path, fault_rate: float = 0.0, observer: ObserverSettings | None = None) -> ToolClient:
+    """A client connected in-process to the real tool server (in-memory MCP transport).
+
+    Its ``inspect_image`` reports the exact ground truth unless ``observer`` sets error rates:
+    these tests are about the loop, and their expectations assume perception without mistakes.
+    """
     settings = ServerSettings(store_root=store, fault_rate=fault_rate)
-    backend = SyntheticBackend(SyntheticSettings(fault_rate=fault_rate))
+    observer = observer or ObserverSettings.exact()
+    backend = SyntheticBackend(SyntheticSettings(fault_rate=fault_rate, observer=observer))
     return ToolClient(server=build_server(settings, backend=backend))
 
 

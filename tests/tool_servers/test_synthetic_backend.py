@@ -216,3 +216,23 @@ async def test_inspect_image_without_truth_is_unknown() -> None:
 
 def test_all_fault_types_are_allowed_by_default() -> None:
     assert set(ALL_FAULTS) == set(SyntheticSettings().fault_types)
+
+
+async def test_common_random_numbers_whether_a_call_is_faulted_does_not_depend_on_the_prompt() -> None:
+    """Calls with the same seed and tool share the fault decision; the fault itself follows the prompt."""
+    prompts = ("three red apples and a blue car", "two green dogs next to a yellow bench")
+    faulted: dict[int, set[int]] = {}
+    types_differ = 0
+    for tool_seed in (0, 7):
+        backend = SyntheticBackend(SyntheticSettings(fault_rate=0.4, tool_seed=tool_seed))
+        faulted[tool_seed] = set()
+        for seed in range(120):
+            a, b = [_truth(await _make(backend, prompt=p, seed=seed, size=128)) for p in prompts]
+            # Both prompts always have something to break, so a decided fault always lands.
+            assert bool(a.faults) == bool(b.faults), seed
+            if a.faults:
+                faulted[tool_seed].add(seed)
+                types_differ += a.faults[0].type != b.faults[0].type
+    assert all(30 <= len(seeds) <= 66 for seeds in faulted.values())
+    assert faulted[0] != faulted[7]  # the server's seed still varies the dice
+    assert types_differ > 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from visioncreator.evals.runner import EvalOutcome, outcome_json, run_eval
 from visioncreator.evals.settings import BACKENDS, EvalSettings
 from visioncreator.graph import AgentConfig, Budgets, GraphError
 from visioncreator.policy import ExpertConfig
+from visioncreator.tool_servers.synthetic import ObserverSettings
 
 __all__ = ["build_parser", "main"]
 
@@ -46,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=4, help="Tasks in flight at once (default 4).")
     parser.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of every task's run.")
+    parser.add_argument(
+        "--exact-perception", action="store_true", help="inspect_image reports the ground truth (no observer noise)."
+    )
+    for name in ("miss", "count", "color", "ocr"):
+        parser.add_argument(
+            f"--observe-{name}-rate", type=float, help=f"inspect_image's {name} error rate (default: the server's)."
+        )
     parser.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
     parser.add_argument("--max-turns", type=int, default=Budgets().max_turns, help="Budget: policy turns per task.")
     parser.add_argument(
@@ -76,6 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def observer_of(args: argparse.Namespace) -> ObserverSettings | None:
+    """The observer the flags ask for: exact, the defaults with the rates given replaced, or none (the server's)."""
+    if args.exact_perception:
+        return ObserverSettings.exact()
+    names = ("miss", "count", "color", "ocr")
+    given = {f"{n}_rate": getattr(args, f"observe_{n}_rate") for n in names}
+    given = {k: v for k, v in given.items() if v is not None}
+    if not given:
+        return None
+    try:
+        return dataclasses.replace(ObserverSettings(), **given)
+    except (TypeError, ValueError) as exc:
+        raise EvalSettingsError(f"--observe-*-rate: {exc}") from exc
+
+
 def settings_from_args(args: argparse.Namespace) -> EvalSettings:
     """The run settings the parsed flags describe."""
     return EvalSettings(
@@ -85,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         tools=args.tools,
         concurrency=args.concurrency,
         fault_rate=args.fault_rate,
+        observer=observer_of(args),
         seed=args.seed,
         agent=AgentConfig(
             reflect=not args.no_reflect, budgets=Budgets(max_turns=args.max_turns, max_tool_calls=args.max_tool_calls)

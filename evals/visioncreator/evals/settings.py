@@ -10,6 +10,7 @@ from typing import Any, Literal
 from visioncreator.evals.errors import EvalSettingsError
 from visioncreator.graph import AgentConfig, ToolServerSpec
 from visioncreator.policy import ExpertConfig
+from visioncreator.tool_servers.synthetic import ObserverSettings
 
 __all__ = ["BACKENDS", "EvalSettings"]
 
@@ -57,6 +58,9 @@ class EvalSettings:
     """A name for the run in reports."""
     tool_latency: float = 0.0
     """Simulated seconds per generated image of a spawned server (for load and resume tests)."""
+    observer: ObserverSettings | None = None
+    """Error rates of a spawned synthetic server's ``inspect_image`` (``ObserverSettings.exact()``: the
+    ground truth); ``None`` keeps the server's documented defaults."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
@@ -75,6 +79,7 @@ class EvalSettings:
             "policy": self.policy,
             "tools": self.tools,
             "fault_rate": self.fault_rate,
+            "observer": None if self.observer is None else asdict(self.observer),
             "seed": self.seed,
             "reflect": self.agent.reflect,
             "observe": self.agent.observe,
@@ -92,4 +97,6 @@ class EvalSettings:
         extra = ["--backend", self.tools]
         if self.tool_latency:
             extra += ["--latency", str(self.tool_latency)]
-        return ToolServerSpec.synthetic(store=str(self.out / "store"), fault_rate=self.fault_rate, extra_args=extra)
+        return ToolServerSpec.synthetic(
+            store=str(self.out / "store"), fault_rate=self.fault_rate, observer=self.observer, extra_args=extra
+        )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 from mcp import Client, StdioServerParameters
@@ -23,6 +23,9 @@ from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 from visioncreator.graph.errors import InvalidTaskError, ToolServerUnavailable
 from visioncreator.policy import ToolSpec
 from visioncreator.tool_servers import INTERNAL_TOOLS, ToolName
+
+if TYPE_CHECKING:
+    from visioncreator.tool_servers.synthetic import ObserverSettings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,15 +68,30 @@ class ToolServerSpec:
 
     @classmethod
     def synthetic(
-        cls, *, store: str, fault_rate: float = 0.0, tool_seed: int = 0, extra_args: Sequence[str] = ()
+        cls,
+        *,
+        store: str,
+        fault_rate: float = 0.0,
+        tool_seed: int = 0,
+        observer: ObserverSettings | None = None,
+        extra_args: Sequence[str] = (),
     ) -> ToolServerSpec:
         """The bundled synthetic tool server over stdio, with its store at ``store``.
 
-        ``tool_seed`` is mixed into the server's layout and fault draws (0: the call seeds alone decide).
+        ``tool_seed`` is mixed into the server's layout, fault and observation draws (0: the call
+        seeds alone decide). ``observer`` sets the error rates of its ``inspect_image``
+        (``ObserverSettings.exact()`` for the ground truth); None keeps the server's defaults.
         """
         args: tuple[str, ...] = ("-m", "visioncreator.tool_servers", "--store", store, "--fault-rate", str(fault_rate))
         if tool_seed:
             args += ("--tool-seed", str(tool_seed))
+        if observer is not None:
+            args += (
+                *("--observe-miss-rate", repr(observer.miss_rate)),
+                *("--observe-count-rate", repr(observer.count_rate)),
+                *("--observe-color-rate", repr(observer.color_rate)),
+                *("--observe-ocr-rate", repr(observer.ocr_rate)),
+            )
         return cls(args=(*args, *extra_args))
 
 

@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     backend.add_argument("--backend", choices=("synthetic", "tiny", "diffusers"), help="image back end (synthetic)")
     backend.add_argument("--fault-rate", type=float, help="synthetic back end fault probability (default 0)")
     backend.add_argument("--tool-seed", type=int, help="synthetic back end seed mixed into every draw (default 0)")
+    observer = parser.add_argument_group(
+        "synthetic inspect_image errors", "rates, 0 to 1, of the synthetic observer's mistakes; all 0: exact truth"
+    )
+    observer.add_argument("--observe-miss-rate", type=float, help="an object goes unseen (default 0.05)")
+    observer.add_argument("--observe-count-rate", type=float, help="a kind's count is off by one (default 0.05)")
+    observer.add_argument("--observe-color-rate", type=float, help="a colour is read as a nearby one (default 0.05)")
+    observer.add_argument("--observe-ocr-rate", type=float, help="the text is misread by a letter (default 0.1)")
     backend.add_argument("--latency", type=float, help="simulated seconds per generated image (default 0)")
     backend.add_argument("--call-log", type=Path, help="append a JSON line per generated image to this file")
     backend.add_argument("--registry", type=Path, help="diffusers model registry file (TOML; default: packaged)")
@@ -70,6 +77,10 @@ def _settings(options: argparse.Namespace) -> ServerSettings:
         "backend": options.backend,
         "fault_rate": options.fault_rate,
         "tool_seed": options.tool_seed,
+        "observe_miss_rate": options.observe_miss_rate,
+        "observe_count_rate": options.observe_count_rate,
+        "observe_color_rate": options.observe_color_rate,
+        "observe_ocr_rate": options.observe_ocr_rate,
         "bearer_token": options.token,
         "simulated_latency_s": options.latency,
         "call_log": options.call_log,

@@ -70,11 +70,36 @@ class ServerSettings(BaseModel):
     )
     tool_seed: int = Field(
         default=0,
-        description="Seed the synthetic back end mixes into every layout and fault draw, so tool randomness can be "
+        description="Seed the synthetic back end mixes into every layout, fault and observation draw, so tool "
+        "randomness can be "
         "varied apart from the callers' seeds; 0 keeps the draws as the call seeds alone make them.",
     )
     fault_types: tuple[FaultType, ...] | None = Field(
         default=None, description="Fault types the synthetic back end may inject; None means all."
+    )
+    # The observer's defaults are ObserverSettings' (a test pins them equal); spelled out here so
+    # that reading the settings does not import the synthetic back end.
+    observe_miss_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0, description="Synthetic inspect_image: probability that an object goes unseen."
+    )
+    observe_count_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Synthetic inspect_image: probability, per kind, that its count is reported off by one.",
+    )
+    observe_color_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Synthetic inspect_image: probability that an object's colour is read as a nearby colour.",
+    )
+    observe_ocr_rate: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Synthetic inspect_image: probability that the image's text is misread by one letter. "
+        "All four observe rates at 0 report the exact ground truth.",
     )
     max_width: int = Field(default=2048, ge=1, description="Largest width a tool may be asked for, in pixels.")
     max_height: int = Field(default=2048, ge=1, description="Largest height a tool may be asked for, in pixels.")

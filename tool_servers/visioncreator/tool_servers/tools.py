@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import io
 import json
 import logging
@@ -57,14 +58,18 @@ def default_backend(settings: ServerSettings) -> ImageBackend:
 
         return make_backend(settings.backend, settings.diffusion)
     from visioncreator.tool_servers.synthetic.backend import SyntheticBackend, SyntheticSettings
+    from visioncreator.tool_servers.synthetic.observer import ObserverSettings
 
-    if settings.fault_types is None:
-        return SyntheticBackend(SyntheticSettings(fault_rate=settings.fault_rate, tool_seed=settings.tool_seed))
-    return SyntheticBackend(
-        SyntheticSettings(
-            fault_rate=settings.fault_rate, fault_types=settings.fault_types, tool_seed=settings.tool_seed
-        )
+    observer = ObserverSettings(
+        miss_rate=settings.observe_miss_rate,
+        count_rate=settings.observe_count_rate,
+        color_rate=settings.observe_color_rate,
+        ocr_rate=settings.observe_ocr_rate,
     )
+    synthetic = SyntheticSettings(fault_rate=settings.fault_rate, tool_seed=settings.tool_seed, observer=observer)
+    if settings.fault_types is not None:
+        synthetic = dataclasses.replace(synthetic, fault_types=settings.fault_types)
+    return SyntheticBackend(synthetic)
 
 
 class ToolRunner:

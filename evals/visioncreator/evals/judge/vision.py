@@ -39,7 +39,13 @@ from visioncreator.evals.judge.questions import checklist_question
 from visioncreator.evals.judge.request import JudgeAnswer, JudgeRequest
 from visioncreator.evals.results import JudgeScore
 from visioncreator.tool_servers import TRUTH_KEY, InspectImageInput, SourceImage, decode_image
-from visioncreator.tool_servers.synthetic import CheckItem, GroundTruth, SyntheticBackend, SyntheticSettings
+from visioncreator.tool_servers.synthetic import (
+    CheckItem,
+    GroundTruth,
+    ObserverSettings,
+    SyntheticBackend,
+    SyntheticSettings,
+)
 
 __all__ = ["ImageDescriber", "JudgeMode", "VisionJudge", "describe_image"]
 
@@ -113,7 +119,8 @@ async def describe_image(data: bytes) -> str:
         except ValueError:
             truth = None
     handle = "img_" + hashlib.sha256(data).hexdigest()[:24]
-    backend = SyntheticBackend(SyntheticSettings(fault_rate=0.0))
+    # The judge describes what is there: the exact scene, not the policy's noisy observer.
+    backend = SyntheticBackend(SyntheticSettings(fault_rate=0.0, observer=ObserverSettings.exact()))
     result = await backend.inspect_image(
         InspectImageInput(image=handle, questions=[]), SourceImage(handle, image, truth)
     )

@@ -10,8 +10,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from visioncreator.graph import AgentConfig, Budgets
 from visioncreator.rl.rewards.scoring import REWARDS, RewardWeights
+from visioncreator.tool_servers import ServerSettings
 
 __all__ = ["CollectConfig"]
+
+
+def _observer_field(name: str) -> Any:
+    """A field with the synthetic server's own default and description (its ``inspect_image`` noise)."""
+    server = ServerSettings.model_fields[name]
+    return Field(default=server.default, ge=0.0, le=1.0, description=server.description)
 
 
 class CollectConfig(BaseModel):
@@ -31,6 +38,10 @@ class CollectConfig(BaseModel):
         "own seeds (a missing one derived per member). Every mode is reproducible from the seeds.",
     )
     fault_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Synthetic fault injection rate.")
+    observe_miss_rate: float = _observer_field("observe_miss_rate")
+    observe_count_rate: float = _observer_field("observe_count_rate")
+    observe_color_rate: float = _observer_field("observe_color_rate")
+    observe_ocr_rate: float = _observer_field("observe_ocr_rate")
     store: Path | None = Field(
         default=None,
         description="Image store shared with the tool server: where input images are rendered and where the "
@@ -90,6 +101,11 @@ class CollectConfig(BaseModel):
             recursion_limit=self.recursion_limit,
             call_seeds="policy" if self.call_seeds == "policy" else "derived",
         )
+
+    def observer_settings(self) -> dict[str, float]:
+        """The synthetic server's observer rates (``ServerSettings`` fields)."""
+        names = ("observe_miss_rate", "observe_count_rate", "observe_color_rate", "observe_ocr_rate")
+        return {name: getattr(self, name) for name in names}
 
     def record_config(self) -> dict[str, Any]:
         """What a record keeps of the configuration: what shapes trajectories, not where files live."""

@@ -9,7 +9,8 @@ packages (evals, rl, the graph's expert wiring) use the world through this face:
   and the reflection oracle :func:`critique`;
 - words to scenes and back: :func:`parse_prompt`, :func:`parse_edit`, :func:`describe_spec`, and the
   vocabulary (:data:`COLORS`, :data:`STYLES`, :data:`RELATIONS`...);
-- the back end itself (:class:`SyntheticBackend`) and the tool names (:class:`ToolName`).
+- the back end itself (:class:`SyntheticBackend`), the error rates of its ``inspect_image``
+  (:class:`ObserverSettings`) and the tool names (:class:`ToolName`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from visioncreator.tool_servers.synthetic.checklist import (
     verify,
 )
 from visioncreator.tool_servers.synthetic.items import CheckItem, CheckKind, CheckResult
+from visioncreator.tool_servers.synthetic.observer import ObserverSettings
 from visioncreator.tool_servers.synthetic.prompt import describe_spec, parse_edit, parse_prompt, plural
 from visioncreator.tool_servers.synthetic.vocab import (
     COCO_CLASSES,
@@ -71,6 +73,7 @@ __all__ = [
     "FaultType",
     "GroundTruth",
     "ObjectSpec",
+    "ObserverSettings",
     "Relation",
     "RelationSpec",
     "Scene",

@@ -1,7 +1,13 @@
 """The ``synthetic`` image back end: parse, lay out, maybe break on purpose, draw.
 
-Every image it makes carries its ground truth (the scene, what was asked, the faults
-injected), so inspection is exact and verification needs no vision model.
+Every image it makes carries its exact ground truth (the scene, what was asked, the faults
+injected), so verification needs no vision model. Inspection reports the scene through an
+observer that can be wrong (:mod:`observer`), as real perception is.
+
+Common random numbers: whether a call gets an injected fault is drawn from the tool seed
+salt, the call's seed and the tool alone, not from the prompt, so the members of a GRPO group
+that share tool seeds meet the same faults even where their prompts differ; which fault, and
+its details, still come from the prompt's own draw.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import hashlib
 import random
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import anyio
@@ -40,6 +46,7 @@ from visioncreator.tool_servers.schemas import (
 from visioncreator.tool_servers.synthetic.edit import apply_edit
 from visioncreator.tool_servers.synthetic.faults import ALL_FAULTS, inject
 from visioncreator.tool_servers.synthetic.layout import layout
+from visioncreator.tool_servers.synthetic.observer import ObserverSettings, observe
 from visioncreator.tool_servers.synthetic.prompt import parse_edit, parse_prompt
 from visioncreator.tool_servers.synthetic.render import draw
 from visioncreator.tool_servers.synthetic.vocab import MAX_COUNT
@@ -61,10 +68,16 @@ class SyntheticSettings:
     """Fault types that may be injected; a call only gets one that applies to its request."""
 
     tool_seed: int = 0
-    """Server-side seed mixed into every layout and fault draw, so tool randomness can vary while the
-    caller's seeds stay fixed. 0 leaves the draws exactly as the call's own seed makes them."""
+    """Server-side seed mixed into every layout, fault and observation draw, so tool randomness can vary
+    while the caller's seeds stay fixed. 0 leaves the draws exactly as the call's own seed makes them."""
+
+    observer: ObserverSettings = field(default_factory=ObserverSettings)
+    """Error rates of ``inspect_image`` (missed objects, count errors, colour confusions, OCR errors);
+    ``ObserverSettings.exact()`` reports the ground truth. Stored ground truth is exact either way."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.observer, ObserverSettings):
+            raise TypeError(f"observer must be ObserverSettings, got {type(self.observer).__name__}")
         if not 0.0 <= self.fault_rate <= 1.0:
             raise ValueError(f"fault_rate must be within [0, 1], got {self.fault_rate}")
         unknown = set(self.fault_types) - set(ALL_FAULTS)
@@ -98,7 +111,7 @@ class SyntheticBackend:
         spec = parse_prompt(args.prompt)
         rng = stable_rng(*self._salt, seed, ToolName.TEXT_TO_IMAGE, args.prompt)
         scene = layout(spec, args.width, args.height, rng)
-        scene, faults = self._inject(scene, spec, rng)
+        scene, faults = self._inject(scene, spec, rng, seed, ToolName.TEXT_TO_IMAGE)
         truth = GroundTruth(
             scene=scene, requested=spec, faults=faults, tool=ToolName.TEXT_TO_IMAGE, prompt=args.prompt, seed=seed
         )
@@ -120,7 +133,7 @@ class SyntheticBackend:
         preserved = tuple(o for o in base_scene.objects if o.kind not in named)
         refs = (base_scene.model_copy(update={"objects": preserved}),) if preserved else ()
         added = {op.kind for op in ops if op.op == "add" and op.kind is not None}
-        scene, faults = self._inject(scene, spec, rng, refs, counted=added)
+        scene, faults = self._inject(scene, spec, rng, seed, ToolName.EDIT_IMAGE, refs, counted=added)
         # Over an uploaded image only the pixels know what was there: keep drawing over them.
         base = source.image if base_scene.background == UPLOADED_BACKGROUND else None
         truth = GroundTruth(
@@ -145,7 +158,7 @@ class SyntheticBackend:
             for obj in ref.objects:
                 identities.setdefault(obj.kind, obj)
         scene = layout(spec, args.width, args.height, rng, identities)
-        scene, faults = self._inject(scene, spec, rng, ref_scenes)
+        scene, faults = self._inject(scene, spec, rng, seed, ToolName.REFERENCE_TO_IMAGE, ref_scenes)
         truth = GroundTruth(
             scene=scene,
             requested=spec,
@@ -158,11 +171,16 @@ class SyntheticBackend:
         return Generated(image=draw(scene), seed=seed, truth=truth)
 
     async def inspect_image(self, args: InspectImageInput, image: SourceImage) -> InspectResult:
-        """Report the ground truth of a synthetic image; an unknown image gets ``known=False``."""
-        scene = image.truth.scene if image.truth is not None else None
-        if scene is None:
+        """Report a synthetic image as the observer sees it; an image without ground truth goes to the detectors.
+
+        The observation is drawn from the tool seed salt and the image handle alone: the same
+        image inspected twice (or by every member of a group) gives the same report.
+        """
+        if image.truth is None:
             # An uploaded photo: generic detectors take about a second of CPU, so off the event loop.
             return await anyio.to_thread.run_sync(inspect_real, args, image)
+        rng = stable_rng(*self._salt, ToolName.INSPECT_IMAGE, image.handle)
+        scene = observe(image.truth.scene, rng, self.settings.observer)
         answers = [Answer(question=q, answer=_answer(q, scene)) for q in args.questions]
         counts: dict[str, int] = {}
         for obj in scene.objects:
@@ -185,12 +203,18 @@ class SyntheticBackend:
         scene: Scene,
         spec: SceneSpec,
         rng: random.Random,
+        seed: int,
+        tool: ToolName,
         references: Sequence[Scene] = (),
         *,
         counted: Collection[str] | None = None,
     ) -> tuple[Scene, tuple[Fault, ...]]:
+        """Maybe break ``scene``: whether by the seed and tool alone (common random numbers), how by ``rng``."""
         settings = self.settings
-        return inject(scene, spec, rng, settings.fault_rate, settings.fault_types, references, counted=counted)
+        occurrence = stable_rng(*self._salt, seed, tool, "fault").random()
+        return inject(
+            scene, spec, rng, settings.fault_rate, settings.fault_types, references, counted=counted, draw=occurrence
+        )
 
 
 def _edit_spec(ops: Sequence[EditOp], source: Scene, scene: Scene) -> SceneSpec:

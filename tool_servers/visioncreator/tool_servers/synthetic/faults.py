@@ -35,8 +35,14 @@ def inject(
     references: Sequence[Scene] = (),
     *,
     counted: Collection[str] | None = None,
+    draw: float | None = None,
 ) -> tuple[Scene, tuple[Fault, ...]]:
     """With probability ``rate``, apply one fault that fits this scene and request.
+
+    Whether a fault happens and which one are separate draws: the back end pre-draws the first
+    (``draw``) from the call's seed and tool only, so that calls sharing a seed share the decision
+    whatever their prompts (common random numbers), while the fault's type and details come from
+    ``rng``, the prompt's own generator.
 
     Args:
         scene: The correct scene.
@@ -48,12 +54,19 @@ def inject(
             ``reference_to_image``, the preserved part of an edited image); enables identity_drift.
         counted: Requested kinds whose number the checklist checks (dropped_object and
             wrong_count only concern these); None means every requested kind.
+        draw: A uniform number in [0, 1): a fault happens when it is below ``rate``. None draws it
+            from ``rng``.
 
     Returns:
         The (possibly changed) scene and the faults applied: none or one.
 
     """
-    if rate <= 0 or rng.random() >= rate:
+    if draw is not None and not 0.0 <= draw < 1.0:
+        raise ValueError(f"draw must be a uniform number in [0, 1), got {draw}")
+    # The prompt's generator is advanced either way, so that a pre-drawn decision leaves the
+    # fault type and details as they were.
+    own = rng.random() if rate > 0 else 1.0
+    if rate <= 0 or (own if draw is None else draw) >= rate:
         return scene, ()
     spec = spec or SceneSpec()
     by_type: dict[FaultType, list[_Attempt]] = {t: [] for t in ALL_FAULTS if t in allowed}

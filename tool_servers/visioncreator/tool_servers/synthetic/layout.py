@@ -22,6 +22,8 @@ _Cell = tuple[float, float, float, float]
 _Key = tuple[str, int]
 _JITTER_TRIES: Final[int] = 4
 _SEARCH_NODES: Final[int] = 20_000
+# Grids tried in turn when relations do not fit the first: (extra columns, extra rows).
+_GRID_GROWTH: Final[tuple[tuple[int, int], ...]] = ((0, 0), (0, 2), (2, 0), (2, 2))
 _FREE_TRIES: Final[int] = 40
 
 
@@ -93,8 +95,8 @@ def layout(
     # "A dog next to a dog" relates two dogs; with a single dog it cannot hold.
     relations = [r for r in spec.relations if r.subject != r.object or counts[r.subject] >= 2]
     total = sum(g.count for g in groups)
-    cells = _grid(total + (2 if relations else 0), width, area_h, min_grid=bool(relations))
-    boxes = _place(groups, relations, cells, width, height, rng)
+    cells, anchors = _cells_and_anchors(relations, total + (2 if relations else 0), width, area_h, height, rng)
+    boxes = _place(groups, relations, cells, anchors, width, height, rng)
     objects: list[SceneObject] = []
     for group, (color, pattern) in zip(groups, looks, strict=True):
         for i in range(group.count):
@@ -117,32 +119,53 @@ def layout(
     )
 
 
-def _grid(cells: int, width: int, height: int, *, min_grid: bool) -> list[_Cell]:
+def _cells_and_anchors(
+    relations: Sequence[RelationSpec], n_cells: int, width: int, area_h: int, height: int, rng: random.Random
+) -> tuple[list[_Cell], dict[_Key, int]]:
+    """The grid and the cells of the related objects: the coarsest grid on which the relations hold.
+
+    A coarse grid can make consistent relations unsatisfiable ("a dog left of a car, the car
+    above a tree, the tree next to the dog" needs a row for dog and car, a column for car and
+    tree, and rows close enough for next_to), so finer grids are tried in turn.
+    """
+    first = _grid(n_cells, width, area_h, min_grid=bool(relations))
+    if not relations:
+        return first, {}
+    for extra_cols, extra_rows in _GRID_GROWTH:
+        cells = _grid(n_cells, width, area_h, min_grid=True, extra=(extra_cols, extra_rows))
+        found = _anchor_cells(relations, cells, width, height, rng)
+        if found is not None:
+            return cells, found
+    # Contradictory relations (a left of b and b left of a): place the kinds anyway.
+    keys = list(dict.fromkeys(key for rel in relations for key in _relation_keys(rel)))
+    order = list(range(len(first)))
+    rng.shuffle(order)
+    return first, {key: order[i] for i, key in enumerate(keys)}
+
+
+def _grid(cells: int, width: int, height: int, *, min_grid: bool, extra: tuple[int, int] = (0, 0)) -> list[_Cell]:
     cells = max(cells, 1)
-    cols = max(1, min(cells, round(math.sqrt(cells * width / max(height, 1)))))
+    cols = max(1, min(cells, round(math.sqrt(cells * width / max(height, 1))))) + extra[0]
     if min_grid:
         # next_to needs three columns (two adjacent centres closer than 45% of the width);
-        # above/below need two rows.
+        # above/below need two rows. Left/right pairs share a row and above/below pairs a
+        # column, so the offset along the other axis is zero and the relation's axis dominates.
         cols = max(cols, 3)
-    rows = max(math.ceil(cells / cols), 2 if min_grid else 1)
+    rows = max(math.ceil(cells / cols), 2 if min_grid else 1) + extra[1]
     cw, ch = width / cols, height / rows
     return [(c * cw, r * ch, (c + 1) * cw, (r + 1) * ch) for r in range(rows) for c in range(cols)]
-
-
-def _as_box(cell: _Cell) -> Box:
-    return (round(cell[0]), round(cell[1]), round(cell[2]), round(cell[3]))
 
 
 def _place(
     groups: Sequence[ObjectSpec],
     relations: Sequence[RelationSpec],
     cells: list[_Cell],
+    anchors: Mapping[_Key, int],
     width: int,
     height: int,
     rng: random.Random,
 ) -> dict[_Key, Box]:
-    """Boxes for every object, keyed by (kind, index within its group)."""
-    anchors = _anchor_cells(relations, cells, width, height, rng)
+    """Boxes for every object, keyed by (kind, index within its group), the related ones at ``anchors``."""
     taken = set(anchors.values())
     free = [i for i in range(len(cells)) if i not in taken]
     rng.shuffle(free)
@@ -162,16 +185,11 @@ def _place(
 
 def _anchor_cells(
     relations: Sequence[RelationSpec], cells: list[_Cell], width: int, height: int, rng: random.Random
-) -> dict[_Key, int]:
-    """Cells for the first object of each related kind, by randomised backtracking."""
-    keys: list[_Key] = []
-    for rel in relations:
-        for key in _relation_keys(rel):
-            if key not in keys:
-                keys.append(key)
-    if not keys:
-        return {}
-    boxes = [_as_box(c) for c in cells]
+) -> dict[_Key, int] | None:
+    """Cells for the first object of each related kind, by randomised backtracking; None if there are none."""
+    keys = list(dict.fromkeys(key for rel in relations for key in _relation_keys(rel)))
+    # Judged on the centred boxes: the fallback of ``_place``, so the guarantee is exact for it.
+    boxes = [_centred(c) for c in cells]
     order = list(range(len(cells)))
     rng.shuffle(order)
     budget = [_SEARCH_NODES]
@@ -202,11 +220,7 @@ def _anchor_cells(
             del assign[keys[depth]]
         return None
 
-    found = search({}, 0)
-    if found is None:
-        # Contradictory relations (a left of b and b left of a): place the kinds anyway.
-        found = {key: order[i] for i, key in enumerate(keys)}
-    return found
+    return search({}, 0)
 
 
 def _relation_keys(rel: RelationSpec) -> tuple[_Key, _Key]:
