@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from tests.graph.conftest import make_client, run
-from tests.records import trajectory, turn_record
+from tests.records import image_call, trajectory, turn_record
 from visioncreator.graph.trajectory import Trajectory, build_trajectory
 from visioncreator.policy import Node, Task
 from visioncreator.rl import (
@@ -25,6 +25,7 @@ from visioncreator.rl import (
     score,
     tool_reward,
 )
+from visioncreator.rl.rewards import Judgement, judgements
 from visioncreator.tool_servers.scene import Fault, GroundTruth, Scene, SceneObject
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.synthetic.checklist import checklist_for_spec
@@ -66,10 +67,10 @@ def _call(name: str = "text_to_image", step: int = 1) -> str:
     return _seg("tool_call", {"name": name, "arguments": {"prompt": REQUEST}, "step": step})
 
 
-def _reflect(handle: str, verdict: str) -> str:
-    return _seg(
-        "reflect", {"verdict": verdict, "faults": [] if verdict == "accept" else ["wrong colour"], "image": handle}
-    )
+def _reflect(handle: str | None, verdict: str, faults: list[str] | None = None) -> str:
+    default = [] if verdict == "accept" else ["wrong colour"]
+    body = {"verdict": verdict, "faults": default if faults is None else faults}
+    return _seg("reflect", body if handle is None else {**body, "image": handle})
 
 
 def _answer(*handles: str) -> str:
@@ -97,7 +98,7 @@ def _record(
 
 def _trajectory(
     turns: list[tuple[Node, str]],
-    calls: list[dict[str, Any]],
+    calls: list[Any],
     answer: list[str],
     truths: dict[str, Any],
     *,
@@ -280,9 +281,119 @@ async def test_an_expert_run_scores_as_the_expert_behaved(tmp_path: Path, fault_
         assert values == dict.fromkeys(values, 1.0)
         assert rewards.components["reflection"].details["tn"] >= 1
     else:
-        # Every image is faulty: the expert redoes them, then accepts the last one when its retries
-        # run out, naming the fault: a true false negative.
+        # Every image is faulty: the expert redoes them, then accepts the last one when its redos
+        # run out, naming the fault: a forced decision, not scored.
         counts = rewards.components["reflection"].details
         assert counts["tp"] >= 1
-        assert counts["tn"] == counts["fp"] == 0
-        assert values["reflection"] == pytest.approx(counts["tp"] / counts["cases"])
+        assert counts["forced"] == 1
+        assert counts["tn"] == counts["fp"] == counts["fn"] == counts["unjudged"] == 0
+        assert values["reflection"] == 1.0
+
+
+# ---- which images needed judging, and how reflections bind to them ----------------------------
+
+TRUTHS = {GOOD: _truth(), BAD: _truth("green", faulty=True), OTHER: _truth()}
+
+
+def _judged(turns: list[tuple[Node, str]], calls: list[Any], **config: Any) -> Trajectory:
+    records = [turn_record(i, node, text) for i, (node, text) in enumerate(turns)]
+    return trajectory(records, calls, truths=TRUTHS, config=config)
+
+
+def _verdicts(traj: Trajectory) -> list[tuple[str | None, str | None, bool | None]]:
+    return [(j.image, j.verdict, j.correct) for j in judgements(traj)]
+
+
+def test_an_unnamed_accept_of_a_lone_faulty_image_is_bound_and_wrong() -> None:
+    # Measured before: reflection 1.0 and format 1.0, as if nothing had been misjudged.
+    traj = _judged([("act", _call()), ("reflect", _reflect(None, "accept"))], [image_call(0, BAD)])
+    assert judgements(traj) == [
+        Judgement(turn=1, image=BAD, call_id=f"call_0_{BAD}", verdict="accept", faulty=True, correct=False)
+    ]
+    r = reflection_reward(traj, CTX)
+    assert (r.value, r.details["fn"], r.details["cases"]) == (0.0, 1, 1)
+    assert format_reward(traj, CTX).value == 1.0  # a lone image may take an unnamed verdict
+
+
+def test_a_reflection_naming_an_unknown_handle_or_judging_twice_binds_to_nothing() -> None:
+    traj = _judged([("act", _call()), ("reflect", _reflect(OTHER, "redo"))], [image_call(0, BAD)])
+    assert _verdicts(traj) == [(BAD, None, False)]
+    r = reflection_reward(traj, CTX)
+    assert (r.value, r.details["unjudged"]) == (0.0, 1)
+    assert format_reward(traj, CTX).details["bad_turns"] == [1]
+    twice = _judged(
+        [("act", _call()), ("reflect", _reflect(BAD, "accept") + _reflect(BAD, "redo"))], [image_call(0, BAD)]
+    )
+    assert _verdicts(twice) == [(BAD, "accept", False)]  # the first verdict stands
+    assert format_reward(twice, CTX).details["bad_turns"] == [1]
+
+
+@pytest.mark.parametrize("reflect_text", ["", "<think>looks fine</think>"])
+def test_an_image_no_reflection_judged_is_wrong(reflect_text: str) -> None:
+    traj = _judged([("act", _call()), ("reflect", reflect_text)], [image_call(0, GOOD)])
+    assert _verdicts(traj) == [(GOOD, None, False)]
+    assert reflection_reward(traj, CTX).value == 0.0
+    assert 1 in format_reward(traj, CTX).details["bad_turns"]
+
+
+def test_without_an_image_to_judge_reflection_earns_nothing() -> None:
+    no_calls = _judged([("plan", _plan(REQUEST)), ("act", _answer())], [])
+    r = reflection_reward(no_calls, CTX)
+    assert (judgements(no_calls), r.value, r.details["cases"], r.details["needed"]) == ([], 0.0, 0, 0)
+    turns: list[tuple[Node, str]] = [("act", _call()), ("act", _answer(GOOD))]
+    off = _judged(turns, [image_call(0, GOOD)], reflect=False)
+    assert (judgements(off), reflection_reward(off, CTX).value) == ([], 0.0)
+    # Unrecorded, no reflect turn means the loop ran without one; recorded on, the image went unjudged.
+    assert judgements(_judged(turns, [image_call(0, GOOD)])) == []
+    assert _verdicts(_judged(turns, [image_call(0, GOOD)], reflect=True)) == [(GOOD, None, False)]
+
+
+def test_named_reflections_bind_first_then_unnamed_ones_in_order_failed_calls_too() -> None:
+    # The expert's way: an unnamed redo for a failed call, named verdicts for images.
+    calls = [image_call(0, None, ok=False, step=1), image_call(0, GOOD, step=2), image_call(0, BAD, step=3)]
+    text = _reflect(BAD, "redo") + _reflect(None, "redo", ["tool error"]) + _reflect(GOOD, "accept")
+    traj = _judged([("act", _call() * 3), ("reflect", text)], calls)
+    assert _verdicts(traj) == [(None, "redo", None), (GOOD, "accept", True), (BAD, "redo", True)]
+    r = reflection_reward(traj, CTX)
+    assert (r.value, r.details["tp"], r.details["tn"], r.details["cases"]) == (1.0, 1, 1, 2)
+    assert format_reward(traj, CTX).value == 1.0
+
+
+def test_unnamed_verdicts_on_several_images_bind_in_order_but_are_malformed() -> None:
+    calls = [image_call(0, BAD, step=1), image_call(0, GOOD, step=2)]
+    traj = _judged([("act", _call() * 2), ("reflect", _reflect(None, "redo") + _reflect(None, "accept"))], calls)
+    assert _verdicts(traj) == [(BAD, "redo", True), (GOOD, "accept", True)]
+    assert reflection_reward(traj, CTX).value == 1.0
+    assert format_reward(traj, CTX).details["bad_turns"] == [1]
+
+
+def test_a_redo_written_at_a_reflect_turn_is_judged_by_the_next_one() -> None:
+    redo: tuple[Node, str] = ("reflect", _reflect(BAD, "redo") + _call())
+    turns: list[tuple[Node, str]] = [("act", _call()), redo, ("reflect", _reflect(GOOD, "accept")), ("act", _call())]
+    calls = [image_call(0, BAD), image_call(1, GOOD), image_call(3, OTHER)]
+    found = [(j.turn, j.image, j.verdict, j.correct) for j in judgements(_judged(turns, calls))]
+    # The last image came after the last reflect turn: the run ended before one judged it.
+    assert found == [(1, BAD, "redo", True), (2, GOOD, "accept", True), (-1, OTHER, None, False)]
+
+
+def _budget_run(last_verdict: str) -> Trajectory:
+    """Step 1 called four times (three redos, the budget), every image faulty; ``last_verdict`` on the last."""
+    handles = [f"img_{c * 24}" for c in "defg"]
+    turns: list[tuple[Node, str]] = [("act", _call())]
+    for k, h in enumerate(handles):
+        last = k == len(handles) - 1
+        turns.append(("reflect", (last_verdict.replace("IMG", h) if last else _reflect(h, "redo") + _call())))
+    calls = [image_call(k, h) for k, h in enumerate(handles)]  # turn k wrote the call of image k
+    truths = {h: _truth("green", faulty=True) for h in handles}
+    records = [turn_record(i, n, t) for i, (n, t) in enumerate(turns)]
+    return trajectory(records, calls, truths=truths, config={"max_redos_per_image": 3})
+
+
+def test_an_accept_forced_by_the_redo_budget_is_not_scored_when_it_lists_the_faults() -> None:
+    forced = _budget_run(_reflect("IMG", "accept", ["wrong colour"]))
+    assert [j.correct for j in judgements(forced)] == [True, True, True, None]
+    r = reflection_reward(forced, CTX)
+    assert (r.value, r.details["cases"], r.details["forced"]) == (1.0, 3, 1)
+    blind = _budget_run(_reflect("IMG", "accept"))  # accepted without naming a fault: it did not see it
+    assert [j.correct for j in judgements(blind)] == [True, True, True, False]
+    assert reflection_reward(blind, CTX).value == pytest.approx(3 / 4)

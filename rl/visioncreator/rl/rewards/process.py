@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from visioncreator.policy import ParsedTurn, PlanStep, Reflection, ToolCall
-from visioncreator.rl.rewards.base import RewardContext, RewardResult, last_plan, parsed_turns, truth_of
+from visioncreator.rl.rewards.base import RewardContext, RewardResult, last_plan, parsed_turns
+from visioncreator.rl.rewards.judgements import bind, judgements, rounds
 from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 from visioncreator.tool_servers.synthetic import CheckItem, checklist_for_spec, parse_prompt
 
 if TYPE_CHECKING:  # the graph package pulls in LangGraph; rewards only read the record
-    from visioncreator.graph import Trajectory
+    from visioncreator.graph import ToolCallRecord, Trajectory
 
 __all__ = ["format_reward", "plan_reward", "reflection_reward", "tool_reward"]
 
@@ -20,12 +21,17 @@ _RANK = {"think": 0, "plan": 1, "tool_call": 2, "reflect": 2, "answer": 3}
 _PROMPT_CHECKS = frozenset({"count", "color", "position", "text", "style"})
 
 
-def _new_images(trajectory: Trajectory, after: int, before: int) -> list[str]:
-    """Handles the policy's image calls made from turns in ``(after, before)``."""
-    return [c.handle for c in trajectory.images_made(by="policy") if c.handle and after < c.turn < before]
+def _reflect_turn_ok(parsed: ParsedTurn, calls: list[ToolCallRecord]) -> bool:
+    """Whether a reflect turn judged its batch: every image bound, nothing dangling, one unnamed image at most.
+
+    More than one image bound by unnamed reflections would leave which is which to their order.
+    """
+    binding = bind(calls, [s.value for s in parsed.segments if isinstance(s.value, Reflection)])
+    judged = all(v is not None for c, v in zip(calls, binding.verdicts, strict=True) if c.ok and c.handle)
+    return judged and not binding.dangling and binding.unnamed_images <= 1
 
 
-def _has_what_node_asks(node: str, parsed: ParsedTurn, new_images: list[str]) -> bool:
+def _has_what_node_asks(node: str, parsed: ParsedTurn) -> bool:
     kinds = [s.kind for s in parsed.segments]
     if node == "plan":
         return "plan" in kinds
@@ -33,12 +39,7 @@ def _has_what_node_asks(node: str, parsed: ParsedTurn, new_images: list[str]) ->
         return "tool_call" in kinds or "answer" in kinds
     if node == "finish":
         return "answer" in kinds
-    if node == "reflect":
-        named = {s.value.image for s in parsed.segments if isinstance(s.value, Reflection)}
-        if None in named:  # an unnamed reflection covers a lone new image
-            return kinds.count("reflect") >= len(new_images)
-        return set(new_images) <= named and "reflect" in kinds
-    return False
+    return node == "reflect"
 
 
 def format_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
@@ -46,24 +47,26 @@ def format_reward(trajectory: Trajectory, context: RewardContext) -> RewardResul
 
     A turn counts when :func:`~visioncreator.policy.format.parse_turn` reports no error, its
     segments are in tag order (think, plan, tool calls or reflections, answer), and it holds
-    what its node asks for: ``plan`` a plan; ``act`` a tool call or an answer; ``reflect`` one
-    reflection naming each image the policy's calls made since the previous reflect turn (an
-    unnamed one stands for one image); ``finish`` an answer. No policy turn scores 0.
+    what its node asks for: ``plan`` a plan; ``act`` a tool call or an answer; ``finish`` an
+    answer; ``reflect`` a verdict for every image it had to judge, as
+    :func:`~visioncreator.rl.rewards.judgements.bind` binds them: no reflection that binds to
+    nothing (an unknown handle, a second verdict on one image, a spare unnamed one), and an
+    unnamed reflection standing for at most one image (a lone new image; failed calls, which
+    have no image to name, may take unnamed ones too). A reflect turn with no image to judge
+    (every call failed) may hold no reflection. No policy turn scores 0.
     """
     turns = parsed_turns(trajectory)
+    due = {turn.index: calls for turn, calls in rounds(trajectory) if turn is not None}
     good = 0
     bad: list[int] = []
-    last_reflect = -1
     for turn, parsed in turns:
-        index, node = turn.index, turn.node
         ranks = [_RANK[s.kind] for s in parsed.segments]
-        ok = not parsed.errors and ranks == sorted(ranks)
-        ok = ok and _has_what_node_asks(node, parsed, _new_images(trajectory, last_reflect, index))
-        if node == "reflect":
-            last_reflect = index
+        ok = not parsed.errors and ranks == sorted(ranks) and _has_what_node_asks(turn.node, parsed)
+        if turn.node == "reflect":
+            ok = ok and _reflect_turn_ok(parsed, due.get(turn.index, []))
         good += ok
         if not ok:
-            bad.append(index)
+            bad.append(turn.index)
     value = good / len(turns) if turns else 0.0
     return RewardResult(value, {"turns": len(turns), "well_formed": good, "bad_turns": bad})
 
@@ -102,28 +105,36 @@ def tool_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
 
 
 def reflection_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
-    """Accuracy of the policy's verdicts on images with ground truth.
+    """Accuracy of the verdicts on every image that needed judging.
 
-    Every reflection naming an image whose ground truth is known is one case: a true positive
-    (faults present, verdict redo or revise), true negative (no faults, accept), false negative
-    (faults present but accepted: under-reflection) or false positive (no faults but redo or
-    revise: over-reflection). The value is (tp + tn) / cases; with no case it is 1 (nothing was
-    misjudged; ``format`` punishes a missing reflection).
+    The cases are the scorable :func:`~visioncreator.rl.rewards.judgements.judgements`: every
+    image the policy's calls made while reflection was on, with ground truth, whether a
+    reflection judged it or not. Each is a true positive (faults, flagged with redo or revise),
+    true negative (no faults, accepted), false negative (faults accepted: under-reflection),
+    false positive (no faults but flagged: over-reflection) or unjudged (no reflection bound to
+    it: wrong, whatever the truth). A forced accept (faults listed, the step's redos spent) is
+    not a case. The value is (tp + tn) / cases.
+
+    With no case the value is 0, never 1: a run that made no image, judged none, or ran with
+    reflection off has shown no judgement, and an agent must not earn reflection credit by
+    avoiding images (a constant 0 also gives a group with reflection off no signal from it).
     """
-    counts = {"tp": 0, "tn": 0, "fp": 0, "fn": 0}
-    for _, parsed in parsed_turns(trajectory):
-        for s in parsed.segments:
-            if not isinstance(s.value, Reflection) or s.value.image is None:
-                continue
-            truth = truth_of(trajectory.truths, s.value.image)
-            if truth is None:
-                continue
-            flagged = s.value.verdict in ("redo", "revise")
-            key = ("tp" if flagged else "fn") if truth.faults else ("fp" if flagged else "tn")
-            counts[key] += 1
+    counts = {"tp": 0, "tn": 0, "fp": 0, "fn": 0, "unjudged": 0}
+    found = judgements(trajectory)
+    for j in found:
+        if j.correct is None:
+            continue
+        if j.verdict is None:
+            key = "unjudged"
+        elif j.verdict == "accept":
+            key = "fn" if j.faulty else "tn"
+        else:
+            key = "tp" if j.faulty else "fp"
+        counts[key] += 1
     cases = sum(counts.values())
-    value = (counts["tp"] + counts["tn"]) / cases if cases else 1.0
-    return RewardResult(value, {**counts, "cases": cases})
+    forced = sum(1 for j in found if j.correct is None and j.faulty and j.verdict == "accept")
+    value = (counts["tp"] + counts["tn"]) / cases if cases else 0.0
+    return RewardResult(value, {**counts, "cases": cases, "forced": forced, "needed": len(found)})
 
 
 def _tool_fits(split: str, position: int, step: PlanStep) -> bool:
