@@ -317,3 +317,32 @@ def test_sft_sample_needs_an_assistant_turn(tokenizer: Any) -> None:
     empty = _hand_made([])
     with pytest.raises(SampleError, match="no assistant message"):
         sft_token_sample(empty, tokenizer)
+
+
+def test_segments_are_optional_per_token_owners_kept_by_head() -> None:
+    fields: dict[str, Any] = {"prompt_ids": (1,), "completion_ids": (2, 3, 4), "env_mask": (1, 0, 1), "logprobs": None}
+    owners = {"nodes": ("act", "", "act"), "turns": (0, -1, 1)}
+    assert TokenSample(**fields, **owners).segments is None
+    sample = TokenSample(**fields, **owners, segments=("t0:tool_call:0", "", "t1:text"))
+    assert sample.head(2).segments == ("t0:tool_call:0", "")
+    with pytest.raises(SampleError, match="segments has 1 entries for 3 completion tokens"):
+        TokenSample(**fields, **owners, segments=("t0:text",))
+
+
+def test_the_expert_s_sft_sample_knows_the_segment_of_each_token(expert_trajectory: Trajectory, tokenizer: Any) -> None:
+    from visioncreator.rl.credit import with_segments
+
+    sample = with_segments(sft_token_sample(expert_trajectory, tokenizer), expert_trajectory, tokenizer)
+    by_owner: dict[str, list[int]] = {}
+    for token, owner, mask in zip(sample.completion_ids, sample.segments or (), sample.env_mask, strict=True):
+        assert (owner == "") == (mask == 0)
+        by_owner.setdefault(owner, []).append(token)
+    for turn in expert_trajectory.turns:
+        kinds: dict[str, int] = {}
+        for segment in turn.segments:
+            k = kinds.setdefault(segment.kind, 0)
+            kinds[segment.kind] += 1
+            owned = by_owner.pop(f"t{turn.index}:{segment.kind}:{k}")
+            assert _decode(tokenizer, owned) == turn.text[segment.start : segment.end]
+    # What is left of the policy's tokens is the text between segments and the end-of-turn tokens.
+    assert all(owner.endswith(":text") for owner in by_owner if owner)

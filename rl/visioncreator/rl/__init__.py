@@ -4,8 +4,9 @@
   (Ray workers with ``visioncreator.rl.collection.ray``), as :class:`TrajectoryRecord` JSONL lines;
   the ``visioncreator.rl.collection`` subpackage (the collector, records, Ray) and ``visioncreator collect``;
 - rewards (:data:`REWARDS`, :func:`score`; the ``visioncreator.rl.rewards`` subpackage), GRPO
-  advantages (:func:`group_advantages`, :func:`per_token_advantages`), token samples with masks
-  (:func:`token_sample`);
+  advantages (:func:`group_advantages`, :func:`per_token_advantages`, and
+  :func:`credited_advantages`: image calls and reflect turns credited by the ground truth), token
+  samples with masks and segment owners (:func:`token_sample`, :func:`with_segments`);
 - exports for TRL (``visioncreator.rl.exports``) and the ``visioncreator.rl.train`` subpackage:
   the trainers (``train_sft``, ``train_grpo``), the RPCO recipe (``visioncreator.rl.train.recipe``)
   and ``visioncreator train sft|grpo|rpco --config FILE``.
@@ -33,6 +34,7 @@ from visioncreator.rl.collection.records import (
     records_dataset,
 )
 from visioncreator.rl.collection.run import collect, collect_to
+from visioncreator.rl.credit import credited_advantages, with_segments
 from visioncreator.rl.errors import RLError
 from visioncreator.rl.exports import ExportError, grpo_dataset, sft_conversation, sft_dataset
 from visioncreator.rl.rewards.base import RewardContext, RewardFn, RewardResult
@@ -64,6 +66,7 @@ __all__ = [
     "append_record",
     "collect",
     "collect_to",
+    "credited_advantages",
     "format_reward",
     "group_advantages",
     "group_report",
@@ -81,4 +84,5 @@ __all__ = [
     "sft_token_sample",
     "token_sample",
     "tool_reward",
+    "with_segments",
 ]

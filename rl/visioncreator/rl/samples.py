@@ -69,6 +69,11 @@ class TokenSample:
     """The node of the turn that produced each token; ``""`` on environment tokens."""
     turns: tuple[int, ...]
     """The policy turn index of each token; -1 on environment tokens."""
+    segments: tuple[str, ...] | None = None
+    """The segment that owns each token, ``"t{turn}:{kind}:{k}"`` (the ``k``-th segment of that
+    kind in the turn, e.g. ``"t3:tool_call:1"``), ``"t{turn}:text"`` for the turn's tokens outside
+    every segment, ``""`` on environment tokens; ``None`` until
+    :func:`visioncreator.rl.credit.with_segments` fills it (it needs the tokenizer)."""
 
     def __post_init__(self) -> None:
         """Check that every per-token field has one entry per completion token."""
@@ -78,6 +83,7 @@ class TokenSample:
             "logprobs": self.logprobs,
             "nodes": self.nodes,
             "turns": self.turns,
+            "segments": self.segments,
         }
         for name, values in fields.items():
             if values is not None and len(values) != n:
@@ -91,7 +97,7 @@ class TokenSample:
         return self.prompt_ids + self.completion_ids
 
     def head(self, n: int) -> TokenSample:
-        """The same sample with only the first ``n`` completion tokens (and their masks, logprobs, owners)."""
+        """The same sample with only the first ``n`` completion tokens (and their masks, logprobs, owners, segments)."""
         if len(self.completion_ids) <= n:
             return self
         return TokenSample(
@@ -101,6 +107,7 @@ class TokenSample:
             logprobs=None if self.logprobs is None else self.logprobs[:n],
             nodes=self.nodes[:n],
             turns=self.turns[:n],
+            segments=None if self.segments is None else self.segments[:n],
         )
 
     @property
