@@ -13,6 +13,8 @@ from visioncreator.rl.train.config import (
     PolicyModel,
     SFTStage,
     TaskSource,
+    TrainConfig,
+    eval_task_ids,
     load_train_config,
 )
 from visioncreator.rl.train.recipe import REFLECTION_WEIGHTS, RPCO_STAGE_NAMES, rpco_config, rpco_stages
@@ -65,7 +67,7 @@ def test_rpco_config_keeps_the_callers_policy_tasks_and_sizes() -> None:
 
 def test_configs_rpco_toml_is_the_recipe() -> None:
     config = load_train_config(CONFIGS / "rpco.toml")
-    assert config.stages == rpco_config(config.policy, config.output_dir).stages
+    assert config.stages == rpco_config(config.policy, config.output_dir, eval_tasks=config.eval_tasks).stages
     assert config.stages[0].kind == "grpo"
     assert isinstance(config.stages[0], GRPOStage)
     assert config.stages[0].rewards == REFLECTION_WEIGHTS
@@ -110,3 +112,63 @@ def test_an_invalid_config_names_the_file_and_the_field(tmp_path: Path, text: st
 def test_stage_directories_are_numbered_and_path_safe(tmp_path: Path) -> None:
     assert stage_dir(tmp_path, 1, SFTStage(name="sft")) == tmp_path / "01-sft"
     assert stage_dir(tmp_path, 12, GRPOStage(name="../multi task")) == tmp_path / "12-multi-task"
+
+
+HELD_OUT = tuple(f"single-{i:03d}" for i in range(12))
+"""The first 12 single-image tasks: the held-out tasks of configs/rpco.toml and sft-smollm2.toml."""
+
+
+@pytest.mark.parametrize("name", ["rpco.toml", "sft-smollm2.toml"])
+def test_the_shipped_configs_never_train_on_their_held_out_tasks(name: str) -> None:
+    from visioncreator.rl.train.rollout import load_tasks
+
+    config = load_train_config(CONFIGS / name)
+    assert config.eval_tasks is not None
+    assert eval_task_ids(config.eval_tasks) == HELD_OUT
+    for stage in config.stages:
+        trained = {t.task_id for t in load_tasks(stage.tasks)}
+        assert trained
+        assert not trained & set(HELD_OUT), stage.name
+
+
+def test_the_shipped_configs_set_no_token_limit() -> None:
+    for path in sorted(CONFIGS.glob("*.toml")):
+        for stage in load_train_config(path).stages:
+            limit = stage.max_completion_length if isinstance(stage, GRPOStage) else stage.max_length
+            assert limit is None, (path.name, stage.name)  # derived from the data at train time
+
+
+def test_a_stage_that_names_a_held_out_task_is_refused_with_the_ids(tmp_path: Path) -> None:
+    path = tmp_path / "leaky.toml"
+    path.write_text(
+        _HEAD
+        + '[eval_tasks]\nsplits = ["single"]\nlimit = 3\n'
+        + '[[stages]]\nkind = "sft"\nname = "warm"\n'
+        + '[[stages]]\nkind = "grpo"\nname = "leaky"\ntasks = { ids = ["single-001", "multi-000", "single-002"] }\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        load_train_config(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert "stages.1 ('leaky')" in message
+    assert "['single-001', 'single-002']" in message
+    assert "multi-000" not in message
+
+
+def test_every_stage_excludes_the_held_out_tasks() -> None:
+    eval_tasks = TaskSource(splits=("multi",), limit=2)
+    config = rpco_config("tiny", "out", tasks=TaskSource(exclude_ids=("img2img-000",)), eval_tasks=eval_tasks)
+    for stage in config.stages:
+        assert stage.tasks.exclude_ids == ("img2img-000", "multi-000", "multi-001")
+    # Built directly, too: the rule is the config's, not the recipe's.
+    direct = TrainConfig(policy=PolicyModel(model="tiny"), output_dir="o", stages=(SFTStage(),), eval_tasks=eval_tasks)
+    assert direct.stages[0].tasks.exclude_ids == ("multi-000", "multi-001")
+    without = TrainConfig(policy=PolicyModel(model="tiny"), output_dir="o", stages=(SFTStage(),))
+    assert without.stages[0].tasks.exclude_ids == ()
+
+
+def test_an_unreadable_eval_suite_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(_HEAD + f'[eval_tasks]\nsuite = "{tmp_path / "missing.jsonl"}"\n[[stages]]\nkind = "sft"\n')
+    with pytest.raises(ConfigError, match=r"c\.toml.*eval_tasks: cannot read suite"):
+        load_train_config(path)

@@ -71,6 +71,52 @@ def test_a_selection_that_keeps_nothing_is_an_error(tiny_dir: Path, tmp_path: Pa
         train_sft(stage, POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft")
 
 
-def test_a_max_length_that_cuts_every_policy_token_is_an_error(tiny_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="max_length=16 cuts every example"):
+def test_a_max_length_that_drops_every_example_is_an_error(tiny_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="max_length=16 drops every example"):
         train_sft(_stage(1, max_length=16), POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft")
+
+
+def _expert_records(store: Path) -> list[Any]:
+    import asyncio
+
+    from visioncreator.rl.train.lengths import expert_trajectories
+
+    source = TaskSource(splits=("single",), limit=4, fault_rate=0.0)
+    return asyncio.run(expert_trajectories(source, store=store))
+
+
+def test_an_over_long_example_is_dropped_and_counted_not_cut(
+    tiny_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from transformers import AutoTokenizer
+
+    from visioncreator.rl.train.lengths import trajectory_lengths
+
+    records = _expert_records(tmp_path / "store")
+    totals = trajectory_lengths(records, AutoTokenizer.from_pretrained(tiny_dir)).total
+    longest = max(totals)
+    assert totals.count(longest) < len(totals)  # something to drop, something to keep
+    limit = max(t for t in totals if t < longest)
+    with caplog.at_level("WARNING", logger="visioncreator.rl.train.sft"):
+        result = train_sft(
+            _stage(1, max_length=limit), POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft", records=records
+        )
+    dropped = totals.count(longest)
+    assert result.metrics["dropped_too_long"] == dropped
+    assert result.metrics["examples"] == len(records) - dropped
+    assert result.metrics["max_length"] == limit
+    assert result.metrics["longest_example"] == longest
+    [warning] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"dropped {dropped} of {len(records)} examples longer than max_length={limit}" in warning
+    assert f"the longest has {longest} tokens" in warning
+
+
+def test_without_max_length_the_longest_example_sets_it(tiny_dir: Path, tmp_path: Path) -> None:
+    records = _expert_records(tmp_path / "store")
+    result = train_sft(
+        _stage(1, max_length=None), POLICY, model_dir=tiny_dir, output_dir=tmp_path / "sft", records=records
+    )
+    assert result.metrics["dropped_too_long"] == 0
+    assert result.metrics["examples"] == len(records)
+    assert result.metrics["max_length"] % 64 == 0
+    assert 0 <= result.metrics["max_length"] - result.metrics["longest_example"] < 64

@@ -4,6 +4,8 @@
 - :mod:`~visioncreator.rl.train.recipe`: the RPCO recipe's three stages (:func:`rpco_config`);
 - :mod:`~visioncreator.rl.train.models`: where the policy model comes from, LoRA, how it is saved;
 - :mod:`~visioncreator.rl.train.selection`: which trajectories SFT learns from;
+- :mod:`~visioncreator.rl.train.lengths`: trajectory lengths in tokens, the limits derived from them,
+  and refusing (not cutting) what is longer;
 - :mod:`~visioncreator.rl.train.harness`: what both trainers share (:class:`StageResult`);
 - :mod:`~visioncreator.rl.train.sft` and :mod:`~visioncreator.rl.train.grpo`: :func:`train_sft` and
   :func:`train_grpo`, one stage each;
@@ -34,6 +36,16 @@ from visioncreator.rl.train.config import (
 from visioncreator.rl.train.evaluation import EvalPoint, Event, ToolsFactory, evaluate
 from visioncreator.rl.train.grpo import train_grpo
 from visioncreator.rl.train.harness import Progress, StageResult, TrainingError
+from visioncreator.rl.train.lengths import (
+    LengthReport,
+    derive_max_completion_length,
+    expert_lengths,
+    fits,
+    refuse,
+    refuse_overlong,
+    trajectory_lengths,
+    with_completion_limit,
+)
 from visioncreator.rl.train.models import (
     ModelError,
     default_cache_dir,
@@ -47,7 +59,6 @@ from visioncreator.rl.train.recipe import (
     PLAN_STRONG,
     REFLECTION_WEIGHTS,
     RPCO_STAGE_NAMES,
-    SFT_MAX_LENGTH,
     rpco_config,
     rpco_stages,
 )
@@ -81,13 +92,13 @@ __all__ = [
     "PLAN_STRONG",
     "REFLECTION_WEIGHTS",
     "RPCO_STAGE_NAMES",
-    "SFT_MAX_LENGTH",
     "ConfigError",
     "Curves",
     "EvalPoint",
     "Event",
     "GRPOStage",
     "GraphRollout",
+    "LengthReport",
     "LoraSpec",
     "ModelError",
     "Observe",
@@ -109,13 +120,18 @@ __all__ = [
     "build_tiny_vlm",
     "curve_steps",
     "default_cache_dir",
+    "derive_max_completion_length",
     "evaluate",
+    "expert_lengths",
+    "fits",
     "images_seen",
     "load_policy_model",
     "load_tasks",
     "load_train_config",
     "lora_config",
     "model_dir_for",
+    "refuse",
+    "refuse_overlong",
     "reward_functions",
     "rpco_config",
     "rpco_stages",
@@ -128,4 +144,6 @@ __all__ = [
     "task_prompt",
     "train_grpo",
     "train_sft",
+    "trajectory_lengths",
+    "with_completion_limit",
 ]

@@ -27,6 +27,7 @@ __all__ = [
     "Stage",
     "TaskSource",
     "TrainConfig",
+    "eval_task_ids",
     "load_train_config",
 ]
 
@@ -114,7 +115,10 @@ class SFTStage(_Model):
     learning_rate: float = Field(default=2e-5, gt=0.0)
     batch_size: int = Field(default=2, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    max_length: int = Field(default=2048, ge=16)
+    max_length: int | None = Field(default=None, ge=16)
+    """Most tokens of one example (prompt and completion). Longer examples are dropped, counted in the
+    stage's metrics (``dropped_too_long``) and logged, never cut. None: the longest selected example,
+    rounded up to a multiple of 64 (nothing dropped)."""
     save_steps: int = Field(default=50, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``SFTConfig`` fields, passed through.")
@@ -142,8 +146,33 @@ class GRPOStage(_Model):
         default_factory=lambda: {"plan": ["plan", "format"], "reflect": ["reflection", "format"]},
         description="With per-node advantages: node -> the rewards that credit its tokens (others: the total).",
     )
+    credit: Literal["sample", "per_node", "per_turn"] | None = Field(
+        default=None,
+        description="Which tokens get which advantage: sample (every token the total's), per_node (tokens of a node "
+        "named in node_rewards get those rewards'), per_turn (image calls their image's credit, each reflect turn "
+        "its own verdicts', see visioncreator.rl.credit). None: per_node if per_node_advantages, else sample.",
+    )
+    credit_local_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="With per_turn credit: weight of the call's or turn's own score."
+    )
+    call_seeds: Literal["shared", "independent", "policy"] = Field(
+        default="shared",
+        description="Image-call seeds of a group (CollectConfig.call_seeds): shared gives every member the same tool "
+        "randomness (common random numbers).",
+    )
+    branch_at: Literal["reflect"] | None = Field(
+        default=None,
+        description="Branched groups: every group is continuations of one base rollout forked where this node runs "
+        "next (its first such point); samples hold the continuations' own turns.",
+    )
     max_turns: int = Field(default=12, ge=1, description="Policy turns per rollout.")
-    max_completion_length: int = Field(default=2048, ge=16, description="Most tokens of one whole trajectory.")
+    max_completion_length: int | None = Field(
+        default=None,
+        ge=16,
+        description="Most tokens of one whole trajectory after its prompt; a longer rollout is refused (no loss), "
+        "not cut. None: derived from the expert's trajectories on the stage's tasks with the stage's tokenizer "
+        "(visioncreator.rl.train.lengths.derive_max_completion_length: the longest times 1.25, rounded up to 64).",
+    )
     save_steps: int = Field(default=10, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``GRPOConfig`` fields, passed through.")
@@ -170,11 +199,66 @@ class TrainConfig(_Model):
     seed: int = 0
     stages: tuple[Stage, ...] = Field(min_length=1)
     eval_tasks: TaskSource | None = Field(
-        default=None, description="Held-out tasks whose success rate is measured before and after every stage."
+        default=None,
+        description="Held-out tasks whose success rate is measured before and after every stage. Every stage "
+        "excludes them (their ids join its tasks.exclude_ids when the config is validated); a stage whose "
+        "tasks.ids names one is refused.",
     )
     eval_group_size: int = Field(default=1, ge=1, description="Samples per held-out task.")
     eval_temperature: float = Field(default=0.0, ge=0.0, description="Sampling temperature of evaluations (0: greedy).")
     eval_max_turns: int = Field(default=12, ge=1, description="Policy turns per held-out task.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hold_out_eval_tasks(cls, data: Any) -> Any:
+        """Every stage excludes the held-out tasks; a stage that names one in ``tasks.ids`` is refused."""
+        if not isinstance(data, dict) or data.get("eval_tasks") is None:
+            return data
+        stages = data.get("stages")
+        try:
+            held_out = eval_task_ids(TaskSource.model_validate(data["eval_tasks"]))
+        except ValidationError:
+            return data  # the eval_tasks field's own validation names the problem
+        if not held_out or not isinstance(stages, list | tuple):
+            return data
+        return {**data, "stages": [_without(stage, i, held_out) for i, stage in enumerate(stages)]}
+
+
+def eval_task_ids(source: TaskSource) -> tuple[str, ...]:
+    """The ids of the tasks ``source`` names in its suite (the held-out tasks when it is ``eval_tasks``).
+
+    Raises:
+        ValueError: The suite cannot be read (the message names it).
+
+    """
+    from visioncreator.evals import SuiteError, load_suite
+
+    try:
+        suite = load_suite(source.suite)
+    except SuiteError as exc:
+        raise ValueError(f"eval_tasks: cannot read suite {source.suite}: {exc}") from exc
+    wanted, excluded = set(source.ids), set(source.exclude_ids)
+    ids = [t.id for t in suite if t.split in source.splits and (not wanted or t.id in wanted) and t.id not in excluded]
+    return tuple(ids[: source.limit])
+
+
+def _without(stage: Any, index: int, held_out: tuple[str, ...]) -> Any:
+    """A stage's raw data with the held-out ids added to its ``tasks.exclude_ids``."""
+    raw = stage.model_dump() if isinstance(stage, BaseModel) else stage
+    if not isinstance(raw, dict):
+        return stage  # the stages field's own validation names the problem
+    try:
+        tasks = TaskSource.model_validate(raw.get("tasks", {}))
+    except ValidationError:
+        return stage
+    overlap = [i for i in tasks.ids if i in set(held_out)]
+    if overlap:
+        raise ValueError(
+            f"stages.{index} ({raw.get('name', raw.get('kind', '?'))!r}) trains on held-out eval_tasks {overlap}: "
+            "remove them from its tasks.ids (stages never train on the held-out tasks)"
+        )
+    exclude = tuple(dict.fromkeys((*tasks.exclude_ids, *held_out)))
+    return {**raw, "tasks": tasks.model_copy(update={"exclude_ids": exclude})}
 
 
 def load_train_config(path: str | Path, *, default_stages: Sequence[SFTStage | GRPOStage] | None = None) -> TrainConfig:

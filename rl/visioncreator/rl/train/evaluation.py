@@ -121,7 +121,7 @@ def evaluate(
     from visioncreator.rl.collection.collector import synthetic_tools
     from visioncreator.rl.collection.config import CollectConfig
     from visioncreator.rl.collection.run import collect
-    from visioncreator.rl.train.rollout import load_tasks
+    from visioncreator.rl.train.tasks import load_tasks
 
     started = time.perf_counter()
     config = CollectConfig(

@@ -47,7 +47,7 @@ def _batch_size(stage: GRPOStage) -> int:
 
 def _tasks(stage: GRPOStage, batch: int) -> list[CollectTask]:
     """The stage's tasks; enough of them for one batch of groups."""
-    from visioncreator.rl.train.rollout import load_tasks
+    from visioncreator.rl.train.tasks import load_tasks
 
     tasks = load_tasks(stage.tasks)
     if batch // stage.num_generations > len(tasks):
@@ -111,8 +111,10 @@ def train_grpo(
     """
     from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
 
+    from visioncreator.rl.train.lengths import with_completion_limit
     from visioncreator.rl.train.models import lora_config
-    from visioncreator.rl.train.rollout import GraphRollout, reward_functions, task_prompt
+    from visioncreator.rl.train.rollout import GraphRollout, reward_functions
+    from visioncreator.rl.train.tasks import task_prompt
     from visioncreator.rl.train.trainer import GraphGRPOTrainer
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -122,10 +124,14 @@ def train_grpo(
     tasks = _tasks(stage, batch)
     dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
     _, model, tokenizer = load_start_model(policy, model_dir)
+    stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
     funcs, weights = reward_functions(stage.rewards)
     with quiet():
         args = _grpo_config(stage, policy, out, seed, batch, weights)
-        rollout = GraphRollout(stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools)
+        rollout = GraphRollout(
+            stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
+            call_seeds=stage.call_seeds, branch_at=stage.branch_at,
+        )  # fmt: skip
         trainer = GraphGRPOTrainer(
             model=model,
             reward_funcs=funcs,
@@ -137,9 +143,15 @@ def train_grpo(
             rollout=rollout,
             per_node_advantages=stage.per_node_advantages,
             node_rewards=stage.node_rewards,
+            credit=stage.credit,
+            credit_local_weight=stage.credit_local_weight,
             reward_weights=stage.rewards,
             on_batch=on_batch,
         )
     final, metrics = train_and_save(trainer, tokenizer, out, resume)
-    metrics |= {"groups": float(rollout.groups), "degenerate_groups": float(rollout.degenerate_groups)}
+    metrics |= {
+        "groups": float(rollout.groups),
+        "degenerate_groups": float(rollout.degenerate_groups),
+        "refused_too_long": float(rollout.refused_too_long),
+    }
     return StageResult(model_dir=final, log_history=list(trainer.state.log_history), metrics=metrics)

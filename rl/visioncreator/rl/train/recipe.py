@@ -21,6 +21,15 @@ The paper trains its policy in three stages; here each is one stage of the confi
 
 Every stage starts from the previous stage's final model. The step counts and group sizes
 here are small defaults for one machine; a file (``configs/rpco.toml``) sets real ones.
+
+No truncation: no stage sets a token limit. The SFT stage's ``max_length`` is its longest selected
+example, and each GRPO stage's ``max_completion_length`` is derived from the expert's trajectories
+on its tasks (:mod:`visioncreator.rl.train.lengths`), so no expert trajectory is cut and a rollout
+longer than the limit is refused rather than cut.
+
+No leakage: with ``eval_tasks``, every stage excludes the held-out tasks (the config adds their ids
+to each stage's ``tasks.exclude_ids`` when it is validated) and a stage that names one in
+``tasks.ids`` is refused.
 """
 
 from __future__ import annotations
@@ -43,7 +52,6 @@ __all__ = [
     "PLAN_STRONG",
     "REFLECTION_WEIGHTS",
     "RPCO_STAGE_NAMES",
-    "SFT_MAX_LENGTH",
     "rpco_config",
     "rpco_stages",
 ]
@@ -68,9 +76,6 @@ EXPERT_ERRORS: dict[str, float] = {
     "bad_plan_rate": 0.2,
 }
 """ExpertConfig error rates for stage 2's collection, so that the selections have work to do."""
-
-SFT_MAX_LENGTH = 8192
-"""Stage 2's token cut per trajectory (SmolLM2's context length)."""
 
 RPCO_STAGE_NAMES: tuple[str, str, str] = ("grpo-reflect", "sft", "grpo-multi")
 """The names of the three stages, in the paper's order."""
@@ -116,9 +121,6 @@ def rpco_stages(
             Selection(splits=("multi",), min_rewards={"plan": PLAN_STRONG}),
         ),
         max_steps=sft_steps,
-        # Whole multi-image trajectories with the real tool schemas run to several thousand tokens;
-        # a shorter cut can leave no assistant token in a row (TRL then drops it).
-        max_length=SFT_MAX_LENGTH,
     )
     multi = GRPOStage(
         name=RPCO_STAGE_NAMES[2],
@@ -148,7 +150,8 @@ def rpco_config(
         policy: The model (``tiny``, ``smollm2``, a directory) or its full :class:`PolicyModel`.
         output_dir: Where the stages write (``01-grpo-reflect``, ``02-sft``, ``03-grpo-multi``).
         tasks: Training tasks (see :func:`rpco_stages`).
-        eval_tasks: Held-out tasks evaluated before and after every stage (None: no evaluation).
+        eval_tasks: Held-out tasks evaluated before and after every stage (None: no evaluation);
+            every stage excludes them.
         seed: Training and rollout seed.
         grpo_steps: Steps of each GRPO stage.
         sft_steps: Steps of the SFT stage.

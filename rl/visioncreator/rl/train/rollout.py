@@ -39,13 +39,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from visioncreator.graph import ToolClient, Trajectory
-from visioncreator.policy import LocalPolicySettings, TransformersPolicy
+from visioncreator.policy import LocalPolicySettings, Policy, TransformersPolicy
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.records import CollectTask, TrajectoryRecord
 from visioncreator.rl.rewards.base import RewardContext
 from visioncreator.rl.rewards.scoring import REWARDS
 from visioncreator.rl.samples import SampleError, TokenSample, token_sample
-from visioncreator.rl.train.config import GRPOStage, PolicyModel, TaskSource
+from visioncreator.rl.train.config import GRPOStage, PolicyModel
+from visioncreator.rl.train.tasks import load_tasks, task_of_prompt, task_prompt
 
 __all__ = [
     "GraphRollout",
@@ -65,71 +66,34 @@ Observe = Literal["inspect", "image", "both"]
 _SEED_STRIDE = 10_007  # run seeds of successive generation steps; larger than any group
 
 
-def load_tasks(source: TaskSource) -> list[CollectTask]:
-    """The tasks a :class:`~visioncreator.rl.train.config.TaskSource` names, as collector tasks.
-
-    Raises:
-        ValueError: No task is left after the filters (the message names them).
-
-    """
-    from visioncreator.evals import load_suite
-    from visioncreator.rl.collection.records import as_collect_task
-
-    wanted, excluded = set(source.ids), set(source.exclude_ids)
-    tasks = [
-        as_collect_task(t)
-        for t in load_suite(source.suite)
-        if t.split in source.splits and (not wanted or t.id in wanted) and t.id not in excluded
-    ]
-    tasks = tasks[: source.limit]
-    if not tasks:
-        raise ValueError(
-            f"no tasks in suite {source.suite or 'built-in'} for splits={list(source.splits)}, "
-            f"ids={list(source.ids)}, exclude_ids={list(source.exclude_ids)}"
-        )
-    return tasks
-
-
-def task_prompt(task: CollectTask) -> list[dict[str, str]]:
-    """The conversational prompt of a GRPO dataset row: one user message holding the task JSON."""
-    return [{"role": "user", "content": task.model_dump_json()}]
-
-
-def task_of_prompt(prompt: Any) -> CollectTask:
-    """The task a :func:`task_prompt` prompt carries.
-
-    Raises:
-        ValueError: The prompt is not one made by :func:`task_prompt`.
-
-    """
-    try:
-        return CollectTask.model_validate_json(prompt[-1]["content"])
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise ValueError(f"a GRPO prompt must be task_prompt(task), got {str(prompt)[:200]!r}: {exc}") from exc
-
-
 @dataclass(frozen=True)
 class RolloutSample:
     """One rollout: the trajectory, the token sample TRL trains on, and its reward values."""
 
     record: TrajectoryRecord
     sample: TokenSample
-    """What TRL gets: recorded ids, cut to ``max_completion_length``."""
+    """What TRL gets: the recorded ids; over ``max_completion_length``, cut with every token masked out."""
     rewards: Mapping[str, float]
     """Reward name -> value (the names of :data:`visioncreator.rl.REWARDS`)."""
     group: int
     """Index of its group (one task's ``num_generations`` samples) in the batch."""
 
 
-def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample:
-    """The token sample of a rollout; a turn without ids (an over-long prompt) ends it early.
+def sample_of(trajectory: Trajectory) -> TokenSample:
+    """The whole token sample of a rollout (never cut); a turn without ids (an over-long prompt) ends it early.
+
+    A branched rollout (``trajectory.branch``) trains only on its own turns: the prompt is what its
+    first turn saw (the base's conversation up to the branch point, identical for the whole group).
 
     Raises:
         SampleError: Not even the first turn has token ids.
 
     """
+    if trajectory.branch is not None and trajectory.branch.turn > 0:
+        own = trajectory.turns[trajectory.branch.turn :]
+        trajectory = trajectory.model_copy(update={"turns": own, "branch": None})
     try:
-        return token_sample(trajectory).head(max_completion_length)
+        return token_sample(trajectory)
     except SampleError:
         kept = []
         for turn in trajectory.turns:
@@ -138,7 +102,7 @@ def sample_of(trajectory: Trajectory, max_completion_length: int) -> TokenSample
             kept.append(turn)
         if not kept or len(kept) == len(trajectory.turns):
             raise
-        return token_sample(trajectory.model_copy(update={"turns": kept})).head(max_completion_length)
+        return token_sample(trajectory.model_copy(update={"turns": kept}))
 
 
 def images_seen(trajectory: Trajectory, sample: TokenSample, store: Path) -> list[Any]:
@@ -226,6 +190,16 @@ class GraphRollout:
     tools: Callable[[CollectConfig], ToolClient] | None = None
     """Makes the rollouts' tool client from their collect config; default
     :func:`visioncreator.rl.collection.collector.synthetic_tools` (the in-process synthetic server)."""
+    call_seeds: Literal["shared", "independent", "policy"] = "shared"
+    """Image-call seeds of a group (``CollectConfig.call_seeds``): shared by default, so that the members
+    of a group meet the same tool randomness (common random numbers)."""
+    branch_at: Literal["reflect"] | None = None
+    """Branched groups (``CollectConfig.branch_at``): each group is continuations of one base rollout,
+    forked at its first reflect node; the samples hold only the continuations' own turns."""
+    policy_factory: Callable[[Any, Any], Policy] | None = None
+    """Makes the rollouts' policy from the trainer's current model and its tokenizer; default a
+    :class:`~visioncreator.policy.TransformersPolicy` over them. Whatever it makes must record token
+    ids (``prompt_token_ids``, ``completion_token_ids``) that chain from turn to turn."""
     processor: Any = None
     """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
     are returned (see the module docstring). None: text rollouts."""
@@ -233,6 +207,9 @@ class GraphRollout:
     groups: int = field(default=0, init=False)
     """Groups rolled out so far."""
     degenerate_groups: int = field(default=0, init=False)
+    refused_too_long: int = field(default=0, init=False)
+    """Rollouts so far longer than ``max_completion_length``: trained on with no loss (every token
+    masked out), never cut (a cut trajectory would be credited for a reward its kept part did not earn)."""
     """Groups so far whose weighted rewards were all equal (no learning signal)."""
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, Any]:
@@ -297,8 +274,10 @@ class GraphRollout:
             observe=self.observe,
             max_turns=self.stage.max_turns,
             rewards=dict(self.stage.rewards),
+            call_seeds=self.call_seeds,
+            branch_at=self.branch_at,
         )
-        policy = self._policy(model, tokenizer)
+        policy = (self.policy_factory or self._policy)(model, tokenizer)
         async with (self.tools or synthetic_tools)(config) as tools:
             records = await collect([t for t, _ in runs], policy=policy, tools=tools, config=config)
         if len(records) != group_size * len(runs):
@@ -308,9 +287,24 @@ class GraphRollout:
             # collect() returns task-major, sample order: this group's records are one slice.
             for record in records[group * group_size : group * group_size + n]:
                 rewards = {name: float(record.rewards[name]) for name in REWARDS}
-                sample = sample_of(record, self.stage.max_completion_length)
+                sample = self._limited(sample_of(record))
                 batch.append(RolloutSample(record=record, sample=sample, rewards=rewards, group=group))
         return batch
+
+    def _limited(self, sample: TokenSample) -> TokenSample:
+        """The sample, or its refusal when it is over ``max_completion_length`` (counted)."""
+        from visioncreator.rl.train.lengths import fits, refuse
+
+        limit = self.stage.max_completion_length
+        if limit is None:
+            raise RuntimeError(
+                f"GRPO stage {self.stage.name!r} has no max_completion_length: resolve it first "
+                "(visioncreator.rl.train.lengths.with_completion_limit, as train_grpo does)"
+            )
+        if fits(sample, limit):
+            return sample
+        self.refused_too_long += 1
+        return refuse(sample, limit)
 
     def _count_degenerate(self, batch: Sequence[RolloutSample]) -> None:
         weights = self.stage.rewards

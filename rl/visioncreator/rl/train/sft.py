@@ -3,7 +3,8 @@
 SFT learns from trajectories (a records file, given records, or the expert's, collected on the
 stage's tasks), filtered by the stage's selections
 (:func:`~visioncreator.rl.train.selection.select_trajectories`) and tokenized by
-:func:`~visioncreator.rl.exports.sft_dataset`, so the loss is exactly on the assistant turns.
+:func:`~visioncreator.rl.exports.sft_dataset`, so the loss is exactly on the assistant turns. No
+example is cut: one longer than the stage's ``max_length`` is dropped and counted.
 TRL (the ``rl`` extra) is imported by :func:`train_sft` itself; checkpoints, resume, progress
 and the final ``model/`` come from :mod:`visioncreator.rl.train.harness`.
 """
@@ -11,6 +12,7 @@ and the final ``model/`` come from :mod:`visioncreator.rl.train.harness`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,12 @@ from visioncreator.rl.train.harness import (
     train_and_save,
     trl_args,
 )
+from visioncreator.rl.train.lengths import context_length, round_up
 from visioncreator.rl.train.selection import select_trajectories
 
 __all__ = ["train_sft"]
+
+_LOG = logging.getLogger(__name__)
 
 
 def _sft_trajectories(stage: SFTStage, output_dir: Path, seed: int) -> list[Trajectory]:
@@ -50,7 +55,7 @@ async def _collect_expert(stage: SFTStage, output_dir: Path, seed: int) -> list[
     from visioncreator.rl.collection.config import CollectConfig
     from visioncreator.rl.collection.records import read_records
     from visioncreator.rl.collection.run import collect_to
-    from visioncreator.rl.train.rollout import load_tasks
+    from visioncreator.rl.train.tasks import load_tasks
 
     config = CollectConfig(
         group_size=stage.group_size, seed=seed, fault_rate=stage.tasks.fault_rate, store=output_dir / "store"
@@ -78,18 +83,34 @@ def _selected(stage: SFTStage, trajectories: Sequence[Trajectory]) -> list[Traje
     return chosen
 
 
-def _check_max_length(stage: SFTStage, dataset: Any, n_chosen: int) -> None:
-    """Refuse a ``max_length`` that leaves no policy token to learn from."""
-    columns = set(dataset.column_names)
-    mask_column = "assistant_masks" if "assistant_masks" in columns else "completion_mask"
-    if mask_column in columns and not any(sum(m[: stage.max_length]) for m in dataset[mask_column]):
+def _fit_examples(stage: SFTStage, dataset: Any, context: int | None) -> tuple[Any, int, dict[str, float]]:
+    """The examples within the stage's ``max_length`` (longer ones dropped, never cut), the limit and counts.
+
+    Without a ``max_length`` the limit is the longest example rounded up to a multiple of 64, at most
+    the model's ``context``: only examples the model cannot hold are dropped. A cut example would
+    train on its head while its selection judged all of it.
+    """
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    derived = round_up(max(lengths)) if context is None else min(round_up(max(lengths)), context)
+    limit = stage.max_length if stage.max_length is not None else derived
+    keep = [i for i, n in enumerate(lengths) if n <= limit]
+    if not keep:
         raise TrainingError(
-            f"SFT stage {stage.name!r}: max_length={stage.max_length} cuts every example before its first policy "
-            f"token ({n_chosen} trajectories); raise max_length"
+            f"SFT stage {stage.name!r}: max_length={limit} drops every example ({len(lengths)} examples, the "
+            f"shortest has {min(lengths)} tokens); raise max_length, or leave it unset to fit the longest"
         )
+    dropped = len(lengths) - len(keep)
+    if dropped:
+        _LOG.warning(
+            "SFT stage %r: dropped %d of %d examples longer than max_length=%d (the longest has %d tokens); "
+            "over-long examples are dropped, never cut",
+            stage.name, dropped, len(lengths), limit, max(lengths),
+        )  # fmt: skip
+    metrics = {"max_length": float(limit), "dropped_too_long": float(dropped), "longest_example": float(max(lengths))}
+    return (dataset.select(keep) if dropped else dataset), limit, metrics
 
 
-def _sft_config(stage: SFTStage, output_dir: Path, seed: int, dataset: Any) -> Any:
+def _sft_config(stage: SFTStage, output_dir: Path, seed: int, dataset: Any, max_length: int) -> Any:
     """TRL's ``SFTConfig`` of the stage (build it inside :func:`~visioncreator.rl.train.harness.quiet`)."""
     from trl.trainer.sft_config import SFTConfig
 
@@ -97,7 +118,7 @@ def _sft_config(stage: SFTStage, output_dir: Path, seed: int, dataset: Any) -> A
         **trl_args(stage, output_dir, seed),
         per_device_train_batch_size=stage.batch_size,
         gradient_accumulation_steps=stage.gradient_accumulation_steps,
-        max_length=stage.max_length,
+        max_length=max_length,
         # A pre-tokenized completion_mask only becomes labels with completion_only_loss.
         completion_only_loss="completion_mask" in dataset.column_names,
         **stage.trl,
@@ -127,8 +148,12 @@ def train_sft(
         records: Trajectories to learn from, instead of ``stage.records`` or an expert collection.
         progress: Called with each log entry.
 
+    An example longer than ``stage.max_length`` is dropped, never cut: the metrics count them
+    (``dropped_too_long``, with ``max_length`` and ``longest_example``) and a warning names how many.
+
     Raises:
-        TrainingError: No trajectory passes the selections, or none can be tokenized.
+        TrainingError: No trajectory passes the selections, none can be tokenized, or every one is
+            longer than ``stage.max_length``.
 
     """
     from trl.trainer.sft_trainer import SFTTrainer
@@ -141,17 +166,18 @@ def train_sft(
     trajectories = list(records) if records is not None else _sft_trajectories(stage, out, seed)
     chosen = _selected(stage, trajectories)
     _, model, tokenizer = load_start_model(policy, model_dir)
-    dataset = sft_dataset(chosen, tokenizer)
-    _check_max_length(stage, dataset, len(chosen))
+    dataset, max_length, length_metrics = _fit_examples(
+        stage, sft_dataset(chosen, tokenizer), context_length(tokenizer)
+    )
     with quiet():
         trainer = SFTTrainer(
             model=model,
-            args=_sft_config(stage, out, seed, dataset),
+            args=_sft_config(stage, out, seed, dataset, max_length),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora_config(policy.lora),
             callbacks=[progress_callback(progress)],
         )
     final, metrics = train_and_save(trainer, tokenizer, out, resume)
-    metrics |= {"trajectories": float(len(trajectories)), "examples": float(len(chosen))}
+    metrics |= {"trajectories": float(len(trajectories)), "examples": float(len(dataset))} | length_metrics
     return StageResult(model_dir=final, log_history=list(trainer.state.log_history), metrics=metrics)

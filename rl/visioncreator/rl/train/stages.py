@@ -8,6 +8,11 @@ Layout of ``OUTPUT_DIR``:
   (:func:`~visioncreator.rl.train.evaluation.evaluate`); ``eval-initial.json``: before the first stage;
 - ``curves.json``: a :class:`Curves` (reward and loss per step of every stage, success per stage).
 
+A GRPO stage without ``max_completion_length`` gets one derived from the expert's trajectories on
+its tasks, measured with the start model's tokenizer
+(:func:`~visioncreator.rl.train.lengths.with_completion_limit`); it is logged and kept in the
+stage's metrics (``max_completion_length``).
+
 Each stage starts from the previous finished stage's model (the first from ``policy.model``). On a
 re-run, a stage with a ``stage.json`` is skipped and an interrupted one continues from its latest
 TRL checkpoint; with ``resume=False`` markers and checkpoints are ignored and every stage trains
@@ -18,6 +23,7 @@ Heavy imports (torch, TRL) happen inside the trainers; importing this module sta
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -40,6 +46,7 @@ __all__ = [
     "stage_dir",
 ]
 
+_LOG = logging.getLogger(__name__)
 MARKER = "stage.json"
 CURVES = "curves.json"
 _CURVE_KEYS = ("loss", "reward", "learning_rate", "grad_norm", "groups/degenerate")
@@ -136,6 +143,27 @@ def _eval(
     return point
 
 
+def _completion_limit(stage: GRPOStage, config: TrainConfig, start: Path | None) -> GRPOStage:
+    """The GRPO stage with ``max_completion_length`` derived from the expert when it is None."""
+    if stage.max_completion_length is not None:
+        return stage
+    from transformers import AutoTokenizer
+
+    from visioncreator.rl.train.lengths import with_completion_limit
+    from visioncreator.rl.train.models import model_dir_for
+
+    tokenizer = AutoTokenizer.from_pretrained(start or model_dir_for(config.policy))
+    resolved, report = with_completion_limit(stage, tokenizer, seed=config.seed)
+    if report is not None:
+        _LOG.info(
+            "GRPO stage %r: max_completion_length=%s derived from %d expert trajectories (median %.0f, longest %d "
+            "tokens, task %s)",
+            stage.name, resolved.max_completion_length, report.count, report.median, report.longest,
+            report.longest_task,
+        )  # fmt: skip
+    return resolved
+
+
 def _train(
     stage: SFTStage | GRPOStage, config: TrainConfig, start: Path | None, out: Path, resume: bool, progress: Event
 ) -> StageResult:
@@ -146,9 +174,12 @@ def _train(
         return train_sft(
             stage, config.policy, model_dir=start, output_dir=out, seed=config.seed, resume=resume, progress=progress
         )
-    return train_grpo(
+    stage = _completion_limit(stage, config, start)
+    result = train_grpo(
         stage, config.policy, model_dir=start, output_dir=out, seed=config.seed, resume=resume, progress=progress
     )
+    limit = {"max_completion_length": float(stage.max_completion_length or 0)}
+    return result.model_copy(update={"metrics": {**result.metrics, **limit}})
 
 
 def _run_stage(
