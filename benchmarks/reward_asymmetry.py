@@ -32,7 +32,7 @@ a group's members meet the same images as long as they call the same tools with 
 so the tool share should fall toward 0.
 
 Usage: PYTHONPATH=. python benchmarks/reward_asymmetry.py [--tasks 10] [--policy-seeds 4] [--tool-seeds 4]
-    [--call-seeds independent shared]
+    [--call-seeds independent shared] [--exact-perception]
 """
 
 from __future__ import annotations
@@ -58,6 +58,13 @@ REWARDS = ("plan", "reflection", "outcome", "total")
 def suite_tasks(split: str, n: int) -> list[dict[str, Any]]:
     lines = files("visioncreator.evals").joinpath("data", "synthetic.jsonl").read_text().splitlines()
     return [t for t in (json.loads(line) for line in lines if line.strip()) if t["split"] == split][:n]
+
+
+def perception(args: argparse.Namespace) -> dict[str, float]:
+    """The observer rates of the synthetic server: 0 with --exact-perception, else its defaults."""
+    if not args.exact_perception:
+        return {}
+    return dict.fromkeys(("observe_miss_rate", "observe_count_rate", "observe_color_rate", "observe_ocr_rate"), 0.0)
 
 
 class OnePolicySeed:
@@ -93,7 +100,7 @@ async def collect_grid(
     for t in range(args.tool_seeds):
         config = CollectConfig(
             group_size=args.policy_seeds, concurrency=args.concurrency, seed=0, tool_seed=t,
-            fault_rate=args.fault_rate, store=store, call_seeds=call_seeds,
+            fault_rate=args.fault_rate, store=store, call_seeds=call_seeds, **perception(args),
         )  # fmt: skip
         async with synthetic_tools(config) as tools:
             records += await collect(tasks, policy=policy, tools=tools, config=config)
@@ -107,12 +114,15 @@ async def main() -> None:
     parser.add_argument("--tool-seeds", type=int, default=4)
     parser.add_argument("--fault-rate", type=float, default=0.3)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--exact-perception", action="store_true", help="inspect_image reports the ground truth (observer noise off)"
+    )
     parser.add_argument("--call-seeds", nargs="+", default=["independent", "shared"], choices=["independent", "shared"])
     args = parser.parse_args()
     print(
         f"reward asymmetry: expert with errors (bad_plan 0.3, skip_reflection 0.3, accept_faulty 0.3, "
         f"over_reflect 0.2), faults {args.fault_rate}; groups of {args.policy_seeds} policy seeds, "
-        f"{args.tool_seeds} groups per task"
+        f"{args.tool_seeds} groups per task; perception {'exact' if args.exact_perception else 'noisy (defaults)'}"
     )
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.call_seeds:
