@@ -44,6 +44,7 @@ def critic(
     if inspection.get("broken"):
         faults.append("artefact: smeared subject")
     faults.extend(f"missing object: {word}" for word in inspection.get("missing", ()) if word in goal)
+    faults.extend(f"wrong colour: {word}" for word in inspection.get("off_colour", ()) if word in goal)
     if any(r.get("identity") != inspection.get("identity") for r in references):
         faults.append("identity drift")
     if tool == "edit_image" and source is None:
@@ -109,11 +110,7 @@ async def test_expert_is_a_policy_and_writes_a_plan() -> None:
     plan = turn.parsed.plan
     assert plan is not None
     (step,) = plan.steps
-    assert (step.tool, step.goal, step.prompt) == (
-        "text_to_image",
-        "a red fox with a blue hat",
-        "a red fox with a blue hat",
-    )
+    assert (step.tool, step.goal, step.prompt) == ("text_to_image", single().request, single().request)
 
 
 async def test_single_task_plan_act_reflect_answer() -> None:
@@ -157,22 +154,47 @@ async def test_redo_on_a_tool_fault_then_accept() -> None:
     assert (await conv.turn("act")).parsed.answer == Answer(images=(image,))
 
 
-async def test_max_redos_caps_the_redos() -> None:
-    conv = Conversation(single(), ExpertConfig(max_redos=2))
+B, MISSING_HAT = {"broken": True}, {"missing": ["hat"]}
+
+
+@pytest.mark.parametrize(
+    ("inspections", "kept"),
+    [
+        ([B, B, B], 2),  # ties: the latest (here the one accepted)
+        ([B | {"off_colour": ["fox"]}, B, B | {"off_colour": ["fox", "hat"]}, MISSING_HAT], 1),  # fewest faults
+        ([B | {"off_colour": ["fox"]}, B | {"off_colour": ["hat"]}, MISSING_HAT], 1),  # a missing object weighs most
+    ],
+)
+async def test_max_redos_caps_the_redos_then_the_least_faulty_is_kept(inspections: list[Any], kept: int) -> None:
+    conv = Conversation(single(), ExpertConfig(max_redos=len(inspections) - 1))
     await conv.turn("plan")
     calls = (await conv.turn("act")).parsed.tool_calls
-    verdicts = []
-    seeds = set()
-    for _ in range(3):
+    images, verdicts, seeds = [], [], set()
+    for inspection in inspections:
         seeds.add(calls[0].arguments["seed"])
-        (image,) = conv.run(calls, lambda c: {"broken": True})
+        images += conv.run(calls, lambda c, seen=inspection: seen)
         reflect = await conv.turn("reflect")
-        verdicts.append(reflect.parsed.reflections[0].verdict)
+        verdicts += [r.verdict for r in reflect.parsed.reflections]
         calls = reflect.parsed.tool_calls
-    assert verdicts == ["redo", "redo", "accept"]
-    assert len(seeds) == 3
-    assert calls == ()
-    assert (await conv.turn("finish")).parsed.answer == Answer(images=(image,))
+    # The reflections stay canonical: redo while the budget lasts, then a forced accept.
+    assert verdicts == ["redo"] * (len(inspections) - 1) + ["accept"]
+    assert len(seeds) == len(inspections)
+    assert (await conv.turn("act")).parsed.answer == Answer(images=(images[kept],))
+    assert (await conv.turn("finish")).parsed.answer == Answer(images=(images[kept],))
+
+
+async def test_later_panels_build_on_the_least_faulty_first_panel() -> None:
+    conv = Conversation(MULTI, ExpertConfig(max_redos=1))
+    await conv.turn("plan")
+    (best,) = conv.run((await conv.turn("act")).parsed.tool_calls, lambda c: {"identity": "dog-A", "broken": True})
+    redo = (await conv.turn("reflect")).parsed.tool_calls
+    (forced,) = conv.run(redo, lambda c: {"identity": "dog-B", "broken": True, "missing": ["car"]})
+    assert [(r.verdict, r.image) for r in (await conv.turn("reflect")).parsed.reflections] == [("accept", forced)]
+    rest = (await conv.turn("act")).parsed.tool_calls
+    assert [(c.step, c.arguments["references"]) for c in rest] == [(2, [best]), (3, [best])]
+    h2, h3 = conv.run(rest, lambda c: {"identity": "dog-A"})
+    await conv.turn("reflect")
+    assert (await conv.turn("finish")).parsed.answer == Answer(images=(best, h2, h3))
 
 
 async def test_revise_when_the_plan_prompt_was_wrong() -> None:
@@ -276,17 +298,9 @@ async def test_img2img_edits_the_input_handle_and_checks_against_it() -> None:
     source = "img_" + "ab" * 12
     task = Task(request="make the car blue", split="img2img", inputs=(source,))
     conv = Conversation(task)
-    conv.observe(
-        [
-            Observation(
-                call_id="in0",
-                name="inspect_image",
-                arguments={"image": source},
-                ok=True,
-                result={"handle": source, "identity": "car"},
-            )
-        ]
-    )
+    result = {"handle": source, "identity": "car"}
+    inspected = Observation(call_id="in0", name="inspect_image", arguments={"image": source}, ok=True, result=result)
+    conv.observe([inspected])
     plan = (await conv.turn("plan")).parsed.plan
     assert plan is not None
     assert [(s.tool, s.goal) for s in plan.steps] == [("edit_image", "make the car blue")]

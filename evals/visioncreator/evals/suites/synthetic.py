@@ -3,7 +3,8 @@
 :func:`build_synthetic_suite` draws ``per_split`` tasks of each split from one seeded random
 stream. Every request is written so that the synthetic environment's prompt parser reads back
 exactly the scene (or edit) it was made from, and every checklist comes from that scene, so the
-ground truth can verify each item. ``data/synthetic.jsonl`` is its output at the defaults.
+ground truth can verify each item. A multi task's image must also lack the kinds that only other
+panels ask for (``absent`` items). ``data/synthetic.jsonl`` is its output at the defaults.
 """
 
 from __future__ import annotations
@@ -97,12 +98,27 @@ def _multi(rng: random.Random, i: int) -> SuiteTask:
         if any(parse_prompt(t) != p for t, p in zip(texts, panels, strict=True)):
             continue
         request = f"{_NUMBER_WORDS[n].capitalize()} images of the same {color} {kind}: {'; '.join(texts)}"
-        checklist: list[CheckItem] = []
-        for k, panel in enumerate(panels):
-            checklist += checklist_for_spec(panel, image=k)
-            if k:
-                checklist.append(CheckItem(check="consistency", image=k, subject=kind, reference=0))
-        return SuiteTask(id=f"multi-{i:03d}", split="multi", request=request, n_images=n, checklist=tuple(checklist))
+        return SuiteTask(
+            id=f"multi-{i:03d}", split="multi", request=request, n_images=n, checklist=tuple(_multi_checklist(panels))
+        )
+
+
+def _multi_checklist(panels: list[SceneSpec]) -> list[CheckItem]:
+    """Each panel's own items, ``absent`` items for the other panels' kinds, and consistency with panel 0.
+
+    Without the ``absent`` items an image that holds every panel's objects (as prompting each
+    panel with the whole request makes) would pass its own items and hide faults on the rest.
+    """
+    kinds = [[o.kind for o in p.objects] for p in panels]
+    asked = list(dict.fromkeys(k for panel_kinds in kinds for k in panel_kinds))
+    subject = kinds[0][0]
+    checklist: list[CheckItem] = []
+    for k, panel in enumerate(panels):
+        checklist += checklist_for_spec(panel, image=k)
+        checklist += [CheckItem(check="absent", image=k, subject=other) for other in asked if other not in kinds[k]]
+        if k:
+            checklist.append(CheckItem(check="consistency", image=k, subject=subject, reference=0))
+    return checklist
 
 
 def describe_edit(op: EditOp) -> str:

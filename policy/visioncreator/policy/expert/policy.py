@@ -24,6 +24,7 @@ from visioncreator.policy.expert.state import (
     good_plan,
     handle_of,
     input_for_step,
+    least_faulty,
     read_history,
     stable_int,
 )
@@ -72,6 +73,9 @@ class Critic(Protocol):
         source: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """The faults of the image against ``goal`` (empty when the image is good).
+
+        A fault about an object the image lacks begins with ``"missing object:"``: the expert
+        ranks those first when it picks a step's least faulty attempt.
 
         Args:
             goal: What the image must satisfy, in words.
@@ -189,9 +193,20 @@ class ExpertPolicy:
         return write_turn(*(write_tool_call(c) for c in calls))
 
     def _usable(self, history: History, step: int) -> str | None:
-        if (handle := history.accepted(step)) is not None:
-            return handle
-        return history.latest_image(step) if history.exhausted(step, self.config.max_redos) else None
+        if history.accepted(step) is None and not history.exhausted(step, self.config.max_redos):
+            return None
+        return self._kept(history, step) or history.latest_image(step)
+
+    def _kept(self, history: History, step: int) -> str | None:
+        """The image a step keeps: the one it accepted, or its least faulty once its redos are spent.
+
+        An image accepted only because no redo was left is no better than the step's earlier
+        attempts: a careful agent keeps whichever its reflections found least faulty (see
+        :func:`least_faulty`), and builds on that one.
+        """
+        if history.redos(step) < self.config.max_redos:
+            return history.accepted(step)
+        return least_faulty(history.attempts(step))
 
     def _call(self, history: History, step: PlanStep, attempt: int, references: list[str]) -> ToolCall:
         task = history.task
@@ -213,7 +228,7 @@ class ExpertPolicy:
     def _reflect(self, history: History, rng: random.Random) -> str:
         cfg = self.config
         steps = {s.step: s for s in history.plan.steps}
-        accepted = {n: history.accepted(n) for n in steps}
+        accepted = {n: self._kept(history, n) if history.accepted(n) else None for n in steps}
         reflects: list[str] = []
         redo_calls: list[ToolCall] = []
         revised: list[int] = []
@@ -246,7 +261,8 @@ class ExpertPolicy:
                 faults = [rng.choice(_MADE_UP_FAULTS)]
             reflects.append(write_reflect(Reflection(verdict=verdict, faults=tuple(faults), image=handle)))
             if verdict == "accept":
-                accepted[step.step] = handle
+                kept = [*history.attempts(step.step), (handle, tuple(faults))] if not budget_left else []
+                accepted[step.step] = least_faulty(kept) or handle
             elif verdict == "redo":
                 redo_calls.append(self._redo(history, step, obs, clamp=False))
             else:
@@ -333,7 +349,7 @@ class ExpertPolicy:
     def _answer(self, history: History) -> Answer:
         images: list[str] = []
         for s in history.plan.steps:
-            handle = history.accepted(s.step) or history.latest_image(s.step)
+            handle = self._kept(history, s.step) or history.latest_image(s.step)
             if handle is not None:
                 images.append(handle)
         if not images:

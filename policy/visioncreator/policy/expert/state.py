@@ -17,6 +17,8 @@ from visioncreator.policy.prompting import Observation, parse_observations, pars
 from visioncreator.policy.types import Message, Node, Plan, PlanStep, Reflection, Task, ToolCall
 
 DEFAULT_SIZE = 512
+MISSING_OBJECT = "missing object:"
+"""How the critic's fault for an object the image lacks begins."""
 # Phrases after which a request's last clause starts; a bad plan drops that clause.
 _CLAUSE_MARKERS = (
     " with ",
@@ -102,6 +104,25 @@ def bad_plan(task: Task, tools: ToolRoles) -> Plan:
     return Plan(steps=tuple(steps))
 
 
+def least_faulty(attempts: Sequence[tuple[str, Sequence[str]]]) -> str | None:
+    """The handle of the least faulty attempt, or ``None`` when there is none.
+
+    Least faulty: the fewest objects missing, then the fewest faults, then the latest. A missing
+    object ranks first because it breaks everything the goal says about that object (its count,
+    colour and place) in one fault, where any other fault breaks one thing.
+
+    Args:
+        attempts: ``(handle, faults its reflection listed)`` pairs, oldest first.
+
+    """
+    best: tuple[str, tuple[int, int]] | None = None
+    for handle, faults in attempts:
+        rank = (sum(f.startswith(MISSING_OBJECT) for f in faults), len(faults))
+        if best is None or rank <= best[1]:
+            best = (handle, rank)
+    return best[0] if best is not None else None
+
+
 def input_for_step(task: Task, step: int) -> str | None:
     """The input image an edit step works on: input ``step - 1``, or the first input."""
     if not task.inputs:
@@ -166,6 +187,15 @@ class History:
             if (handle := handle_of(obs)) is not None:
                 return handle
         return None
+
+    def attempts(self, step: int) -> list[tuple[str, tuple[str, ...]]]:
+        """The step's reflected images with the faults their reflection listed, oldest first."""
+        found: list[tuple[str, tuple[str, ...]]] = []
+        for obs in self.step_observations(step):
+            handle = handle_of(obs)
+            if handle is not None and (r := self.reflections.get(handle)) is not None:
+                found.append((handle, r.faults))
+        return found
 
     def exhausted(self, step: int, max_redos: int) -> bool:
         """True when the step's latest call failed and it has no redos left."""
