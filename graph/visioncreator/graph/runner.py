@@ -140,9 +140,10 @@ async def run_task(
     config: RunnableConfig = {"configurable": {"thread_id": tid}, "recursion_limit": recursion_limit}
     started = time.perf_counter()
     resumed = False
-    run_input: AgentInput | None = {"task": task, "seed": seed}
+    first: AgentInput = {"task": task, "seed": seed}
     if call_seed_base is not None:
-        run_input["call_seed_base"] = call_seed_base
+        first["call_seed_base"] = call_seed_base
+    run_input: AgentInput | None = first
     if agent.checkpointer is not None:
         snapshot = await agent.aget_state(config)
         if snapshot.values:
