@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 from pydantic import ValidationError
 
+from visioncreator.tool_servers.bearer import TOKEN_ENV, TOKEN_ON_COMMAND_LINE, TokenError, read_token
 from visioncreator.tool_servers.http import serve_http
 from visioncreator.tool_servers.server import build_server
 from visioncreator.tool_servers.settings import ServerSettings
@@ -26,7 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="HTTP interface (default 127.0.0.1; others need --token)")
     parser.add_argument("--port", type=int, help="HTTP port (default 8765; 0 picks a free one)")
     parser.add_argument("--store", type=Path, help="image store directory (default: $VISIONCREATOR_STORE or cache)")
-    parser.add_argument("--token", help="bearer token HTTP clients must send (default: none, loopback only)")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        help=f"file holding the bearer token HTTP clients must send (default: ${TOKEN_ENV}; none: loopback only)",
+    )
+    parser.add_argument("--token", help="the bearer token itself (visible to other users in the process list)")
     parser.add_argument("--log-level", default="WARNING", choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
     backend = parser.add_argument_group("back end")
@@ -56,10 +62,34 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-concurrency", type=int, help="tool calls that run at once (default 8)")
     limits.add_argument("--max-queue", type=int, help="tool calls that may wait; more are refused (default 64)")
     limits.add_argument("--request-timeout", type=float, help="seconds one tool call may take (default 120)")
+    limits.add_argument("--max-input-bytes", type=int, help="largest uploaded image file in bytes (default 20 MiB)")
+    limits.add_argument(
+        "--max-decoded-pixels", type=int, help="largest width*height of an uploaded image (default 40,000,000)"
+    )
+    limits.add_argument(
+        "--max-inflight-pixels",
+        type=int,
+        help="decoded pixels all running calls may hold; more wait (default 64,000,000)",
+    )
+    limits.add_argument("--max-connections", type=int, help="HTTP connections served at once; more get 503 (64)")
+    limits.add_argument("--header-timeout", type=float, help="seconds to send request headers (default 10)")
+    limits.add_argument("--body-timeout", type=float, help="seconds to send a request body; then 408 (default 30)")
+    limits.add_argument(
+        "--max-inflight-body-bytes", type=int, help="request body bytes all requests may hold; then 503 (64 MiB)"
+    )
+    limits.add_argument(
+        "--max-session-requests", type=int, help="requests one MCP session may have in flight; then 429 (16)"
+    )
+    limits.add_argument(
+        "--allow-host", action="append", help="extra Host header value to accept (repeatable; name, name:port, name:*)"
+    )
+    limits.add_argument(
+        "--allow-origin", action="append", help="extra Origin header value to accept (repeatable; e.g. https://x:*)"
+    )
     return parser
 
 
-def _settings(options: argparse.Namespace) -> ServerSettings:
+def _settings(options: argparse.Namespace, token: str | None = None) -> ServerSettings:
     diffusion = {
         "registry": options.registry,
         "device": options.device,
@@ -81,13 +111,23 @@ def _settings(options: argparse.Namespace) -> ServerSettings:
         "observe_count_rate": options.observe_count_rate,
         "observe_color_rate": options.observe_color_rate,
         "observe_ocr_rate": options.observe_ocr_rate,
-        "bearer_token": options.token,
+        "bearer_token": token,
         "simulated_latency_s": options.latency,
         "call_log": options.call_log,
         "max_steps": options.max_steps,
         "max_concurrency": options.max_concurrency,
         "max_queue": options.max_queue,
         "request_timeout_s": options.request_timeout,
+        "max_connections": options.max_connections,
+        "header_timeout_s": options.header_timeout,
+        "body_timeout_s": options.body_timeout,
+        "max_inflight_body_bytes": options.max_inflight_body_bytes,
+        "max_input_bytes": options.max_input_bytes,
+        "max_decoded_pixels": options.max_decoded_pixels,
+        "max_inflight_pixels": options.max_inflight_pixels,
+        "max_session_requests": options.max_session_requests,
+        "allowed_hosts": tuple(options.allow_host) if options.allow_host else None,
+        "allowed_origins": tuple(options.allow_origin) if options.allow_origin else None,
         "diffusion": {key: value for key, value in diffusion.items() if value is not None},
     }
     return ServerSettings.model_validate({key: value for key, value in given.items() if value is not None})
@@ -102,8 +142,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=options.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    token = None
+    if options.transport == "http":
+        if options.token is not None:
+            print(TOKEN_ON_COMMAND_LINE, file=sys.stderr, flush=True)
+        try:
+            token = read_token(token=options.token, token_file=options.token_file)
+        except TokenError as exc:
+            parser.error(str(exc))
     try:
-        settings = _settings(options)
+        settings = _settings(options, token)
     except ValidationError as exc:
         # Messages only: pydantic's full text would echo the inputs, the token among them.
         parser.error("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()))

@@ -2,55 +2,79 @@
 
 from __future__ import annotations
 
-import hmac
 import sys
 
 import anyio
 from mcp.server.mcpserver import MCPServer
-from starlette.types import ASGIApp, Receive, Scope, Send
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.types import ASGIApp
 
+from visioncreator.tool_servers.bearer import BearerAuth
+from visioncreator.tool_servers.connection import guarded_protocol
+from visioncreator.tool_servers.guard import RequestGuard
+from visioncreator.tool_servers.rebinding import HostGuard
 from visioncreator.tool_servers.settings import ServerSettings
 
 __all__ = ["serve_http"]
 
+# The JSON-RPC envelope around the largest upload's base64.
+_ENVELOPE_BYTES = 64 * 1024
 
-class _BearerAuth:
-    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self._app = app
-        self._expected = f"Bearer {token}".encode()
+def _max_body_bytes(settings: ServerSettings) -> int:
+    """Largest request body the server reads: the largest upload in base64 (4/3 larger) plus its envelope."""
+    return settings.max_input_bytes * 4 // 3 + _ENVELOPE_BYTES
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            # Constant-time comparison: the token must not leak through response timing.
-            if not hmac.compare_digest(given, self._expected):
-                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]
-                await send({"type": "http.response.start", "status": 401, "headers": headers})
-                await send({"type": "http.response.body", "body": b'{"error": "missing or wrong bearer token"}'})
-                return
-        await self._app(scope, receive, send)
+
+def _http_app(server: MCPServer, settings: ServerSettings) -> ASGIApp:
+    """``server``'s streamable HTTP app behind the HTTP server's checks, outermost first.
+
+    Host/Origin (DNS rebinding, 421/403), the bearer token when set (401), then the request caps
+    (429 per session, 413 size, 503 body budget, 408 body deadline, 409 duplicate JSON-RPC id).
+    """
+    app: ASGIApp = server.streamable_http_app(
+        streamable_http_path=settings.path,
+        host=settings.host,
+        max_request_body_size=_max_body_bytes(settings),
+        # HostGuard checks Host and Origin for every bind address, against the address each
+        # connection arrived on; the SDK's own check (three loopback spellings only, any port)
+        # would refuse the extra hosts configured, so it is off here rather than half on.
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+    )
+    app = RequestGuard(
+        app,
+        max_body_bytes=_max_body_bytes(settings),
+        body_timeout_s=settings.body_timeout_s,
+        max_inflight_body_bytes=settings.max_inflight_body_bytes,
+        max_session_requests=settings.max_session_requests,
+    )
+    if settings.bearer_token is not None:
+        app = BearerAuth(app, settings.bearer_token)
+    return HostGuard(
+        app, bind_host=settings.host, allowed_hosts=settings.allowed_hosts, allowed_origins=settings.allowed_origins
+    )
 
 
 async def serve_http(server: MCPServer, settings: ServerSettings, *, log_level: str = "warning") -> None:
     """Serve ``server`` over streamable HTTP until cancelled or signalled.
 
-    The SDK's Host/Origin (DNS-rebinding) protection stays on for loopback hosts. Prints
-    ``visioncreator tool server listening on <url>`` to stderr once the socket accepts connections
-    (with the real port when ``settings.port`` is 0).
+    Every cap is a ``settings`` field: connections served at once and the header deadline act per
+    connection (``connection.py``); Host/Origin, the token and the request caps per request
+    (``_http_app``). Prints ``visioncreator tool server listening on <url>`` to stderr once the
+    socket accepts connections (with the real port when ``settings.port`` is 0).
     """
     import uvicorn
 
-    app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=settings.path,
+    protocol = guarded_protocol(max_connections=settings.max_connections, header_timeout_s=settings.header_timeout_s)
+    config = uvicorn.Config(
+        _http_app(server, settings),
         host=settings.host,
-        # Room for the largest upload: base64 grows it by 4/3, plus the JSON-RPC envelope.
-        max_request_body_size=settings.max_input_bytes * 4 // 3 + 64 * 1024,
+        port=settings.port,
+        log_level=log_level,
+        http=protocol,
+        ws="none",
     )
-    if settings.bearer_token is not None:
-        app = _BearerAuth(app, settings.bearer_token)
-    http = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level))
+    http = uvicorn.Server(config)
     stopped = anyio.Event()
 
     async def _serve() -> None:

@@ -103,7 +103,12 @@ class ServerSettings(BaseModel):
     )
     max_width: int = Field(default=2048, ge=1, description="Largest width a tool may be asked for, in pixels.")
     max_height: int = Field(default=2048, ge=1, description="Largest height a tool may be asked for, in pixels.")
-    max_pixels: int = Field(default=4_194_304, ge=1, description="Largest width * height a tool may be asked for.")
+    max_pixels: int = Field(
+        default=4_194_304,
+        ge=1,
+        description="Largest width * height a tool may be asked for. An upload or stored image larger than "
+        "max_width x max_height x max_pixels is downscaled (aspect ratio kept) to fit when decoded.",
+    )
     max_steps: int = Field(
         default=50, ge=1, le=1000, description="Most denoising steps a caller may ask for (the steps argument)."
     )
@@ -111,7 +116,10 @@ class ServerSettings(BaseModel):
         default=20 * 1024 * 1024, ge=1, description="Largest uploaded image file, in bytes (before base64)."
     )
     max_decoded_pixels: int = Field(
-        default=40_000_000, ge=1, description="Largest width * height of an uploaded image, checked before decoding."
+        default=40_000_000,
+        ge=1,
+        description="Largest width * height of an uploaded image, checked on the file's header before decoding; "
+        "larger files are refused.",
     )
     allowed_input_formats: tuple[ImageFormat, ...] = Field(
         default=("PNG", "JPEG", "WEBP"),
@@ -121,6 +129,41 @@ class ServerSettings(BaseModel):
     preview_size: int = Field(default=128, ge=16, le=1024, description="Longest side of inline previews, in pixels.")
     bearer_token: str | None = Field(
         default=None, min_length=16, description="Token HTTP clients must send as 'Authorization: Bearer <token>'."
+    )
+    max_inflight_pixels: int = Field(
+        default=64_000_000,
+        ge=1,
+        description="Decoded pixels (uploads and references) all in-flight tool calls may hold at once; a call "
+        "that would pass it waits for room, so memory stays bounded however many calls arrive.",
+    )
+    max_connections: int = Field(
+        default=64, ge=1, description="HTTP connections served at once; more are answered 503 and closed."
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Seconds a client has to send a request's headers; slower ones are closed."
+    )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="Seconds a client has to send a request's whole body; slower ones are closed."
+    )
+    max_inflight_body_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1,
+        description="Request body bytes all HTTP requests may hold at once; a request that would pass it is "
+        "answered 503 with Retry-After.",
+    )
+    max_session_requests: int = Field(
+        default=16,
+        ge=1,
+        description="POST requests (JSON-RPC messages) one MCP session may have in flight at once; more are "
+        "answered 429. The session's one GET event stream is not counted.",
+    )
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(),
+        description="Extra Host header values accepted besides the bound host and its loopback aliases (DNS-"
+        "rebinding protection is on for every bind address).",
+    )
+    allowed_origins: tuple[str, ...] = Field(
+        default=(), description="Extra Origin header values accepted besides the bound host's own."
     )
     max_concurrency: int = Field(
         default=8, ge=1, description="Tool calls that may run at once; the rest wait (up to max_queue)."
