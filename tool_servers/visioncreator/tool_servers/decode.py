@@ -4,24 +4,79 @@ Order matters: size first, then magic bytes (Pillow never sees a format we did n
 then the header's dimensions against the pixel limit, and only then the actual decode. A
 decompression bomb (a small file that claims a huge canvas) is rejected before a single
 pixel is allocated. A lint rule bans ``PIL.Image.open`` everywhere else.
+
+:func:`probe_image` runs every check but the decode, so a caller can reserve memory for the
+claimed size (see ``budget.py``) before :func:`decode_image` allocates it.
 """
 
 from __future__ import annotations
 
 import io
+import math
+import struct
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 from PIL import Image
 
 from visioncreator.tool_servers.errors import CorruptImageError, ImageTooLargeError, UnsupportedImageError
 
-__all__ = ["DEFAULT_FORMATS", "decode_image", "format_refusal", "sniff_format"]
+__all__ = [
+    "DEFAULT_FORMATS",
+    "FitBox",
+    "ImageHeader",
+    "decode_image",
+    "format_refusal",
+    "png_size",
+    "probe_image",
+    "sniff_format",
+]
 
 DEFAULT_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "WEBP")
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
+# Signature, then the IHDR chunk's length (13) and type, then width and height.
+_PNG_IHDR = struct.Struct(">8sI4sII")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHeader:
+    """What an image file claims about itself, read without decoding it."""
+
+    format: str
+    width: int
+    height: int
+
+    @property
+    def pixels(self) -> int:
+        """The claimed ``width * height``."""
+        return self.width * self.height
+
+
+@dataclass(frozen=True, slots=True)
+class FitBox:
+    """The largest image kept after decoding; larger ones are downscaled, aspect ratio kept."""
+
+    max_width: int
+    max_height: int
+    max_pixels: int
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The size an image of ``width`` x ``height`` is kept at: its own when it fits."""
+        if width <= self.max_width and height <= self.max_height and width * height <= self.max_pixels:
+            return width, height
+        scale = min(self.max_width / width, self.max_height / height, math.sqrt(self.max_pixels / (width * height)))
+        # The epsilon keeps 1200 * (256 / 1200) at 256, not 255.
+        fitted = [
+            max(1, min(limit, math.floor(side * scale + 1e-9)))
+            for side, limit in ((width, self.max_width), (height, self.max_height))
+        ]
+        while fitted[0] * fitted[1] > self.max_pixels and max(fitted) > 1:
+            fitted[fitted.index(max(fitted))] -= 1
+        return fitted[0], fitted[1]
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -43,6 +98,23 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+def png_size(head: bytes) -> tuple[int, int]:
+    """The width and height a PNG file's IHDR chunk claims, from the file's first 24 bytes.
+
+    Raises:
+        CorruptImageError: The bytes do not start like a PNG file, or claim an empty size.
+
+    """
+    if len(head) < _PNG_IHDR.size:
+        raise CorruptImageError(f"PNG file is truncated: {len(head)} bytes")
+    magic, length, kind, width, height = _PNG_IHDR.unpack_from(head)
+    if magic != _PNG_MAGIC or length != 13 or kind != b"IHDR":
+        raise CorruptImageError("not a PNG file: no IHDR chunk after the signature")
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"PNG image has an empty size {width}x{height}")
+    return width, height
+
+
 def format_refusal(fmt: str | None, allowed: Collection[str]) -> str:
     """The error message for bytes whose format is unknown or not allowed.
 
@@ -61,12 +133,39 @@ def format_refusal(fmt: str | None, allowed: Collection[str]) -> str:
     )
 
 
+def probe_image(
+    data: bytes, *, max_bytes: int, max_pixels: int, allowed: Collection[str] = DEFAULT_FORMATS
+) -> ImageHeader:
+    """Run every check of :func:`decode_image` except the decode itself.
+
+    Args:
+        data: The file bytes.
+        max_bytes: Largest accepted ``len(data)``.
+        max_pixels: Largest accepted ``width * height``.
+        allowed: Format names to accept.
+
+    Returns:
+        The format and the size the file claims.
+
+    Raises:
+        ImageTooLargeError: The bytes or the claimed pixel count exceed a limit.
+        UnsupportedImageError: The bytes are not one of the allowed formats.
+        CorruptImageError: The header does not parse.
+
+    """
+    fmt = _check_bytes(data, max_bytes, allowed)
+    with _decoding(fmt, max_pixels):
+        image = _open(data, fmt, max_pixels)
+        return ImageHeader(fmt, image.width, image.height)
+
+
 def decode_image(
     data: bytes,
     *,
     max_bytes: int,
     max_pixels: int,
     allowed: Collection[str] = DEFAULT_FORMATS,
+    fit: FitBox | None = None,
 ) -> Image.Image:
     """Decode untrusted bytes into an RGB image, within limits.
 
@@ -78,6 +177,8 @@ def decode_image(
         max_bytes: Largest accepted ``len(data)``.
         max_pixels: Largest accepted ``width * height``, checked before decoding.
         allowed: Format names to accept (a subset of ``PNG``, ``JPEG``, ``WEBP``).
+        fit: Downscale a larger image to fit this box (a JPEG is decoded at a reduced scale
+            to start with); ``None`` keeps the image's own size.
 
     Returns:
         A fully loaded image in mode ``RGB``.
@@ -88,26 +189,45 @@ def decode_image(
         CorruptImageError: The bytes claim an allowed format but do not decode.
 
     """
+    fmt = _check_bytes(data, max_bytes, allowed)
+    with _decoding(fmt, max_pixels):
+        image = _open(data, fmt, max_pixels)
+        target = image.size if fit is None else fit.size(*image.size)
+        if fmt == "JPEG" and target != image.size:
+            # libjpeg scales by 1/2, 1/4 or 1/8 while decoding: the full size is never allocated.
+            image.draft("RGB", target)
+        image.load()
+        return _to_rgb(image, target)
+
+
+def _check_bytes(data: bytes, max_bytes: int, allowed: Collection[str]) -> str:
     if len(data) > max_bytes:
         raise ImageTooLargeError(f"image is {len(data)} bytes, over the limit max_input_bytes {max_bytes}")
     fmt = sniff_format(data)
     if fmt is None or fmt not in allowed:
         raise UnsupportedImageError(format_refusal(fmt, allowed))
+    return fmt
+
+
+def _open(data: bytes, fmt: str, max_pixels: int) -> Image.Image:
+    image = Image.open(io.BytesIO(data), formats=[fmt])  # noqa: TID251 - the one allowed call
+    width, height = image.size
+    if width <= 0 or height <= 0:
+        raise CorruptImageError(f"{fmt} image has an empty size {width}x{height}")
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"image is {width}x{height} = {width * height} pixels, over the limit max_decoded_pixels {max_pixels}"
+        )
+    return image
+
+
+@contextmanager
+def _decoding(fmt: str, max_pixels: int) -> Iterator[None]:
     try:
         # Turn Pillow's own bomb warning into an error: it must never decode past our check.
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=[fmt])  # noqa: TID251 - the one allowed call
-            width, height = image.size
-            if width <= 0 or height <= 0:
-                raise CorruptImageError(f"{fmt} image has an empty size {width}x{height}")
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {width}x{height} = {width * height} pixels, over the limit max_decoded_pixels "
-                    f"{max_pixels}"
-                )
-            image.load()
-            return _to_rgb(image)
+            yield
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise ImageTooLargeError(
             f"image rejected as a decompression bomb ({exc}); the limit is max_decoded_pixels {max_pixels}"
@@ -120,15 +240,28 @@ def decode_image(
         raise CorruptImageError(f"{fmt} image does not decode: {type(exc).__name__}: {exc}") from exc
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    info = dict(image.info)
+def _to_rgb(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    info = {key: value for key, value in image.info.items() if isinstance(value, str)}
     if image.mode == "RGB":
-        rgb = image.copy()
+        # A resize makes a new image anyway; only an image kept as it is needs a copy of its own.
+        rgb = image.copy() if size == image.size else image
     elif image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
+        # convert() copies even to the same mode: an RGBA image is used as it is.
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         rgb = Image.new("RGB", rgba.size, (255, 255, 255))
         rgb.paste(rgba, mask=rgba.getchannel("A"))
     else:
         rgb = image.convert("RGB")
-    rgb.info = {key: value for key, value in info.items() if isinstance(value, str)}
+    if size != rgb.size:
+        rgb = _shrink(rgb, size)
+    rgb.info = info
     return rgb
+
+
+def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    # A box reduction by a whole factor first: the Lanczos pass then reads a few times fewer
+    # pixels, and its intermediate image is as small.
+    factor = min(image.width // size[0], image.height // size[1])
+    if factor >= 2:
+        image = image.reduce(factor)
+    return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)

@@ -21,8 +21,8 @@ from pathlib import Path
 from PIL import Image, PngImagePlugin
 from pydantic import ValidationError
 
-from visioncreator.tool_servers.decode import DEFAULT_FORMATS, decode_image
-from visioncreator.tool_servers.errors import UnknownHandleError
+from visioncreator.tool_servers.decode import DEFAULT_FORMATS, FitBox, decode_image, png_size
+from visioncreator.tool_servers.errors import ImageTooLargeError, UnknownHandleError
 from visioncreator.tool_servers.scene import GroundTruth
 from visioncreator.tool_servers.schemas import HANDLE_PATTERN
 
@@ -99,14 +99,16 @@ class ImageStore:
             handle=handle, width=image.width, height=image.height, bytes=len(data), mime_type="image/png", truth=truth
         )
 
-    def put_bytes(self, data: bytes) -> StoredImage:
+    def put_bytes(self, data: bytes, *, fit: FitBox | None = None) -> StoredImage:
         """Store an uploaded image file (PNG, JPEG or WEBP), re-encoded as PNG.
 
         A valid ground-truth chunk written by this store survives the round trip; an invalid
-        one, or one whose size disagrees with the pixels, is dropped.
+        one, or one whose size disagrees with the (possibly downscaled) pixels, is dropped.
 
         Args:
             data: The file bytes, untrusted.
+            fit: Downscale a larger image to fit this box before storing it; ``None`` stores
+                the image at its own size.
 
         Returns:
             The stored image's metadata.
@@ -118,7 +120,11 @@ class ImageStore:
 
         """
         image = decode_image(
-            data, max_bytes=self.max_input_bytes, max_pixels=self.max_decoded_pixels, allowed=self.allowed_formats
+            data,
+            max_bytes=self.max_input_bytes,
+            max_pixels=self.max_decoded_pixels,
+            allowed=self.allowed_formats,
+            fit=fit,
         )
         return self.put(image, _truth_from_info(image))
 
@@ -131,24 +137,58 @@ class ImageStore:
         """
         return self.load(handle)[0]
 
-    def load(self, handle: str) -> tuple[StoredImage, Image.Image]:
+    def load(
+        self, handle: str, *, fit: FitBox | None = None, max_pixels: int = _OWN_MAX_PIXELS
+    ) -> tuple[StoredImage, Image.Image]:
         """Metadata and decoded RGB pixels of a stored image.
+
+        Args:
+            handle: The image's handle.
+            fit: Downscale a larger image to fit this box (its ground truth is then dropped, as
+                it no longer matches the pixels); ``None`` keeps the stored size.
+            max_pixels: Refuse a file that claims more pixels, before decoding it (a caller
+                that reserved memory for :meth:`dimensions` passes what it reserved).
+
+        Returns:
+            The stored file's metadata (its own size, even when the pixels were downscaled) and
+            the pixels.
 
         Raises:
             UnknownHandleError: The handle is malformed or not stored.
+            ImageTooLargeError: The file claims more than ``max_pixels``.
 
         """
         data = self.read_bytes(handle)
-        image = decode_image(data, max_bytes=_OWN_MAX_BYTES, max_pixels=_OWN_MAX_PIXELS, allowed=("PNG",))
+        image = decode_image(data, max_bytes=_OWN_MAX_BYTES, max_pixels=max_pixels, allowed=("PNG",), fit=fit)
+        width, height = png_size(data)
         stored = StoredImage(
             handle=handle,
-            width=image.width,
-            height=image.height,
+            width=width,
+            height=height,
             bytes=len(data),
             mime_type="image/png",
             truth=_truth_from_info(image),
         )
         return stored, image
+
+    def dimensions(self, handle: str) -> tuple[int, int]:
+        """The width and height of a stored image, from its file's header (nothing is decoded).
+
+        Raises:
+            UnknownHandleError: The handle is malformed or not stored.
+            CorruptImageError: The file is not a PNG.
+            ImageTooLargeError: The file claims more pixels than the store ever writes.
+
+        """
+        try:
+            with self.path_of(handle).open("rb") as file:
+                head = file.read(24)
+        except FileNotFoundError:
+            raise UnknownHandleError(handle) from None
+        width, height = png_size(head)
+        if width * height > _OWN_MAX_PIXELS:
+            raise ImageTooLargeError(f"stored image {handle} claims {width}x{height} pixels: the store is damaged")
+        return width, height
 
     def read_bytes(self, handle: str) -> bytes:
         """The stored PNG file's bytes.

@@ -10,12 +10,15 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import io
 import json
 import logging
+import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
@@ -25,7 +28,8 @@ from PIL import Image
 from pydantic import BaseModel
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
-from visioncreator.tool_servers.decode import format_refusal, sniff_format
+from visioncreator.tool_servers.budget import PixelBudget, limit_allocator_retention
+from visioncreator.tool_servers.decode import FitBox, format_refusal, probe_image, sniff_format
 from visioncreator.tool_servers.errors import (
     LimitExceededError,
     ToolServerError,
@@ -73,12 +77,21 @@ def default_backend(settings: ServerSettings) -> ImageBackend:
 
 
 class ToolRunner:
-    """The tool implementations, shared by the registered tool functions."""
+    """The tool implementations, shared by the registered tool functions.
+
+    Decoded images are held under one :class:`PixelBudget` of ``max_inflight_pixels``: an
+    upload or a stored image is decoded only once its claimed size is reserved, and kept at
+    most as large as a tool may make one (``max_width``, ``max_height``, ``max_pixels``).
+    """
 
     def __init__(self, settings: ServerSettings, backend: ImageBackend, store: ImageStore) -> None:
         self.settings = settings
         self.backend = backend
         self.store = store
+        self.pixels = PixelBudget(settings.max_inflight_pixels)
+        # Large decodes must not leave the process at its peak size once they are done.
+        limit_allocator_retention()
+        self.fit = FitBox(settings.max_width, settings.max_height, settings.max_pixels)
         self._slots = asyncio.Semaphore(settings.max_concurrency)
         # Calls running plus calls waiting for a slot. Checked and bumped with no await in
         # between, so on one event loop the count is exact.
@@ -140,10 +153,40 @@ class ToolRunner:
                 f"width x height = {width}x{height} = {width * height} pixels exceeds max_pixels {limits.max_pixels}"
             )
 
-    async def source(self, handle: str) -> SourceImage:
-        """Load a stored image for a back end."""
-        stored, image = await anyio.to_thread.run_sync(self.store.load, handle)
-        return SourceImage(handle=handle, image=image, truth=stored.truth)
+    @asynccontextmanager
+    async def sources(self, tool: str, handles: Sequence[str]) -> AsyncIterator[list[SourceImage]]:
+        """Load stored images for a back end, under the pixel budget, for the body of the ``async with``.
+
+        Images larger than the fit box are downscaled to it. The list is emptied on exit so the
+        pixels are freed with the budget's hold; callers pass its items on, never keep them.
+
+        Raises:
+            UnknownHandleError: A handle is malformed or not stored.
+            LimitExceededError: The images could never fit in ``max_inflight_pixels``.
+
+        """
+        unique = list(dict.fromkeys(handles))
+        sizes = await anyio.to_thread.run_sync(lambda: [self.store.dimensions(handle) for handle in unique])
+        full = [width * height for width, height in sizes]
+        kept = [width * height for width, height in (self.fit.size(*size) for size in sizes)]
+        # Decoded one at a time: at worst, what is kept plus the one full decode in progress.
+        async with self.pixels.hold(sum(kept) + max(full, default=0), tool) as hold:
+            loaded: dict[str, SourceImage] = {}
+            sources: list[SourceImage] = []
+            try:
+                for handle, pixels in zip(unique, full, strict=True):
+                    stored, image = await anyio.to_thread.run_sync(
+                        functools.partial(self.store.load, handle, fit=self.fit, max_pixels=pixels)
+                    )
+                    loaded[handle] = SourceImage(handle=handle, image=image, truth=stored.truth)
+                hold.shrink_to(sum(kept))
+                sources.extend(loaded[handle] for handle in handles)
+                loaded.clear()
+                yield sources
+            finally:
+                # A traceback may keep this frame alive: its pixels must not outlive the hold.
+                loaded.clear()
+                sources.clear()
 
     async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
         """Store a generated image and build the tool result."""
@@ -197,28 +240,30 @@ class ToolRunner:
         """Check limits, load the source, edit and store."""
         self.check_steps(args.steps)
         _check_text("instruction", args.instruction)
-        source = await self.source(args.image)
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        started = time.perf_counter()
-        generated = await self.backend.edit_image(args, source)
-        return await self.finish(ToolName.EDIT_IMAGE, generated, args.preview, time.perf_counter() - started)
+        async with self.sources(ToolName.EDIT_IMAGE, [args.image]) as sources:
+            started = time.perf_counter()
+            generated = await self.backend.edit_image(args, sources[0])
+            return await self.finish(ToolName.EDIT_IMAGE, generated, args.preview, time.perf_counter() - started)
 
     async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
         """Check limits, load the references, generate and store."""
         self.check_size(args.width, args.height)
         self.check_steps(args.steps)
         _check_text("prompt", args.prompt)
-        references = [await self.source(handle) for handle in args.references]
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
-        started = time.perf_counter()
-        generated = await self.backend.reference_to_image(args, references)
-        return await self.finish(ToolName.REFERENCE_TO_IMAGE, generated, args.preview, time.perf_counter() - started)
+        async with self.sources(ToolName.REFERENCE_TO_IMAGE, args.references) as references:
+            started = time.perf_counter()
+            generated = await self.backend.reference_to_image(args, references)
+            return await self.finish(
+                ToolName.REFERENCE_TO_IMAGE, generated, args.preview, time.perf_counter() - started
+            )
 
     async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
         """Describe a stored image."""
-        source = await self.source(args.image)
-        started = time.perf_counter()
-        result = await self.backend.inspect_image(args, source)
+        async with self.sources(ToolName.INSPECT_IMAGE, [args.image]) as sources:
+            started = time.perf_counter()
+            result = await self.backend.inspect_image(args, sources[0])
         result = result.model_copy(update={"generator_s": time.perf_counter() - started})
         return tool_result(result, None)
 
@@ -238,7 +283,21 @@ class ToolRunner:
         # Magic bytes first, here as in the decoder: a refused format never reaches a worker thread.
         if (found := sniff_format(data[:16])) not in allowed:
             raise UnsupportedImageError(format_refusal(found, allowed))
-        stored = await anyio.to_thread.run_sync(self.store.put_bytes, data)
+        store = self.store
+        # The header's claim, checked against max_decoded_pixels before anything is decoded.
+        header = await anyio.to_thread.run_sync(
+            functools.partial(
+                probe_image,
+                data,
+                max_bytes=store.max_input_bytes,
+                max_pixels=store.max_decoded_pixels,
+                allowed=store.allowed_formats,
+            )
+        )
+        # Stored no larger than a tool may make an image: what comes later decodes it cheaply.
+        kept = math.prod(self.fit.size(header.width, header.height))
+        async with self.pixels.hold(header.pixels + kept, ToolName.UPLOAD_IMAGE):
+            stored = await anyio.to_thread.run_sync(functools.partial(store.put_bytes, data, fit=self.fit))
         result = ImageResult(
             handle=stored.handle,
             width=stored.width,
