@@ -1,8 +1,12 @@
 """A fault-injecting fake of an OpenAI-compatible chat server, served over real HTTP on loopback.
 
 Each test scripts what the next requests get: a completion (text or native tool calls, with
-vLLM-style token ids and log-probabilities), an HTTP error, a garbage body, or a slow answer.
-The server records every request body so tests can assert what was sent and how often.
+vLLM-style token ids and log-probabilities), an HTTP error, a garbage body, a slow answer, or a
+huge body streamed chunk by chunk. The server records every request body so tests can assert what
+was sent and how often, and how many bytes of a streamed body it got out before the client hung up.
+
+Answers are ASCII JSON (``ensure_ascii``), as vLLM's are: a lone surrogate in a scripted text or
+tool call arrives JSON-escaped (``\\ud800``), which is how a real server delivers one.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +24,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 Body = dict[str, Any]
@@ -36,6 +40,8 @@ class Completion:
     """Native tool calls put on every choice (content then ``None`` unless ``texts`` is non-empty)."""
     token_ids: bool = True
     logprobs: bool = True
+    usage: bool = True
+    """Send ``usage`` (``completion_tokens``: one token per emitted character, all choices together)."""
     delay_s: float = 0.0
 
 
@@ -56,7 +62,18 @@ class Raw:
     content_type: str = "application/json"
 
 
-Behaviour = Completion | Status | Raw
+@dataclass(frozen=True)
+class Stream:
+    """A 200 of ``size`` bytes sent ``chunk`` bytes at a time: the start of a chat completion whose
+    content never ends (a model that ignored ``max_tokens``), as much as the client will read."""
+
+    size: int
+    chunk: int = 64 * 1024
+    declare_length: bool = False
+    """Send ``Content-Length`` (else the body is chunked)."""
+
+
+Behaviour = Completion | Status | Raw | Stream
 
 
 def token_ids_of(text: str) -> list[int]:
@@ -83,6 +100,14 @@ class FakeChatServer:
         self.requests: list[Body] = []
         self._lock = threading.Lock()
         self.port = 0
+        self.streamed_bytes = 0
+        """Bytes of the last :class:`Stream` body handed to the socket before the client hung up (or all)."""
+        self.on_stream_end: Callable[[], None] | None = None
+        """Called when a :class:`Stream` body ends: all sent, or the client hung up."""
+        self.headers: dict[str, str] = {}
+        """Extra headers put on every answer (e.g. a ``content-encoding`` nobody asked for)."""
+        self.accept_encodings: list[str] = []
+        """The ``Accept-Encoding`` header of every request, in order."""
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -96,10 +121,12 @@ class FakeChatServer:
         with self._lock:
             self.script = list(behaviours)
             self.requests.clear()
+            self.accept_encodings.clear()
 
-    def _next(self, body: Body) -> Behaviour:
+    def _next(self, body: Body, request: Request) -> Behaviour:
         with self._lock:
             self.requests.append(body)
+            self.accept_encodings.append(request.headers.get("accept-encoding", ""))
             return self.script.pop(0) if len(self.script) > 1 else self.script[0]
 
     async def _chat(self, request: Request) -> Response:
@@ -107,15 +134,37 @@ class FakeChatServer:
             body = json.loads(await request.body())
         except ValueError:
             return JSONResponse({"error": {"message": "bad json", "code": 400}}, status_code=400)
-        behaviour = self._next(body)
+        behaviour = self._next(body, request)
+        headers = dict(self.headers)
         if isinstance(behaviour, Status):
             error = {"message": behaviour.message, "type": "Error", "param": None, "code": behaviour.code}
-            return JSONResponse({"error": error}, status_code=behaviour.code)
+            return JSONResponse({"error": error}, status_code=behaviour.code, headers=headers)
         if isinstance(behaviour, Raw):
-            return Response(behaviour.body, status_code=behaviour.status, media_type=behaviour.content_type)
+            return Response(behaviour.body, behaviour.status, headers, media_type=behaviour.content_type)
+        if isinstance(behaviour, Stream):
+            if behaviour.declare_length:
+                headers["content-length"] = str(behaviour.size)
+            return StreamingResponse(self._stream(behaviour, request), media_type="application/json", headers=headers)
         if behaviour.delay_s:
             await asyncio.sleep(behaviour.delay_s)
-        return JSONResponse(_completion(body, behaviour))
+        # ASCII JSON: a lone surrogate goes out escaped, as vLLM sends it (UTF-8 cannot carry it raw).
+        return Response(json.dumps(_completion(body, behaviour)), headers=headers, media_type="application/json")
+
+    async def _stream(self, behaviour: Stream, request: Request) -> AsyncIterator[bytes]:
+        self.streamed_bytes = 0
+        head = b'{"id":"chatcmpl-fake","object":"chat.completion","choices":[{"index":0,"message":{"content":"'
+        filler = b"a" * behaviour.chunk
+        sent = 0
+        try:
+            # uvicorn drops what is sent after a disconnect: stop counting (and sending) then.
+            while sent < behaviour.size and not await request.is_disconnected():
+                piece = head if sent == 0 else filler[: behaviour.size - sent]
+                yield piece
+                sent += len(piece)
+                self.streamed_bytes = sent
+        finally:
+            if self.on_stream_end is not None:
+                self.on_stream_end()
 
     @contextmanager
     def running(self) -> Iterator[FakeChatServer]:
@@ -149,6 +198,7 @@ def _completion(body: Body, behaviour: Completion) -> Body:
     texts = behaviour.texts(body) if callable(behaviour.texts) else behaviour.texts
     texts = [texts] if isinstance(texts, str) else texts
     choices = []
+    emitted_texts = []
     for i in range(n):
         text = texts[i % len(texts)] if texts else ""
         message: Body = {"role": "assistant", "content": text or None}
@@ -156,6 +206,7 @@ def _completion(body: Body, behaviour: Completion) -> Body:
         if behaviour.tool_calls is not None:
             message["tool_calls"] = behaviour.tool_calls
             emitted += json.dumps(behaviour.tool_calls)
+        emitted_texts.append(emitted)
         choice: Body = {"index": i, "message": message, "finish_reason": "stop"}
         if behaviour.token_ids and body.get("return_token_ids"):
             choice["token_ids"] = token_ids_of(emitted)
@@ -172,8 +223,14 @@ def _completion(body: Body, behaviour: Completion) -> Body:
         "created": 0,
         "model": body.get("model", "fake"),
         "choices": choices,
-        "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3},
     }
+    if behaviour.usage:
+        completion_tokens = sum(len(token_ids_of(emitted)) for emitted in emitted_texts)
+        out["usage"] = {
+            "prompt_tokens": 2,
+            "completion_tokens": completion_tokens,
+            "total_tokens": 2 + completion_tokens,
+        }
     if behaviour.token_ids and body.get("return_token_ids"):
         out["prompt_token_ids"] = prompt_ids_of(body)
     return out

@@ -70,6 +70,16 @@ class AgentConfig:
     policies), ``image`` (the handle, for vision-language policies) or ``both``."""
     max_format_retries: int = 3
     """Consecutive unparseable turns at one node before the agent gives up and finishes."""
+    max_turn_chars: int = 64_000
+    """Longest policy turn kept, in characters, whatever the back end. A longer turn is cut to this
+    with a marker, none of its segments is used, its completion token ids and log-probabilities are
+    dropped (a cut cannot be mapped onto tokens without the tokenizer; RL samples end before a turn
+    without ids), and it is a ``too_long`` format error the policy sees on its next turn. The same cap
+    bounds the count of a turn's token ids and log-probabilities. 64,000 is 62 characters a token for
+    1,024-token turns (text runs about 4): raise it with the policy's ``max_tokens``."""
+    max_turn_errors: int = 20
+    """Most format errors kept per turn (in its record and in the error observation the policy
+    reads); the rest are counted in one last error. Junk can hold an error every few characters."""
     policy_timeout_s: float = 300.0
     """Timeout of one policy turn (over it: :class:`~visioncreator.graph.PolicyTurnTimeout`)."""
     policy_retry: RetrySettings = field(default_factory=RetrySettings)
@@ -81,3 +91,9 @@ class AgentConfig:
     """Who picks the seed of an image call (see :mod:`visioncreator.graph.seeds`): ``policy`` keeps the
     policy's seed and derives a missing one; ``derived`` always derives it from the run's
     ``call_seed_base``, the plan step and the attempt (common random numbers for runs that share a base)."""
+
+    def __post_init__(self) -> None:
+        if self.max_turn_chars < 1:
+            raise ValueError(f"max_turn_chars must be at least 1, got {self.max_turn_chars}")
+        if self.max_turn_errors < 1:
+            raise ValueError(f"max_turn_errors must be at least 1, got {self.max_turn_errors}")

@@ -13,6 +13,7 @@ from typing import Any
 
 from langgraph.config import get_stream_writer
 
+from visioncreator.graph.bounds import bounded_feedback, bounded_turn
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.errors import PolicyTurnTimeout
@@ -119,7 +120,8 @@ class Nodes:
         messages = (*typed_list(Message, state.get("messages", ())), *new_messages)
         turn_index = len(state.get("turns", ()))
         started = time.time()
-        turn = await self._ask(node, messages, int(state.get("seed") or 0))
+        # Bounded before anything is recorded: the state, its checkpoints and the next request stay small and serialize.
+        turn = bounded_turn(await self._ask(node, messages, int(state.get("seed") or 0)), self.config)
         record = TurnRecord.of(turn, index=turn_index, node=node, started_at=started, n_messages=len(messages))
         update: dict[str, Any] = {"turns": [record], "pending": []}
         out_messages = [*new_messages, Message(role="assistant", content=turn.text, node=node)]
@@ -146,7 +148,7 @@ class Nodes:
         if not useful and not feedback:
             feedback.append(_nothing_to_do(node))
         if feedback:
-            out_messages.append(error_message(node, feedback))
+            out_messages.append(error_message(node, bounded_feedback(feedback, self.config.max_turn_errors)))
         retries = 0 if useful else state.get("format_retries", 0) + 1
         update["format_retries"] = retries
         if retries > self.config.max_format_retries:

@@ -13,23 +13,45 @@ from visioncreator.graph.errors import PolicyChoiceError
 from visioncreator.policy import Policy
 
 
+def _reason(exc: BaseException) -> str:
+    """The exception as a reason a person can act on: its type always, and its text or its cause's."""
+    text = str(exc) or str(exc.__cause__ or exc.__context__ or "") or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
 async def served_model(base_url: str, *, timeout_s: float = 10.0) -> str:
-    """The first model an OpenAI-compatible server serves (``GET /models``)."""
+    """The first model an OpenAI-compatible server serves (``GET /models``).
+
+    Raises:
+        PolicyChoiceError: The server cannot be reached, answers an error, or lists no model.
+
+    """
+    url = f"{base_url.rstrip('/')}/models"
     try:
         async with httpx.AsyncClient(timeout=timeout_s, trust_env=False) as http:
-            response = await http.get(f"{base_url.rstrip('/')}/models")
+            response = await http.get(url)
             response.raise_for_status()
-            models = response.json().get("data") or []
-    except (httpx.HTTPError, ValueError) as exc:
-        raise PolicyChoiceError(f"cannot list the models of {base_url}: {exc}; pass --model") from exc
-    if not models:
-        raise PolicyChoiceError(f"{base_url} serves no model")
-    return str(models[0]["id"])
+            data = response.json()
+            models = (data.get("data") if isinstance(data, dict) else None) or []
+            first = models[0]["id"] if models else None
+    # Some httpx errors (a refused connection among them) have an empty text: the type names them.
+    except (httpx.HTTPError, ValueError, LookupError, TypeError) as exc:
+        raise PolicyChoiceError(f"cannot list the models of {url}: {_reason(exc)}; pass --model") from exc
+    if first is None:
+        raise PolicyChoiceError(f"{url} serves no model; pass --model")
+    return str(first)
 
 
 @asynccontextmanager
 async def open_policy(
-    spec: str, *, tools: ToolClient, seed: int = 0, model: str | None = None, max_tokens: int = 1024
+    spec: str,
+    *,
+    tools: ToolClient,
+    seed: int = 0,
+    model: str | None = None,
+    max_tokens: int = 1024,
+    timeout_s: float | None = None,
+    max_retries: int | None = None,
 ) -> AsyncIterator[Policy]:
     """The policy ``spec`` names, open for the duration of the block.
 
@@ -41,6 +63,10 @@ async def open_policy(
         seed: Seed of the run.
         model: Served model name for a URL (default: the server's first model).
         max_tokens: Most tokens per turn of a URL or local policy.
+        timeout_s: A URL policy's longest wait for one answer (``OpenAIPolicySettings.timeout_s``);
+            ``None``: its default.
+        max_retries: A URL policy's retries on connection errors and HTTP 5xx
+            (``OpenAIPolicySettings.max_retries``); ``None``: its default.
     """
     if spec == "expert":
         from visioncreator.graph.offline import expert_policy
@@ -52,9 +78,15 @@ async def open_policy(
         from visioncreator.policy import OpenAIPolicy, OpenAIPolicySettings
 
         name = model or await served_model(spec)
-        async with OpenAIPolicy(
-            OpenAIPolicySettings(base_url=spec, model=name, seed=seed, max_tokens=max_tokens), images=tools
-        ) as policy:
+        given = {"timeout_s": timeout_s, "max_retries": max_retries}
+        settings = OpenAIPolicySettings(
+            base_url=spec,
+            model=name,
+            seed=seed,
+            max_tokens=max_tokens,
+            **{key: value for key, value in given.items() if value is not None},
+        )
+        async with OpenAIPolicy(settings, images=tools) as policy:
             yield policy
         return
     if Path(spec).is_dir():  # noqa: ASYNC240 - one stat at start-up

@@ -10,6 +10,7 @@ from visioncreator.policy.errors import (
     PolicyError,
     PolicyHTTPError,
     PolicyResponseError,
+    PolicyResponseTooLargeError,
     PolicyTimeoutError,
     PolicyTransportError,
 )
@@ -104,6 +105,7 @@ __all__ = [
     "PolicyHTTPError",
     "PolicyRequest",
     "PolicyResponseError",
+    "PolicyResponseTooLargeError",
     "PolicyTimeoutError",
     "PolicyTransportError",
     "PolicyTurn",

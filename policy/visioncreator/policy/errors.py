@@ -19,6 +19,7 @@ __all__ = [
     "PolicyError",
     "PolicyHTTPError",
     "PolicyResponseError",
+    "PolicyResponseTooLargeError",
     "PolicyTimeoutError",
     "PolicyTransportError",
 ]
@@ -77,6 +78,29 @@ class PolicyContextLengthError(PolicyHTTPError):
 
 class PolicyResponseError(PolicyTransportError):
     """The server answered 200 with a body that is not a chat completion (bad JSON, wrong shape)."""
+
+
+class PolicyResponseTooLargeError(PolicyResponseError):
+    """The server's answer is larger than the back end accepts.
+
+    A body over ``max_response_bytes``, or a completion over ``max_tokens`` (a server that ignores
+    the limit it was sent).
+
+    Not retried by the back end: the same request would most likely get the same answer. Reading
+    stops at the limit, so the oversize body is never held in memory.
+
+    Attributes:
+        limit: The limit crossed.
+        size: How much came (for a body: at least this many bytes; reading stopped there).
+        unit: ``"bytes"``, ``"tokens"`` or ``"characters"``.
+
+    """
+
+    def __init__(self, message: str, *, limit: int, size: int, unit: str) -> None:
+        self.limit = limit
+        self.size = size
+        self.unit = unit
+        super().__init__(message)
 
 
 class PolicyContextError(PolicyError, ValueError):

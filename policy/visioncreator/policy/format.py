@@ -1,4 +1,4 @@
-"""The canonical text format of policy turns: the one parser and its writers.
+r"""The canonical text format of policy turns: the one parser and its writers.
 
 A turn is a sequence of tagged segments::
 
@@ -12,10 +12,16 @@ A turn is a sequence of tagged segments::
 :class:`~visioncreator.policy.types.FormatError` with a code and a character span, and the
 well-formed segments around a bad one are still returned. The writers produce exactly what the
 parser reads back, so scripted policies write SFT data in the format models are trained on.
+
+Invalid Unicode is a format error too (code ``bad_unicode``): a lone surrogate (U+D800-U+DFFF, which
+no UTF-8 record, checkpoint or request body can hold) written raw in the text, or escaped
+(``\ud800``) inside a segment's JSON or a native call's arguments. The segment that holds it is not
+used; the rest of the turn is parsed as usual.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -55,6 +61,8 @@ _KNOWN: frozenset[str] = frozenset(SEGMENT_KINDS)
 # Only an exact ``<name>`` or ``</name>`` is a tag; ``a < b`` or ``<tool_c`` is plain text.
 _TAG_RE = re.compile(r"<(/?)([A-Za-z_][A-Za-z0-9_\-]*)>")
 _KNOWN_TAG_RE = re.compile(r"</?(?:think|plan|tool_call|reflect|answer)>")
+# Python strings may hold lone surrogates (JSON's "\ud800" decodes to one); UTF-8 cannot encode them.
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 class _Tag(NamedTuple):
@@ -68,12 +76,35 @@ def _error(code: FormatErrorCode, message: str, start: int, end: int) -> FormatE
     return FormatError(code=code, message=message, start=start, end=end)
 
 
+def _holds_surrogate(value: Any) -> bool:
+    """Whether any string in a JSON-like value (keys included) holds a lone surrogate."""
+    stack = [value]  # iterative: JSON nesting may be deeper than Python's recursion limit
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_RE.search(item):
+                return True
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def _unicode_error(kind: str, start: int, end: int) -> FormatError:
+    return _error("bad_unicode", f"<{kind}> body holds invalid Unicode (a lone surrogate, \\ud800-\\udfff)", start, end)
+
+
 def _load_json(body: str, kind: str, start: int, end: int) -> tuple[Any, FormatError | None]:
     try:
-        return json.loads(body), None
+        data = json.loads(body)
     # Deeply nested input exhausts the recursion limit; huge integers raise ValueError.
     except (ValueError, RecursionError) as exc:
         return None, _error("bad_json", f"<{kind}> body is not valid JSON: {str(exc)[:200]}", start, end)
+    if _holds_surrogate(data):
+        return None, _unicode_error(kind, start, end)
+    return data, None
 
 
 def _schema_error(kind: str, detail: str, start: int, end: int) -> FormatError:
@@ -135,9 +166,28 @@ def parse_turn(text: str) -> ParsedTurn:
     Returns:
         The well-formed segments in order, with their spans in ``text``, and one error per problem
         (empty turn, unknown tag, unclosed tag, stray closing tag, nested tags, bad JSON, bad schema,
-        stray text outside tags).
+        stray text outside tags, invalid Unicode).
 
     """
+    first = _SURROGATE_RE.search(text)
+    if first is None:
+        return _parse(text)
+    # One code point for one: spans stay valid in the original text.
+    parsed = _parse(_SURROGATE_RE.sub("\ufffd", text))
+    bad = [m.start() for m in _SURROGATE_RE.finditer(text)]
+    kept = tuple(s for s in parsed.segments if bisect.bisect_left(bad, s.start) == bisect.bisect_left(bad, s.end))
+    at = first.start()
+    error = _error(
+        "bad_unicode",
+        f"the turn contains invalid Unicode (lone surrogate at offset {at}); any segment holding it is not used",
+        at,
+        at + 1,
+    )
+    errors = sorted((*parsed.errors, error), key=lambda e: e.start)
+    return ParsedTurn(segments=kept, errors=tuple(errors))
+
+
+def _parse(text: str) -> ParsedTurn:
     if not text.strip():
         return ParsedTurn(errors=(_error("empty", "the turn is empty", 0, len(text)),))
     tags = [_Tag(m.start(), m.end(), m.group(1) == "/", m.group(2)) for m in _TAG_RE.finditer(text)]
@@ -230,9 +280,12 @@ def to_tool_call(native: Mapping[str, Any]) -> ToolCall | FormatError:
         else:
             step = None
         call_id = native.get("id") or ""
-        return ToolCall.model_validate(
+        call = ToolCall.model_validate(
             {"name": function.get("name"), "arguments": arguments, "step": step, "id": str(call_id)}
         )
+        if _holds_surrogate([call.name, call.id, call.arguments]):
+            return _unicode_error("tool_call", 0, 0)
+        return call
     except ValidationError as exc:
         return _schema_error("tool_call", str(exc), 0, 0)
     except (TypeError, AttributeError) as exc:

@@ -109,8 +109,19 @@ _VALUE_TYPES: dict[object, type[BaseModel]] = {
 
 
 FormatErrorCode = Literal[
-    "empty", "unknown_tag", "unclosed_tag", "stray_close", "nested_tag", "bad_json", "bad_schema", "stray_text"
+    "empty",
+    "unknown_tag",
+    "unclosed_tag",
+    "stray_close",
+    "nested_tag",
+    "bad_json",
+    "bad_schema",
+    "stray_text",
+    "bad_unicode",
+    "too_long",
 ]
+"""``bad_unicode``: the turn holds a lone surrogate (raw, or escaped in a JSON body), which no UTF-8
+record can store; ``too_long``: the turn is longer than the graph keeps (``AgentConfig.max_turn_chars``)."""
 
 
 class FormatError(_Frozen):

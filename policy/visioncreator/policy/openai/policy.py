@@ -1,4 +1,4 @@
-"""The ``openai`` policy: any OpenAI-compatible chat endpoint over httpx (vLLM in production).
+r"""The ``openai`` policy: any OpenAI-compatible chat endpoint over httpx (vLLM in production).
 
 One request per turn (``respond``) or per group of samples (``sample(request, n)``: one request
 with ``n``). With vLLM, each turn also carries the prompt and completion token ids and the
@@ -21,6 +21,13 @@ other HTTP 4xx                  not retried                         :class:`Poli
                                                                     message
 200 with a body that is not a   not retried                         :class:`PolicyResponseError`
 chat completion
+a body over                     not retried; reading stops at the   :class:`PolicyResponseTooLargeError`
+``max_response_bytes``          cap (never buffered whole)          (a :class:`PolicyResponseError`)
+a choice over ``max_tokens``    not retried (the server ignores     :class:`PolicyResponseTooLargeError`
+(token ids, log-probabilities,  the limit: it would again)
+usage, or text longer than
+``max_tokens`` x
+``max_chars_per_token``)
 ==============================  ==================================  ========================================
 
 Why: a raised error fails the graph run, and the run resumes from its checkpoint (every finished
@@ -38,6 +45,10 @@ retried, can stretch it to ``(max_retries + 1) * (timeout_s + connect_timeout_s)
 under the graph's ``AgentConfig.policy_timeout_s`` (300 s), or the graph's own timeout fires first
 (a plain ``TimeoutError``, with the same fail-and-resume outcome).
 
+A lone surrogate in the answer (JSON's ``\ud800`` escape decodes to one; UTF-8 cannot hold it) is
+not an error of the server: the parser reports it as a ``bad_unicode`` format error the model sees,
+and the turn's text keeps U+FFFD in its place, so that records and the next request serialize.
+
 In native tool mode the turn text is the canonical rewrite (content, then one ``<tool_call>`` per
 native call), while ``completion_token_ids`` and ``logprobs`` are the server's tokens for what
 the model actually emitted (e.g. Hermes-style ``<tool_call>`` JSON): train on the token ids.
@@ -47,12 +58,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
-import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -62,11 +70,10 @@ from visioncreator.policy.errors import (
     PolicyConnectionError,
     PolicyContextLengthError,
     PolicyHTTPError,
-    PolicyResponseError,
     PolicyTimeoutError,
 )
-from visioncreator.policy.format import parse_turn
-from visioncreator.policy.openai.messages import ImageSource, encode_image, native_tools, to_chat_messages, turn_text
+from visioncreator.policy.openai.messages import ImageSource, encode_image, native_tools, to_chat_messages
+from visioncreator.policy.openai.response import completion_turns, http_error, json_object, read_body, read_error_body
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
 from visioncreator.policy.types import FormatError, ParsedTurn, PolicyRequest, PolicyTurn
 
@@ -74,11 +81,6 @@ __all__ = ["OpenAIPolicy", "turn_seed"]
 
 # Errors after which the request may never have reached the model: safe and useful to retry.
 _RETRYABLE = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-_OVERFLOW_RE = re.compile(
-    r"maximum context length|context length|context window|max_model_len|maximum model length|"
-    r"prompt is too long|too many tokens|context_length_exceeded",
-    re.IGNORECASE,
-)
 
 
 def turn_seed(base: int | None, run_seed: int | None, request: PolicyRequest) -> int | None:
@@ -152,7 +154,11 @@ class OpenAIPolicy:
             if self.settings.on_context_overflow == "raise":
                 raise
             return [self._overflow_turn(exc, time.perf_counter() - started)] * n
-        return self._turns(data, n, time.perf_counter() - started)
+        # extra_body may have overridden max_tokens: check against what was sent.
+        max_tokens = body.get("max_tokens")
+        limit = max_tokens if isinstance(max_tokens, int) and max_tokens > 0 else self.settings.max_tokens
+        latency = time.perf_counter() - started
+        return completion_turns(data, n, settings=self.settings, max_tokens=limit, latency=latency)
 
     # ---- request ---------------------------------------------------------------------------
 
@@ -206,7 +212,11 @@ class OpenAIPolicy:
         loop = asyncio.get_running_loop()
         if self._client is None or self._loop is not loop:
             s = self.settings
-            headers = {"Authorization": f"Bearer {s.api_key}"} if s.api_key else {}
+            # identity: the body cap counts the bytes that arrive, and a compressed body could
+            # inflate far past it within one chunk.
+            headers = {"Accept-Encoding": "identity"}
+            if s.api_key:
+                headers["Authorization"] = f"Bearer {s.api_key}"
             self._client = httpx.AsyncClient(
                 headers=headers,
                 timeout=httpx.Timeout(s.timeout_s, connect=s.connect_timeout_s),
@@ -220,6 +230,14 @@ class OpenAIPolicy:
         delay = min(self.settings.backoff_s * 2.0**attempt, self.settings.backoff_max_s)
         return float(delay * (1 + 0.1 * random.random()))  # jitter: concurrent runs do not retry in lockstep
 
+    async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[int, bytes, str]:
+        """One request: the status, the body (bounded) and the reason phrase."""
+        s = self.settings
+        async with client.stream("POST", s.chat_url, json=body) as response:
+            if response.status_code == 200:
+                return 200, await read_body(response, s.max_response_bytes, s.chat_url), ""
+            return response.status_code, await read_error_body(response, s.max_error_body_bytes), response.reason_phrase
+
     async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         s = self.settings
         client = self._http()
@@ -230,7 +248,7 @@ class OpenAIPolicy:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                response = await asyncio.wait_for(client.post(s.chat_url, json=body), timeout=bound)
+                status, raw, reason = await asyncio.wait_for(self._attempt(client, body), timeout=bound)
             except _RETRYABLE as exc:
                 if last:
                     raise PolicyConnectionError(
@@ -242,100 +260,21 @@ class OpenAIPolicy:
                     f"the model server at {s.chat_url} did not answer within timeout_s={s.timeout_s}"
                 ) from exc
             except httpx.TransportError as exc:
-                raise PolicyConnectionError(f"transport error talking to {s.chat_url}: {exc}") from exc
+                raise PolicyConnectionError(
+                    f"transport error talking to {s.chat_url}: {type(exc).__name__}: {exc}"
+                ) from exc
             else:
-                if response.status_code >= 500 and not last:
-                    await response.aclose()
-                elif response.status_code != 200:
-                    raise _http_error(response, attempt + 1, s.chat_url)
-                else:
-                    return _json(response, s.chat_url)
+                if status == 200:
+                    return json_object(raw, s.chat_url)
+                if status < 500 or last:
+                    raise http_error(status, raw, reason, attempts=attempt + 1, url=s.chat_url)
             await asyncio.sleep(self._backoff(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ---- response --------------------------------------------------------------------------
-
-    def _turns(self, data: dict[str, Any], n: int, latency: float) -> list[PolicyTurn]:
-        choices = data.get("choices")
-        if not isinstance(choices, list) or len(choices) < n or not all(isinstance(c, dict) for c in choices):
-            raise PolicyResponseError(f"expected {n} choice(s) in the answer, got {str(choices)[:200]}")
-        ordered = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c.get("index"), int) else 0)
-        model = data.get("model") if isinstance(data.get("model"), str) else self.settings.model
-        prompt_ids = _ids(data.get("prompt_token_ids"), "prompt_token_ids")
-        turns = []
-        for choice in ordered[:n]:
-            message = choice.get("message")
-            if not isinstance(message, dict):
-                raise PolicyResponseError(f"a choice has no message: {str(choice)[:200]}")
-            text = turn_text(message)
-            turns.append(
-                PolicyTurn(
-                    text=text,
-                    parsed=parse_turn(text),
-                    model=str(model),
-                    prompt_token_ids=prompt_ids or _ids(choice.get("prompt_token_ids"), "prompt_token_ids"),
-                    completion_token_ids=_ids(choice.get("token_ids"), "token_ids"),
-                    logprobs=_logprobs(choice.get("logprobs")),
-                    latency_s=latency,
-                )
-            )
-        return turns
 
     def _overflow_turn(self, exc: PolicyHTTPError, latency: float) -> PolicyTurn:
         error = FormatError(
             code="empty", message=f"no turn: the conversation is longer than the model's context ({exc.server_message})"
         )
         return PolicyTurn(text="", parsed=ParsedTurn(errors=(error,)), model=self.settings.model, latency_s=latency)
-
-
-def _server_message(response: httpx.Response) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return response.text[:500] or response.reason_phrase
-    if isinstance(data, dict):
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        for key in ("message", "detail", "error"):
-            if data.get(key):
-                return str(data[key])
-    return json.dumps(data)[:500]
-
-
-def _http_error(response: httpx.Response, attempts: int, url: str) -> PolicyHTTPError:
-    message = _server_message(response)
-    if response.status_code == 400 and _OVERFLOW_RE.search(message):
-        return PolicyContextLengthError(400, message, attempts=attempts, url=url)
-    return PolicyHTTPError(response.status_code, message, attempts=attempts, url=url)
-
-
-def _json(response: httpx.Response, url: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PolicyResponseError(f"{url} answered 200 with a body that is not JSON: {response.text[:200]!r}") from exc
-    if not isinstance(data, dict):
-        raise PolicyResponseError(f"{url} answered 200 with JSON that is not an object: {str(data)[:200]}")
-    return data
-
-
-def _ids(value: Any, field: str) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        raise PolicyResponseError(f"'{field}' is not a list of integers: {str(value)[:200]}")
-    return tuple(value)
-
-
-def _logprobs(value: Any) -> tuple[float, ...] | None:
-    if value is None:
-        return None
-    content = value.get("content") if isinstance(value, Mapping) else None
-    if content is None:
-        return None
-    if not isinstance(content, Sequence) or not all(
-        isinstance(t, Mapping) and isinstance(t.get("logprob"), int | float) for t in content
-    ):
-        raise PolicyResponseError(f"'logprobs.content' is not a list of token log-probabilities: {str(value)[:200]}")
-    return tuple(float(t["logprob"]) for t in content)

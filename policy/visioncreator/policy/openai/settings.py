@@ -52,6 +52,31 @@ class OpenAIPolicySettings(BaseModel):
     backoff_s: float = Field(default=0.5, ge=0, description="First retry delay; doubled on each further retry.")
     backoff_max_s: float = Field(default=8.0, ge=0, description="Cap on one retry delay.")
 
+    # ---- response size ---------------------------------------------------------------------
+    max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="Largest response body read (the body is streamed; reading stops past it and the turn "
+        "fails with PolicyResponseTooLargeError, not retried). A completion costs about 100 bytes per token "
+        "with token ids and log-probabilities (plus ~55 per top_logprobs alternative): n=16 choices of "
+        "max_tokens=1024 make about 1.6 MB, five times under the default. Raise it with top_logprobs, or "
+        "when n x max_tokens exceeds ~80,000.",
+    )
+    max_error_body_bytes: int = Field(
+        default=64 * 1024,
+        ge=256,
+        description="Most bytes read of an error answer (HTTP 4xx/5xx) to find the server's message; the rest "
+        "is not read.",
+    )
+    max_chars_per_token: int = Field(
+        default=64,
+        ge=1,
+        description="Longest text one completion token may stand for. A choice whose text is longer than "
+        "max_tokens x this (65,536 characters at the defaults) is refused as PolicyResponseTooLargeError, as "
+        "is one with more token ids or log-probabilities than max_tokens, or a 'usage.completion_tokens' over "
+        "n x max_tokens: the server ignored the limit it was sent.",
+    )
+
     # ---- sampling --------------------------------------------------------------------------
     temperature: float = Field(default=1.0, ge=0, description="Sampling temperature.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
