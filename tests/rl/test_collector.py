@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from visioncreator.graph.client import ToolServerSpec
+from visioncreator.graph import ToolServerSpec
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import ExpertConfig, ExpertPolicy, PolicyRequest, PolicyTurn, Task
 from visioncreator.rl import CollectConfig, CollectError, collect, collect_to

@@ -9,14 +9,26 @@
 
 from visioncreator.graph.branch import BranchError, BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent, retry_policy
-from visioncreator.graph.client import ToolClient, ToolOutcome, ToolServerSpec
+from visioncreator.graph.client import ToolClient, ToolOutcome
 from visioncreator.graph.config import AgentConfig, Budgets, RetrySettings
+from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.errors import (
     GraphError,
     InvalidTaskError,
     PolicyChoiceError,
     PolicyTurnTimeout,
+    ToolServerLost,
     ToolServerUnavailable,
+)
+from visioncreator.graph.folder import (
+    CheckpointCorruptError,
+    FileLock,
+    FolderLock,
+    FolderLockedError,
+    PathEscapeError,
+    check_checkpoint,
+    inside,
+    move_aside,
 )
 from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
 from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
@@ -57,10 +69,15 @@ __all__ = [
     "BranchPoint",
     "Budgets",
     "CallSeeds",
+    "CheckpointCorruptError",
     "EventHandler",
+    "FileLock",
+    "FolderLock",
+    "FolderLockedError",
     "GraphError",
     "InvalidTaskError",
     "JsonlError",
+    "PathEscapeError",
     "PolicyChoiceError",
     "PolicyTurnTimeout",
     "RetrySettings",
@@ -70,6 +87,7 @@ __all__ = [
     "ToolCallRecord",
     "ToolClient",
     "ToolOutcome",
+    "ToolServerLost",
     "ToolServerSpec",
     "ToolServerUnavailable",
     "Trajectory",
@@ -79,10 +97,13 @@ __all__ = [
     "build_agent",
     "build_trajectory",
     "call_seed",
+    "check_checkpoint",
     "default_call_seed_base",
     "expert_policy",
     "fork",
     "image_handles",
+    "inside",
+    "move_aside",
     "open_checkpointer",
     "open_policy",
     "read_jsonl",

@@ -1,31 +1,31 @@
 """The one place the graph talks MCP: a small client over stdio, streamable HTTP or in-process.
 
 Tool failures never raise out of :meth:`ToolClient.call`: they come back as an outcome with
-``ok=False`` and a message the policy can read. Only a dead or unreachable server raises.
+``ok=False`` and a message the policy can read. A dead or unreachable server is not a tool
+failure: it raises :class:`~visioncreator.graph.ToolServerLost` (after a few quick retries for
+HTTP error answers), and :meth:`ToolClient.reconnect` opens a new session (a spawned server is
+started again). :class:`~visioncreator.graph.TaskRunner` does both and resumes from the checkpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-import sys
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import Any, Self, TypeVar
 
 import anyio
-from mcp import Client, StdioServerParameters
+from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 
-from visioncreator.graph.errors import InvalidTaskError, ToolServerUnavailable
+from visioncreator.graph.connection import Connection, ToolServerSpec, is_closed, is_outage, open_connection
+from visioncreator.graph.errors import InvalidTaskError, ToolServerLost, ToolServerUnavailable
 from visioncreator.policy import ToolSpec
 from visioncreator.tool_servers import INTERNAL_TOOLS, ToolName
-
-if TYPE_CHECKING:
-    from visioncreator.tool_servers.synthetic import ObserverSettings
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -42,57 +42,7 @@ class ToolOutcome:
     """Wall time of the round trip."""
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ToolServerSpec:
-    """How to reach a tool server: a command to spawn over stdio, or a URL.
-
-    The default spawns the bundled synthetic server with this Python.
-    """
-
-    command: str = sys.executable
-    """Executable to spawn for stdio (ignored when ``url`` is set)."""
-    args: tuple[str, ...] = ("-m", "visioncreator.tool_servers")
-    """Arguments of the spawned server."""
-    env: Mapping[str, str] | None = None
-    """Extra environment for the spawned server."""
-    url: str | None = None
-    """Streamable HTTP endpoint, e.g. ``http://127.0.0.1:8765/mcp``."""
-    token: str | None = None
-    """Bearer token for a server started with ``--token``."""
-    max_event_bytes: int = 64 * 1024 * 1024
-    """Largest server-sent event accepted over HTTP: an image read is one event (the SDK's default is 1 MiB)."""
-    call_timeout_s: float = 120.0
-    """Timeout of one tool call."""
-    connect_timeout_s: float = 60.0
-    """Timeout for starting or reaching the server."""
-
-    @classmethod
-    def synthetic(
-        cls,
-        *,
-        store: str,
-        fault_rate: float = 0.0,
-        tool_seed: int = 0,
-        observer: ObserverSettings | None = None,
-        extra_args: Sequence[str] = (),
-    ) -> ToolServerSpec:
-        """The bundled synthetic tool server over stdio, with its store at ``store``.
-
-        ``tool_seed`` is mixed into the server's layout, fault and observation draws (0: the call
-        seeds alone decide). ``observer`` sets the error rates of its ``inspect_image``
-        (``ObserverSettings.exact()`` for the ground truth); None keeps the server's defaults.
-        """
-        args: tuple[str, ...] = ("-m", "visioncreator.tool_servers", "--store", store, "--fault-rate", str(fault_rate))
-        if tool_seed:
-            args += ("--tool-seed", str(tool_seed))
-        if observer is not None:
-            args += (
-                *("--observe-miss-rate", repr(observer.miss_rate)),
-                *("--observe-count-rate", repr(observer.count_rate)),
-                *("--observe-color-rate", repr(observer.color_rate)),
-                *("--observe-ocr-rate", repr(observer.ocr_rate)),
-            )
-        return cls(args=(*args, *extra_args))
+_T = TypeVar("_T")
 
 
 @dataclass(kw_only=True)
@@ -103,52 +53,69 @@ class ToolClient:
     """How to reach the server (ignored when ``server`` is given)."""
     server: Any = None
     """An in-process ``MCPServer`` to connect to directly (tests, embedding)."""
-    _client: Client | None = field(default=None, init=False, repr=False)
-    _stack: AsyncExitStack | None = field(default=None, init=False, repr=False)
+    _conn: Connection | None = field(default=None, init=False, repr=False)
     _tools: tuple[ToolSpec, ...] = field(default=(), init=False, repr=False)
+    _reconnecting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _generations: int = field(default=0, init=False, repr=False)
+    _down: str | None = field(default=None, init=False, repr=False)
 
     @property
     def timeout_s(self) -> float:
         """Timeout of one tool call."""
-        return (self.spec or ToolServerSpec()).call_timeout_s
+        return self._spec.call_timeout_s
+
+    @property
+    def _spec(self) -> ToolServerSpec:
+        return self.spec or ToolServerSpec()
+
+    @property
+    def generation(self) -> int:
+        """Which session is (or was last) live: 0 for the first, one more for each session opened since."""
+        return self._conn.generation if self._conn is not None else self._generations - 1
 
     async def __aenter__(self) -> Self:
-        spec = self.spec or ToolServerSpec()
-        target: Any
-        if self.server is not None:
-            target = self.server
-        elif spec.url:
-            target = None  # made inside the exit stack below, which owns its HTTP client
-        else:
-            env = dict(spec.env) if spec.env else None
-            target = StdioServerParameters(command=spec.command, args=list(spec.args), env=env)
-        stack = AsyncExitStack()
-        try:
-            # The client's task group must not live inside a cancel scope we exit here, so the
-            # connect timeout is the client's own request timeout (it bounds the handshake).
-            if target is None:
-                target = await _http_transport(spec, stack)
-            client = Client(target, read_timeout_seconds=spec.connect_timeout_s)
-            self._client = await stack.enter_async_context(client)
-            with anyio.fail_after(spec.connect_timeout_s):
-                listed = await self._client.list_tools()
-        except BaseException as exc:
-            await stack.aclose()
-            if isinstance(exc, Exception):
-                raise ToolServerUnavailable(f"cannot reach the tool server ({_describe(spec)}): {exc}") from exc
-            raise
-        self._stack = stack
+        self._conn = await self._open()
         self._tools = tuple(
             ToolSpec(name=t.name, description=t.description or "", input_schema=dict(t.input_schema))
-            for t in listed.tools
+            for t in self._conn.listed.tools
         )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-        self._stack = None
-        self._client = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def _open(self) -> Connection:
+        spec = self._spec
+        generation, self._generations = self._generations, self._generations + 1
+        try:
+            return await open_connection(spec, self.server, generation)
+        except Exception as exc:
+            raise ToolServerUnavailable(f"cannot reach the tool server ({_describe(spec)}): {_reason(exc)}") from exc
+
+    async def reconnect(self, lost_generation: int) -> None:
+        """Replace the session that was lost (``lost_generation``) with a new one.
+
+        Many tasks may notice one outage: only the first reconnects, the others find the
+        generation moved on. A spawned stdio server is started again; over HTTP a new session is
+        opened at the same URL.
+
+        Raises:
+            ToolServerUnavailable: The server cannot be started or reached again.
+        """
+        async with self._reconnecting:
+            if self._conn is not None and self._conn.generation != lost_generation:
+                return
+            old, self._conn = self._conn, None
+            if old is not None:
+                await old.close()
+            try:
+                self._conn = await self._open()
+            except ToolServerUnavailable as exc:
+                self._down = str(exc)
+                raise
+            self._down = None
 
     @property
     def tools(self) -> tuple[ToolSpec, ...]:
@@ -159,18 +126,50 @@ class ToolClient:
         """The tools a policy may call (internal ones hidden)."""
         return tuple(t for t in self._tools if t.name not in INTERNAL_TOOLS)
 
-    def _session(self) -> Client:
-        if self._client is None:
-            raise ToolServerUnavailable("the tool client is not connected: use it as `async with ToolClient(...)`")
-        return self._client
+    def _live(self) -> Connection:
+        if self._conn is None:
+            why = (
+                f"it was lost, and reconnecting failed: {self._down}"
+                if self._down
+                else "use the client as `async with ToolClient(...)`"
+            )
+            raise ToolServerLost(
+                f"the tool server ({_describe(self._spec)}) is not connected: {why}", generation=self.generation
+            )
+        return self._conn
+
+    async def _request(self, what: str, send: Callable[[Client], Awaitable[_T]]) -> _T:
+        """``send`` on the live session; an outage raises :class:`ToolServerLost`, other errors pass."""
+        spec = self._spec
+        conn = self._live()
+        delay = spec.outage_backoff_s
+        for attempt in range(spec.outage_retries + 1):
+            try:
+                return await send(conn.client)
+            except (MCPError, anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream) as exc:
+                if not is_outage(exc):
+                    raise
+                if is_closed(exc) or attempt == spec.outage_retries:
+                    behind = conn.transport_failure()
+                    reason = _reason(exc) + (f" ({behind})" if behind else "")
+                    raise ToolServerLost(
+                        f"the tool server ({_describe(spec)}) was lost during {what}: {reason}",
+                        generation=conn.generation,
+                    ) from exc
+            await asyncio.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
-        """Call a tool. Tool errors come back as ``ok=False``; a dead server raises."""
-        client = self._session()
+        """Call a tool. Tool errors come back as ``ok=False``; a lost server raises :class:`ToolServerLost`."""
         started = time.perf_counter()
-        try:
+
+        async def send(client: Client) -> Any:
             with anyio.fail_after(self.timeout_s):
-                result = await client.call_tool(name, dict(arguments))
+                return await client.call_tool(name, dict(arguments))
+
+        try:
+            result = await self._request(f"a {name} call", send)
         except TimeoutError:
             return ToolOutcome(
                 ok=False, error=f"tool {name} timed out after {self.timeout_s:g} s", latency_s=self.timeout_s
@@ -203,7 +202,7 @@ class ToolClient:
         return await self.read_image(handle)
 
     async def read_truth(self, handle: str) -> dict[str, Any] | None:
-        """The synthetic ground truth of an image, or None when the server has none."""
+        """The synthetic ground truth of an image, or None when the server has none (a lost server raises)."""
         try:
             result = await self._read(f"truth://{handle}")
         except MCPError:
@@ -222,22 +221,20 @@ class ToolClient:
         return str(outcome.structured["handle"])
 
     async def _read(self, uri: str) -> Sequence[Any]:
-        client = self._session()
-        with anyio.fail_after(self.timeout_s):
-            result = await client.read_resource(uri)
+        async def send(client: Client) -> Any:
+            with anyio.fail_after(self.timeout_s):
+                return await client.read_resource(uri)
+
+        result = await self._request(f"a read of {uri}", send)
         return list(result.contents)
 
 
-async def _http_transport(spec: ToolServerSpec, stack: AsyncExitStack) -> Any:
-    """Streamable HTTP with our token and event cap; the HTTP client closes with ``stack``."""
-    import httpx2
-    from mcp.client.streamable_http import streamable_http_client
-
-    assert spec.url is not None
-    headers = {"Authorization": f"Bearer {spec.token}"} if spec.token else None
-    timeout = httpx2.Timeout(spec.call_timeout_s, read=spec.call_timeout_s + 5.0)
-    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout))
-    return streamable_http_client(spec.url, http_client=http, max_sse_event_size=spec.max_event_bytes)
+def _reason(exc: BaseException) -> str:
+    """An exception as text that is never empty (some transport errors have no message)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _describe(spec: ToolServerSpec) -> str:

@@ -3,15 +3,19 @@
 :class:`TaskRunner` runs a task through a compiled agent to a :class:`~visioncreator.graph.Trajectory`:
 it resumes the task's checkpoint thread if a run stopped midway (:func:`thread_id_for` names the
 thread), reads the synthetic ground truth of every image the task saw or made, and times the
-run. :func:`run_task` is the graph-level step underneath, for apps that only want the final state.
+run. A tool server lost mid-task is reconnected (a spawned one restarted) and the task resumed
+from its checkpoint, a few times, before the loss is raised. :func:`run_task` is the graph-level
+step underneath, for apps that only want the final state.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,9 @@ from visioncreator.graph.branch import BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.connection import ToolServerSpec
+from visioncreator.graph.errors import ToolServerLost, ToolServerUnavailable
+from visioncreator.graph.folder import check_checkpoint
 from visioncreator.graph.state import AgentInput, PendingCall
 from visioncreator.graph.trajectory import (
     Branch,
@@ -101,6 +108,8 @@ async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckp
     """A SQLite checkpointer at ``path``, or an in-memory one for ``None`` / ``":memory:"``.
 
     Its serializer allows exactly the state's own types (:data:`STATE_TYPES`) besides LangGraph's.
+    An existing file that is not a readable SQLite database raises
+    :class:`~visioncreator.graph.folder.CheckpointCorruptError`.
     """
     serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
     if path is None or str(path) == ":memory:":
@@ -108,6 +117,9 @@ async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckp
         return
     import aiosqlite
 
+    # A malformed or truncated file would fail every resume the same way, or (0 bytes) silently
+    # start over: say so once, with the way out (--restart moves it aside).
+    check_checkpoint(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     async with aiosqlite.connect(str(path)) as conn:
         yield AsyncSqliteSaver(conn, serde=serde)
@@ -220,11 +232,15 @@ class TaskRunner:
 
         """
         tid = thread_id or thread_id_for(task, seed, *scope)
-        result = await run_task(
-            self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
-            recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
-        )  # fmt: skip
-        return await self._recorded(result, record)
+
+        async def attempt() -> RunResult:
+            result = await run_task(
+                self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
+                recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
+            )  # fmt: skip
+            return await self._recorded(result, record)
+
+        return await self._through_outages(attempt, on_event)
 
     async def branch(
         self,
@@ -250,16 +266,46 @@ class TaskRunner:
         """
         await fork(self.agent, point, thread_id, seed=seed)
         base = point.values["task"]
-        result = await run_task(
-            self.agent, base, seed=seed, thread_id=thread_id, on_event=on_event,
-            recursion_limit=self.config.recursion_limit,
-        )  # fmt: skip
         where = Branch(
             thread_id=str(point.config["configurable"]["thread_id"]), checkpoint_id=point.checkpoint_id,
             node=point.node, turn=point.turn,
         )  # fmt: skip
-        result = dataclasses.replace(result, trajectory=result.trajectory.model_copy(update={"branch": where}))
-        return await self._recorded(result, record)
+
+        async def attempt() -> RunResult:
+            result = await run_task(
+                self.agent, base, seed=seed, thread_id=thread_id, on_event=on_event,
+                recursion_limit=self.config.recursion_limit,
+            )  # fmt: skip
+            result = dataclasses.replace(result, trajectory=result.trajectory.model_copy(update={"branch": where}))
+            return await self._recorded(result, record)
+
+        return await self._through_outages(attempt, on_event)
+
+    async def _through_outages(
+        self, attempt: Callable[[], Awaitable[RunResult]], on_event: EventHandler | None
+    ) -> RunResult:
+        """``attempt()``; when the tool server is lost, reconnect and resume from the checkpoint.
+
+        A lost server raises out of the graph before the step that needed it is checkpointed, so
+        the resumed run redoes exactly the calls that were in flight (the siblings that finished are
+        saved as pending writes). Without a checkpointer a resume would start over: the loss is
+        raised at once. After ``ToolServerSpec.reconnects`` reconnects the loss is raised.
+        """
+        spec = self.tools.spec or ToolServerSpec()
+        reconnects = spec.reconnects if self.agent.checkpointer is not None else 0
+        for tries in range(reconnects + 1):
+            try:
+                return await attempt()
+            except ToolServerLost as exc:
+                if tries == reconnects:
+                    raise
+                lost = exc
+            if on_event is not None:
+                on_event({"event": "tool_server_lost", "error": str(lost), "reconnect": tries + 1, "of": reconnects})
+            await asyncio.sleep(spec.outage_backoff_s * 2**tries)
+            with contextlib.suppress(ToolServerUnavailable):  # still down: the next attempt says so
+                await self.tools.reconnect(lost.generation)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def branch_points(self, thread_id: str, node: str = "reflect") -> list[BranchPoint]:
         """The checkpoints of a finished base thread where ``node`` runs next, oldest first."""
