@@ -24,6 +24,7 @@ from visioncreator.tool_servers.errors import (
 )
 from visioncreator.tool_servers.names import IMAGE_TOOLS, INTERNAL_TOOLS, POLICY_TOOLS, ToolName
 from visioncreator.tool_servers.schemas import (
+    HANDLE_PATTERN,
     EditImageInput,
     ImageAnalysis,
     ImageResult,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from visioncreator.tool_servers.server import build_server
 
 __all__ = [
+    "HANDLE_PATTERN",
     "IMAGE_TOOLS",
     "INTERNAL_TOOLS",
     "POLICY_TOOLS",
