@@ -6,7 +6,13 @@ Usage::
     visioncreator eval compare RUN_A RUN_B [--out FILE]
 
 Running again with the same ``--out`` resumes: finished tasks are skipped, a task killed midway
-continues from its checkpoint.
+continues from its checkpoint. One eval writes a folder at a time: a second one stops at once,
+naming the first one's pid.
+
+Exit codes: 0 done; 1 nothing to run or nothing scored (the message says why); 2 the run could
+not start or stopped on an error (message on stderr); 3 the tool server was lost: the tasks it
+stopped are recorded as infrastructure errors (never scored) and running the same command again
+runs them.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from visioncreator.evals.errors import EvalsError, EvalSettingsError
 from visioncreator.evals.results import TaskError, TaskResult
 from visioncreator.evals.runner import EvalOutcome, outcome_json, run_eval
 from visioncreator.evals.settings import BACKENDS, EvalSettings
+from visioncreator.evals.suites import ALLOW_OUTSIDE_FLAG
 from visioncreator.graph import AgentConfig, Budgets, GraphError
 from visioncreator.policy import ExpertConfig
 from visioncreator.tool_servers.synthetic import ObserverSettings
@@ -74,6 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image (spawned server)."
+    )
+    parser.add_argument(
+        ALLOW_OUTSIDE_FLAG,
+        action="store_true",
+        help="Let the suite's input image paths lead outside the suite file's folder (default: such a task is "
+        "a load error and nothing is read).",
+    )
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="If the folder's checkpoints.sqlite is corrupt, move it aside and start the unfinished tasks over "
+        "(scored tasks stay done).",
     )
     parser.add_argument("--no-report", action="store_true", help="Do not write summary.json and report.html.")
     parser.add_argument("--quiet", action="store_true", help="No progress bar.")
@@ -129,6 +148,7 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
         judge_mode=args.judge_mode,
         label=args.label,
         tool_latency=args.tool_latency,
+        allow_outside_inputs=args.allow_outside_inputs,
     )
 
 
@@ -195,24 +215,51 @@ def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
         fail(str(exc))
     progress = _Progress(args.quiet)
     try:
-        outcome: EvalOutcome = asyncio.run(run_eval(settings, on_start=progress.start, on_done=progress.update))
+        outcome: EvalOutcome = asyncio.run(
+            run_eval(settings, on_start=progress.start, on_done=progress.update, restart=args.restart)
+        )
     except (EvalsError, GraphError, ValueError, OSError) as exc:
         print(f"visioncreator eval: error: {exc}", file=sys.stderr)
         return 2
     finally:
         progress.close()
+    if outcome.checkpoint_moved_to:
+        print(f"--restart: moved the corrupt checkpoint aside to {outcome.checkpoint_moved_to}", file=sys.stderr)
     if outcome.results and not args.no_report:
         from visioncreator.evals.report import write_report
 
         print(f"report: {write_report(settings.out)}", file=sys.stderr)
     print(outcome_json(outcome))
-    if outcome.load_errors or outcome.failed:
+    if outcome.load_errors or outcome.failed or outcome.infrastructure:
         print(f"errors: see {settings.out / 'errors.jsonl'}", file=sys.stderr)
+    if outcome.infrastructure or outcome.not_run:
+        print(
+            f"visioncreator eval: tool server lost: {outcome.infrastructure + outcome.not_run} task(s) not run "
+            f"({outcome.infrastructure} stopped, {outcome.not_run} not started; none scored); "
+            "run the same command again to resume them",
+            file=sys.stderr,
+        )
+        return 3
+    if not outcome.total:
+        print(f"visioncreator eval: {_nothing_selected(args, outcome)}", file=sys.stderr)
+        return 1
     return 0 if outcome.results else 1
 
 
+def _nothing_selected(args: argparse.Namespace, outcome: EvalOutcome) -> str:
+    """Why no task was selected: an empty suite, a suite with only bad lines, or the filters."""
+    suite = str(args.suite) if args.suite else "the built-in suite"
+    if outcome.loaded:
+        if args.limit == 0:
+            return "no task to run: --limit 0"
+        return f"no task matches --splits {' '.join(args.splits)} (suite {suite} has {outcome.loaded} task(s))"
+    if outcome.load_errors:
+        return f"suite {suite} has no task that loads ({outcome.load_errors} bad line(s): see errors.jsonl)"
+    return f"suite {suite} has no tasks"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a task suite and report it, or compare two runs (``eval compare A B``); exit code 0 unless nothing ran."""
+    """Run a task suite and report it, or compare two runs (``eval compare A B``); exit codes: module docstring."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["compare"]:
         return _compare(args_list[1:])

@@ -5,7 +5,11 @@ A run folder (``visioncreator eval --out DIR``)::
     DIR/run.json              RunInfo: suite, policy, tools, settings, versions, start time
     DIR/results.jsonl         one TaskResult per line, appended as tasks finish (resume skips their ids)
     DIR/errors.jsonl          one TaskError per line: suite lines that could not load, tasks that crashed
-    DIR/trajectories/ID.json  the full trajectory of each task (visioncreator.graph.Trajectory)
+                              or met a tool-server outage (a re-run retries every task without a result)
+    DIR/trajectories/NAME.json  the full trajectory of each task (visioncreator.graph.Trajectory); NAME is
+                              the task id, or for an id that is not plain lower-case [a-z0-9._-] the id
+                              made safe plus "+" and 10 hex digits of its SHA-256 (see record_name)
+    DIR/.lock                 held by the eval writing the folder (one at a time)
     DIR/store/                the image store (content-addressed PNGs, ``img_<sha256>.png``)
     DIR/checkpoints.sqlite    LangGraph checkpoints (a killed task resumes mid-trajectory)
     DIR/judge_cache.sqlite    cached judge answers, when a judge is used
@@ -15,6 +19,8 @@ A run folder (``visioncreator eval --out DIR``)::
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,6 +42,7 @@ __all__ = [
     "TaskError",
     "TaskResult",
     "read_results",
+    "record_name",
 ]
 
 RUN_FILE = "run.json"
@@ -134,7 +141,9 @@ class TaskError(_Record):
     id: str | None = None
     line: int | None = None
     """1-based line of the suite file, for load errors."""
-    stage: Literal["load", "run", "score"]
+    stage: Literal["load", "run", "score", "infrastructure"]
+    """``load``: a suite line; ``run``/``score``: the task failed; ``infrastructure``: the tool server
+    was lost (an outage, not the policy's failure: never scored, and a re-run tries the task again)."""
     message: str
 
 
@@ -148,6 +157,27 @@ class RunInfo(_Record):
     settings: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     started_at: str = ""
+
+
+_PLAIN = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+_UNSAFE = re.compile(r"[^a-z0-9._-]")
+
+
+def record_name(task_id: str) -> str:
+    """The file name (without extension) of a task's files in the run folder; one per exact task id.
+
+    A plain id (lower-case ASCII letters, digits, ``.``, ``_``, ``-``; at most 100 characters,
+    starting with a letter or digit) is its own name. Any other id is made safe (lower-cased, other
+    characters ``_``, cut to 100) and gets ``+`` and 10 hex digits of the SHA-256 of the exact id:
+    ``x/1``, ``x_1`` and ``X_1`` get three names, which differ even on a case-insensitive file
+    system, and no name holds a separator (``+`` never occurs in a plain id, so a hashed name never
+    meets a plain one).
+    """
+    if _PLAIN.fullmatch(task_id):
+        return task_id
+    safe = _UNSAFE.sub("_", task_id.lower())[:100].lstrip(".") or "task"
+    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{safe}+{digest}"
 
 
 def read_results(run_dir: str | Path) -> list[TaskResult]:

@@ -6,13 +6,18 @@ a task that was killed mid-trajectory continues from ``checkpoints.sqlite`` (its
 ``visioncreator.graph.thread_id_for`` of the task and the seed), so the tool calls it finished
 are not made again. Each task goes through ``visioncreator.graph.TaskRunner``, the one path from
 a task to its trajectory.
+
+One eval writes a folder at a time (:class:`visioncreator.graph.FolderLock`). Every file it writes
+is named inside the folder (:func:`visioncreator.graph.inside`), a task's by
+:func:`~visioncreator.evals.results.record_name` of its id. A lost tool server is an outage, not a
+policy failure: the task is a ``TaskError(stage="infrastructure")``, no new task starts (they would
+all fail the same way), and running the same command again retries them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +25,8 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from pydantic import ValidationError
 
 from visioncreator.evals.errors import EvalSettingsError
 from visioncreator.evals.reflection import classify_reflections, unreflected_images
@@ -32,16 +39,23 @@ from visioncreator.evals.results import (
     TaskError,
     TaskResult,
     read_results,
+    record_name,
 )
 from visioncreator.evals.scoring import Judge, count_faults, score_answer
 from visioncreator.evals.settings import EvalSettings
 from visioncreator.evals.suites import SuiteTask, load_suite_checked, materialize_input
 from visioncreator.graph import (
+    CheckpointCorruptError,
+    FolderLock,
     TaskRunner,
     ToolClient,
+    ToolServerUnavailable,
     Trajectory,
     append_jsonl,
+    check_checkpoint,
     expert_policy,
+    inside,
+    move_aside,
     open_checkpointer,
     open_policy,
     read_jsonl,
@@ -64,16 +78,24 @@ class EvalOutcome:
 
     total: int
     """Tasks selected from the suite (after the split filter and limit)."""
+    loaded: int
+    """Tasks that loaded from the suite (before the split filter and limit)."""
     skipped: int
     """Already in ``results.jsonl`` (not run, not re-scored)."""
     ran: int
     """Run and scored now."""
     failed: int
-    """Crashed now (recorded in ``errors.jsonl``)."""
+    """Crashed now (recorded in ``errors.jsonl``), outages not counted."""
     load_errors: int
     """Suite lines that did not load."""
     results: int
     """Results in the folder after the run."""
+    infrastructure: int = 0
+    """Stopped by a lost tool server now (``errors.jsonl``, stage ``infrastructure``): not scored."""
+    not_run: int = 0
+    """Not started because the tool server was lost; running the same command again runs them."""
+    checkpoint_moved_to: str | None = None
+    """Where ``restart`` moved a corrupt checkpoint database (None: it was not moved)."""
 
 
 def task_cost(trajectory: Trajectory) -> TaskCost:
@@ -88,10 +110,6 @@ def task_cost(trajectory: Trajectory) -> TaskCost:
         policy_s=trajectory.timings.policy_s,
         wall_s=trajectory.timings.wall_s,
     )
-
-
-def _safe_name(task_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", task_id)[:120] or "task"
 
 
 def _versions() -> dict[str, str]:
@@ -113,7 +131,13 @@ def _prepare(settings: EvalSettings) -> None:
     path = out / RUN_FILE
     wanted = settings.fingerprint()
     if path.exists():
-        before = RunInfo.model_validate_json(path.read_text()).settings
+        try:
+            before = RunInfo.model_validate_json(path.read_bytes()).settings
+        except ValidationError as exc:
+            raise EvalSettingsError(
+                f"{path} is not a RunInfo record ({exc.error_count()} problem(s), first: "
+                f"{exc.errors(include_url=False)[0]['msg']}): fix it, or use another --out"
+            ) from exc
         changed = sorted(k for k in set(before) | set(wanted) if before.get(k) != wanted.get(k))
         if changed:
             raise EvalSettingsError(
@@ -183,7 +207,9 @@ class _Run:
         handles: list[str] = []
         scenes = []
         for image in task.inputs:
-            handle, scene = await materialize_input(self.store, image, base_dir)
+            handle, scene = await materialize_input(
+                self.store, image, base_dir, allow_outside=settings.allow_outside_inputs
+            )
             if settings.tools.startswith(("http://", "https://")):
                 handle = await self.tools.upload(self.store.read_bytes(handle))
             handles.append(handle)
@@ -196,8 +222,10 @@ class _Run:
             agent_task, seed=settings.seed, record={**settings.fingerprint(), "task_id": task.id}
         )
         trajectory = run.trajectory.model_copy(update={"config": {**run.trajectory.config, "resumed": run.resumed}})
-        relative = f"{TRAJECTORIES}/{_safe_name(task.id)}.json"
-        (settings.out / relative).write_text(trajectory.model_dump_json(indent=1))
+        relative = f"{TRAJECTORIES}/{record_name(task.id)}.json"
+        inside(settings.out, TRAJECTORIES, f"{record_name(task.id)}.json").write_text(
+            trajectory.model_dump_json(indent=1)
+        )
         # Scored on the policy's own answer: a repair by the graph is not the policy's success.
         scored = (trajectory.policy_answer or []) if trajectory.answer_repaired else trajectory.answer
         verdict = await score_answer(
@@ -223,9 +251,34 @@ class _Run:
         try:
             record: TaskResult | TaskError = await self.one(task)
         except Exception as exc:  # one task's crash must not stop the others
-            record = TaskError(id=task.id, stage="run", message=f"{type(exc).__name__}: {exc}")
+            stage = "infrastructure" if _is_outage(exc) else "run"
+            record = TaskError(id=task.id, stage=stage, message=f"{type(exc).__name__}: {exc}")
         append_jsonl(self.settings.out / (RESULTS_FILE if isinstance(record, TaskResult) else ERRORS_FILE), record)
         return record
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """The tool server is gone (started, then lost), possibly inside an exception group."""
+    if isinstance(exc, ToolServerUnavailable):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(ToolServerUnavailable) is not None
+
+
+def _restart_checkpoint(out: Path, restart: bool) -> str | None:
+    """Check the checkpoint database before any task runs; with ``restart``, move a corrupt one aside.
+
+    Raises:
+        CheckpointCorruptError: It is corrupt and ``restart`` is off (the message says to pass ``--restart``).
+
+    """
+    try:
+        check_checkpoint(out / CHECKPOINTS)
+    except CheckpointCorruptError:
+        if not restart:
+            raise
+        moved = move_aside(out / CHECKPOINTS)
+        return str(moved) if moved is not None else None
+    return None
 
 
 async def run_eval(
@@ -233,27 +286,46 @@ async def run_eval(
     *,
     on_start: Callable[[int, int], None] | None = None,
     on_done: Callable[[TaskResult | TaskError], None] | None = None,
+    restart: bool = False,
 ) -> EvalOutcome:
-    """Run (or resume) a suite into ``settings.out``.
+    """Run (or resume) a suite into ``settings.out``, holding the folder's lock throughout.
 
     Args:
         settings: What to run and where.
         on_start: Called once with (tasks to run now, tasks already done).
         on_done: Called with each task's result or error, as tasks finish.
+        restart: A corrupt ``checkpoints.sqlite`` is moved aside (its half-done tasks start over;
+            the results already recorded stay and are not run again) instead of raised.
 
     Returns:
-        Counts of what this invocation did.
+        Counts of what this invocation did. After a tool server outage, ``infrastructure`` and
+        ``not_run`` are non-zero: the same call again runs what is missing.
 
     Raises:
         EvalSettingsError: Bad settings, or the folder holds a run with other settings.
         SuiteError: The suite file cannot be read at all.
+        FolderLockedError: Another process is writing the folder (nothing was written).
+        CheckpointCorruptError: The checkpoint database is unreadable and ``restart`` is off.
+
     """
+    with FolderLock(settings.out, what="an eval"):
+        return await _run_locked(settings, on_start=on_start, on_done=on_done, restart=restart)
+
+
+async def _run_locked(
+    settings: EvalSettings,
+    *,
+    on_start: Callable[[int, int], None] | None,
+    on_done: Callable[[TaskResult | TaskError], None] | None,
+    restart: bool,
+) -> EvalOutcome:
     _prepare(settings)
-    load = load_suite_checked(settings.suite)
+    load = load_suite_checked(settings.suite, allow_outside_inputs=settings.allow_outside_inputs)
     _record_load_errors(settings.out, load.errors)
     selected = _select(load.tasks, settings)
     done = {r.id for r in read_results(settings.out)}
     todo = [t for t in selected if t.id not in done]
+    moved = _restart_checkpoint(settings.out, restart) if todo else None
     if on_start is not None:
         on_start(len(todo), len(selected) - len(todo))
     records: list[TaskResult | TaskError] = []
@@ -269,18 +341,26 @@ async def run_eval(
             run = _Run(
                 settings=settings, runner=runner, tools=tools, store=ImageStore(settings.out / "store"), judge=judge
             )
+            lost: list[TaskError] = []
 
             async def one(task: SuiteTask) -> None:
                 async with gate:
-                    records.append(await run.record(task))
+                    if lost:  # the tool server is gone: every task started now would fail the same way
+                        return
+                    record = await run.record(task)
+                    records.append(record)
+                    if isinstance(record, TaskError) and record.stage == "infrastructure":
+                        lost.append(record)
                     if on_done is not None:
-                        on_done(records[-1])
+                        on_done(record)
 
             await asyncio.gather(*(one(t) for t in todo))
     ran = sum(isinstance(r, TaskResult) for r in records)
+    outages = sum(isinstance(r, TaskError) and r.stage == "infrastructure" for r in records)
     return EvalOutcome(
-        total=len(selected), skipped=len(selected) - len(todo), ran=ran, failed=len(records) - ran,
-        load_errors=len(load.errors), results=len(read_results(settings.out)),
+        total=len(selected), loaded=len(load.tasks), skipped=len(selected) - len(todo), ran=ran,
+        failed=len(records) - ran - outages, load_errors=len(load.errors), results=len(read_results(settings.out)),
+        infrastructure=outages, not_run=len(todo) - len(records), checkpoint_moved_to=moved,
     )  # fmt: skip
 
 

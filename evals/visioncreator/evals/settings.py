@@ -61,6 +61,10 @@ class EvalSettings:
     observer: ObserverSettings | None = None
     """Error rates of a spawned synthetic server's ``inspect_image`` (``ObserverSettings.exact()``: the
     ground truth); ``None`` keeps the server's documented defaults."""
+    allow_outside_inputs: bool = False
+    """Let the suite's input image paths lead outside the suite file's folder (``--allow-outside-inputs``).
+    Off: such a task is a load error and nothing is read. Not part of :meth:`fingerprint` (it changes
+    which files may be read, not how a task runs)."""
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import TypeVar
 
@@ -50,9 +51,23 @@ def _parse(path: Path, data: bytes, model: type[M]) -> tuple[list[M], int]:
                 if number == len(lines):
                     _log.warning("%s: dropping a torn last line %d (%d bytes)", path, number, len(raw))
                     return records, offset
-                raise JsonlError(f"{path}: line {number} is not a {model.__name__}: {exc}") from exc
+                raise JsonlError(
+                    f"{path}: line {number} is not a {model.__name__} ({_reason(exc)}); "
+                    f"fix or delete line {number} of that file, then run again"
+                ) from exc
         offset += len(raw) + (1 if number < len(lines) else 0)
     return records, offset
+
+
+def _reason(exc: ValidationError) -> str:
+    """Pydantic's first problem in a few words (the full report, with the line echoed, is in ``__cause__``)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    first = errors[0] if errors else {"loc": (), "msg": str(exc)}
+    where = ".".join(str(p) for p in first["loc"])
+    more = f"; and {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+    # A record is one line, so pydantic's "at line 1 column N" would only contradict our line number.
+    message = re.sub(r" at line 1 column (\d+)", r" at column \1", str(first["msg"]))
+    return (f"{where}: " if where else "") + message + more
 
 
 def read_jsonl(path: str | Path, model: type[M]) -> list[M]:

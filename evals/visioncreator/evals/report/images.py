@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from visioncreator.graph import inside
 from visioncreator.tool_servers import ImageStore, ToolServerError
 
 __all__ = ["STORE_DIR", "THUMBS_DIR", "ImageRef", "image_refs"]
@@ -67,6 +68,7 @@ def image_refs(
             path = None
         if store is not None and path is not None and path.is_file():
             ref.full = _relative(path, page)
+            inside(thumbs, f"{handle}.png")  # path_of checked the handle; a file name from a record stays in thumbs
             thumb = thumbs / f"{handle}.png"
             if not thumb.exists():
                 _make_thumbnail(store, handle, thumb)

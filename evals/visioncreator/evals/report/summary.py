@@ -143,7 +143,8 @@ class Summary(_Model):
     """Split name -> its numbers, in ``SPLIT_ORDER``."""
     overall: SplitSummary = Field(default_factory=lambda: SplitSummary(split="all"))
     errors: int = 0
-    """Records in ``errors.jsonl``: suite lines that did not load, tasks that crashed."""
+    """Records in ``errors.jsonl``: suite lines that did not load, tasks that crashed or met a tool
+    server outage (``infrastructure``: never scored) and have no result since a re-run."""
     errors_by_stage: dict[str, int] = Field(default_factory=dict)
 
 
@@ -230,7 +231,13 @@ def _split_summary(split: str, results: Sequence[TaskResult]) -> SplitSummary:
 def summarize_results(
     results: Sequence[TaskResult], *, errors: Sequence[TaskError] = (), run: RunInfo | None = None
 ) -> Summary:
-    """The summary of a set of task results (no files touched)."""
+    """The summary of a set of task results (no files touched).
+
+    An error of a task that has a result (a re-run after a crash or an outage finished it) is not
+    counted: only load errors and tasks still without a result are.
+    """
+    scored = {r.id for r in results}
+    errors = [e for e in errors if e.stage == "load" or e.id is None or e.id not in scored]
     by_split: dict[str, list[TaskResult]] = {}
     for result in results:
         by_split.setdefault(result.split, []).append(result)

@@ -46,7 +46,10 @@ def write_report(run_dir: str | Path) -> Path:
     (run / SUMMARY_FILE).write_text(summary.model_dump_json(indent=2) + "\n")
     plots = write_plots(summary, results, run / PLOTS_DIR)
     handles = [h for r in results for h in (*r.inputs, *r.answer, *(x.image for x in r.reflections if x.image))]
-    page = render_report(summary, results, errors, refs=image_refs(run, handles), plots=plots)
+    # A task that failed (an outage, a crash) and then finished on a re-run is not an error any more.
+    done = {r.id for r in results}
+    open_errors = [e for e in errors if e.id not in done or e.stage == "load"]
+    page = render_report(summary, results, open_errors, refs=image_refs(run, handles), plots=plots)
     out = run / REPORT_FILE
     out.write_text(page)
     return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visioncreator.evals.suites.inputs import input_scene, materialize_input
+from visioncreator.evals.suites.inputs import ALLOW_OUTSIDE_FLAG, input_file, input_scene, materialize_input
 from visioncreator.evals.suites.jsonl import (
     BUILTIN_SUITE,
     by_split,
@@ -23,6 +23,7 @@ from visioncreator.evals.suites.model import InputImage, SuiteError, SuiteLoad, 
 from visioncreator.evals.suites.synthetic import build_synthetic_suite, describe_edit
 
 __all__ = [
+    "ALLOW_OUTSIDE_FLAG",
     "BUILTIN_SUITE",
     "InputImage",
     "SuiteError",
@@ -34,6 +35,7 @@ __all__ = [
     "describe_edit",
     "detect_format",
     "geneval_task",
+    "input_file",
     "input_scene",
     "load_any_suite",
     "load_gedit",

@@ -18,6 +18,7 @@ from typing import get_args
 from pydantic import ValidationError
 
 from visioncreator.evals.results import TaskError
+from visioncreator.evals.suites.inputs import input_file
 from visioncreator.evals.suites.model import SuiteError, SuiteLoad, SuiteTask
 from visioncreator.policy import Split
 
@@ -56,13 +57,17 @@ def _validation_message(exc: ValidationError, raw: object) -> str:
     return "; ".join(parts)
 
 
-def parse_task_line(text: str, line: int, base_dir: Path | None) -> SuiteTask | TaskError:
+def parse_task_line(
+    text: str, line: int, base_dir: Path | None, *, allow_outside_inputs: bool = False
+) -> SuiteTask | TaskError:
     """One line of a suite file as a task, or the error that names the line and the problem.
 
     Args:
         text: The line (without its newline).
         line: Its 1-based number, for the message.
         base_dir: Folder that input image paths are relative to; ``None`` skips the file check.
+        allow_outside_inputs: Let input image paths lead outside ``base_dir`` (else such a path is
+            a load error and nothing is read).
 
     Returns:
         The task, or a ``TaskError`` with ``stage="load"``.
@@ -82,21 +87,29 @@ def parse_task_line(text: str, line: int, base_dir: Path | None) -> SuiteTask | 
         return TaskError(stage="load", line=line, id=task_id, message=f"{named}: {_validation_message(exc, raw)}")
     if base_dir is not None:
         for k, image in enumerate(task.inputs):
-            if image.path is not None and not (base_dir / image.path).is_file():
+            if image.path is None:
+                continue
+            try:
+                file = input_file(base_dir, image.path, allow_outside=allow_outside_inputs)
+            except SuiteError as exc:
+                return TaskError(stage="load", line=line, id=task_id, message=f"{named}: input image {k}: {exc}")
+            if not file.is_file():
                 message = f"{named}: input image {k} {image.path!r} not found (looked in {base_dir})"
                 return TaskError(stage="load", line=line, id=task_id, message=message)
     return task
 
 
-def load_suite_checked(path: str | Path | None = None) -> SuiteLoad:
+def load_suite_checked(path: str | Path | None = None, *, allow_outside_inputs: bool = False) -> SuiteLoad:
     """Read a suite file (JSONL, one task a line), keeping going past bad lines.
 
     Blank lines are skipped. A line that is not UTF-8 or JSON, has an unknown split, breaks the
-    schema, repeats an earlier id, or names an input image file that does not exist becomes a
+    schema, repeats an earlier id, or names an input image file that does not exist (or, unless
+    ``allow_outside_inputs``, lies outside the suite's folder) becomes a
     ``TaskError(stage="load", line=N)`` whose message names the line and the problem.
 
     Args:
         path: The suite file; ``None`` reads the built-in synthetic suite.
+        allow_outside_inputs: Let input image paths lead outside the suite file's folder.
 
     Returns:
         The tasks that loaded, in file order, and the errors.
@@ -116,7 +129,7 @@ def load_suite_checked(path: str | Path | None = None) -> SuiteLoad:
             continue
         if not text.strip():
             continue
-        parsed = parse_task_line(text, number, base_dir)
+        parsed = parse_task_line(text, number, base_dir, allow_outside_inputs=allow_outside_inputs)
         if isinstance(parsed, TaskError):
             out.errors.append(parsed)
         elif parsed.id in first_line:

@@ -43,6 +43,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from visioncreator.evals.results import TaskError
+from visioncreator.evals.suites.inputs import input_file
 from visioncreator.evals.suites.jsonl import load_suite_checked
 from visioncreator.evals.suites.model import InputImage, SuiteError, SuiteLoad, SuiteTask
 from visioncreator.tool_servers.synthetic import RELATIONS, CheckItem, Relation
@@ -191,7 +192,7 @@ def _image_paths(value: Any) -> list[str]:
     raise ValueError(f"an image field must be a path, a {{'path': ...}} object or a list of them, not {value!r:.60}")
 
 
-def _gedit_task(raw: dict[str, Any], base_dir: Path) -> SuiteTask:
+def _gedit_task(raw: dict[str, Any], base_dir: Path, allow_outside: bool) -> SuiteTask:
     try:
         entry = _GEditEntry.model_validate(raw)
     except ValidationError as exc:
@@ -205,7 +206,11 @@ def _gedit_task(raw: dict[str, Any], base_dir: Path) -> SuiteTask:
             image = InputImage(path=rel)
         except ValidationError as exc:
             raise ValueError(f"key {entry.key!r}: input image {k}: {_errors(exc)}") from None
-        if not (base_dir / rel).is_file():
+        try:
+            file = input_file(base_dir, rel, allow_outside=allow_outside)
+        except SuiteError as exc:
+            raise ValueError(f"key {entry.key!r}: input image {k}: {exc}") from None
+        if not file.is_file():
             raise ValueError(f"key {entry.key!r}: input image {k} {rel!r} not found (looked in {base_dir})")
         inputs.append(image)
     tags = {"task_type": entry.task_type, "language": entry.instruction_language}
@@ -216,13 +221,15 @@ def _gedit_task(raw: dict[str, Any], base_dir: Path) -> SuiteTask:
     )
 
 
-def load_gedit(path: str | Path, *, language: str | None = None) -> SuiteLoad:
+def load_gedit(path: str | Path, *, language: str | None = None, allow_outside_inputs: bool = False) -> SuiteLoad:
     """Read GEdit-Bench entries (a JSON array, or JSONL) as img2img tasks; bad entries become errors.
 
     Args:
         path: The file; image paths in it are relative to its folder.
         language: Keep only entries whose ``instruction_language`` is this (``"en"``, ``"cn"``);
             ``None`` keeps all.
+        allow_outside_inputs: Let image paths lead outside the file's folder (else such an entry
+            is an error and nothing is read).
 
     Raises:
         SuiteError: The file cannot be read, or a JSON file is not an array of objects.
@@ -251,7 +258,7 @@ def load_gedit(path: str | Path, *, language: str | None = None) -> SuiteLoad:
         if language is not None and raw.get("instruction_language", "en") != language:
             continue
         try:
-            task = _gedit_task(raw, base_dir)
+            task = _gedit_task(raw, base_dir, allow_outside_inputs)
         except ValueError as exc:
             key = raw.get("key") if isinstance(raw.get("key"), str) else None
             out.errors.append(TaskError(stage="load", line=line, id=key, message=f"{where}: {exc}"))
@@ -295,12 +302,15 @@ def detect_format(path: str | Path) -> SuiteFormat:
     raise SuiteError(f"{file}: no JSON object found to tell the suite format by")
 
 
-def load_any_suite(path: str | Path, *, format: SuiteFormat | None = None) -> SuiteLoad:
+def load_any_suite(
+    path: str | Path, *, format: SuiteFormat | None = None, allow_outside_inputs: bool = False
+) -> SuiteLoad:
     """Read a suite in any supported format: ours, GenEval metadata, or GEdit-Bench.
 
     Args:
         path: The file.
         format: Skip detection and use this loader.
+        allow_outside_inputs: Let input image paths lead outside the file's folder.
 
     Raises:
         SuiteError: The file cannot be read (bad entries are ``errors``, not raised).
@@ -310,5 +320,5 @@ def load_any_suite(path: str | Path, *, format: SuiteFormat | None = None) -> Su
     if chosen == "geneval":
         return load_geneval(path)
     if chosen == "gedit":
-        return load_gedit(path)
-    return load_suite_checked(path)
+        return load_gedit(path, allow_outside_inputs=allow_outside_inputs)
+    return load_suite_checked(path, allow_outside_inputs=allow_outside_inputs)

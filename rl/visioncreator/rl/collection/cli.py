@@ -2,7 +2,12 @@
 
 Re-running the same command resumes the file (deterministic trajectory ids); ``--ray ADDRESS``
 runs the workers on Ray (``local`` starts a local cluster). ``python -m visioncreator.rl.collection``
-runs it too.
+runs it too. One collection writes a records file at a time: a second one into the same file stops
+at once, naming the first one's pid.
+
+Exit codes: 0 done; 2 the collection could not start or a trajectory failed (message on stderr; the
+records already written stay); 3 the tool server was lost: nothing of the interrupted trajectories is
+recorded, and running the same command again collects what is missing.
 """
 
 from __future__ import annotations
@@ -10,15 +15,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from visioncreator.evals import SuiteTask, load_suite
+from visioncreator.evals import EvalsError, SuiteTask, load_suite
+from visioncreator.graph import GraphError
 from visioncreator.rl.collection.collector import synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.records import TrajectoryRecord
-from visioncreator.rl.collection.run import collect_to
+from visioncreator.rl.collection.run import CollectOutageError, collect_to_locked, records_lock
+from visioncreator.rl.errors import RLError
 
 
 def _parser() -> Any:
@@ -64,12 +72,24 @@ def _suite_tasks(suite: str | None, splits: Sequence[str], limit: int | None) ->
     return kept
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Collect scored expert trajectories of a suite into a JSONL records file (RL data)."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Collect scored expert trajectories of a suite into a JSONL records file (RL data); the exit code."""
+    options = _parser().parse_args(argv)
+    try:
+        _collect(options)
+    except CollectOutageError as exc:
+        print(f"visioncreator collect: error: {exc}", file=sys.stderr)
+        return 3
+    except (RLError, EvalsError, GraphError, ValueError, OSError) as exc:
+        print(f"visioncreator collect: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _collect(options: Any) -> None:
     from visioncreator.graph import expert_policy
     from visioncreator.policy import ExpertConfig
 
-    options = _parser().parse_args(argv)
     out: Path = options.out
     own = {"store", "checkpoint", "reflect"}
     fields = {n: getattr(options, n) for n in CollectConfig.model_fields if hasattr(options, n) and n not in own}
@@ -95,12 +115,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         async def local() -> list[TrajectoryRecord]:
             async with synthetic_tools(config) as tools:
                 policy = expert_policy(expert)
-                return await collect_to(out, tasks, policy=policy, tools=tools, config=config, progress=True)
+                return await collect_to_locked(out, tasks, policy=policy, tools=tools, config=config, progress=True)
 
-        written = asyncio.run(local())
+        with records_lock(out):  # before the tool server makes its store: a refused run writes nothing
+            written = asyncio.run(local())
     mean = sum(r.rewards.get("total", 0.0) for r in written) / max(1, len(written))
     print(json.dumps({"records": str(out), "written": len(written), "mean_total_reward": round(mean, 4)}))
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -33,7 +33,7 @@ from visioncreator.rl.collection.collector import CollectError, Collector, synth
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
 from visioncreator.rl.collection.records import TrajectoryRecord, append_record, policy_id_of, repair_records
-from visioncreator.rl.collection.run import RecordHandler, run_jobs
+from visioncreator.rl.collection.run import RecordHandler, records_lock, run_jobs
 
 __all__ = [
     "PolicyFactory",
@@ -342,13 +342,13 @@ async def collect_ray_to(
     trajectories resume from their worker's checkpoint file (see the module docstring).
     """
     file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    done = {r.trajectory_id for r in repair_records(file)}
+    with records_lock(file):  # one collection writes a records file at a time
+        done = {r.trajectory_id for r in repair_records(file)}
 
-    def write(record: TrajectoryRecord) -> None:
-        append_record(file, record)
-        if on_record is not None:
-            on_record(record)
+        def write(record: TrajectoryRecord) -> None:
+            append_record(file, record)
+            if on_record is not None:
+                on_record(record)
 
-    async with RayWorkers(policy, config, address=address, workers=workers) as pool:
-        return await pool.collect(tasks, skip=done, on_record=write, progress=progress)
+        async with RayWorkers(policy, config, address=address, workers=workers) as pool:
+            return await pool.collect(tasks, skip=done, on_record=write, progress=progress)

@@ -6,6 +6,11 @@ the trajectory ids the file already holds and resumes half-done trajectories fro
 checkpoint (thread id = trajectory id). Sample ``i`` of a task runs with seed ``config.seed + i``.
 :func:`run_jobs` is the concurrent loop both use (and the Ray workers too).
 
+One collection writes a records file at a time (:class:`visioncreator.graph.FileLock` on
+``<file>.lock``; collections into other files of the same folder run side by side). A lost tool
+server stops the collection with a :class:`CollectError` that says so: the job it hit records
+nothing, and running the same collection again collects what is missing.
+
 ``visioncreator collect --help`` (or ``python -m visioncreator.rl.collection --help``) is the command line.
 """
 
@@ -14,19 +19,37 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph import ToolClient
+from visioncreator.graph import FileLock, ToolClient, ToolServerUnavailable
 from visioncreator.policy import Policy
 from visioncreator.rl.collection.collector import CollectError, Collector
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job
 from visioncreator.rl.collection.records import TrajectoryRecord, append_record, repair_records
 
-__all__ = ["RecordHandler", "collect", "collect_to", "run_jobs"]
+__all__ = [
+    "INFRASTRUCTURE_FAILURE",
+    "CollectOutageError",
+    "RecordHandler",
+    "collect",
+    "collect_to",
+    "collect_to_locked",
+    "records_lock",
+    "run_jobs",
+]
+
+INFRASTRUCTURE_FAILURE = (
+    "infrastructure failure (tool server lost) — not recorded; run again to collect the missing trajectories"
+)
+"""What a :class:`CollectOutageError` says: a job stopped because the tool server was lost."""
+
+
+class CollectOutageError(CollectError):
+    """A job stopped because the tool server was lost: an outage, not the policy's failure; nothing recorded."""
+
 
 RecordHandler = Callable[[TrajectoryRecord], None]
 """Called with each record as it finishes."""
@@ -65,7 +88,8 @@ async def run_jobs(
     """Run ``jobs`` with ``concurrency`` workers; the records in job order.
 
     Raises:
-        CollectError: A job failed (the others are cancelled; records already handed on stay).
+        CollectError: A job failed (the others are cancelled; records already handed on stay). A lost
+            tool server raises :class:`CollectOutageError` (:data:`INFRASTRUCTURE_FAILURE`).
 
     """
     results: dict[int, TrajectoryRecord] = {}
@@ -77,9 +101,10 @@ async def run_jobs(
             try:
                 record = await run_one(job)
             except Exception as exc:
-                raise CollectError(
-                    f"task {job.task.task_id} sample {job.sample_index} (trajectory {job.trajectory_id}): {exc}"
-                ) from exc
+                where = f"task {job.task.task_id} sample {job.sample_index} (trajectory {job.trajectory_id})"
+                if _is_outage(exc):
+                    raise CollectOutageError(f"{where}: {INFRASTRUCTURE_FAILURE}: {exc}") from exc
+                raise CollectError(f"{where}: {exc}") from exc
             results[k] = record
             if on_record is not None:
                 on_record(record)
@@ -128,11 +153,15 @@ async def collect(
         )
 
 
-@asynccontextmanager
-async def _records_file(path: str | Path) -> AsyncIterator[set[str]]:
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    yield {r.trajectory_id for r in repair_records(file)}
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, ToolServerUnavailable):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(ToolServerUnavailable) is not None
+
+
+def records_lock(path: str | Path) -> FileLock:
+    """The lock a collection holds on its records file while it writes it (``<file>.lock`` beside it)."""
+    return FileLock(path, what="a collection")
 
 
 async def collect_to(
@@ -148,12 +177,36 @@ async def collect_to(
     """Like :func:`collect`, appending each record to the JSONL file ``path`` as it finishes.
 
     Trajectory ids already in the file are skipped (a torn last line is cut off first), so a re-run
-    after a crash adds exactly what is missing. Returns the records written by this call.
+    after a crash adds exactly what is missing. The file's :func:`records_lock` is held throughout.
+    Returns the records written by this call.
+
+    Raises:
+        FolderLockedError: Another process is collecting into ``path`` (nothing was written).
+        CollectError: A job failed (see :func:`run_jobs`); the records written before stay.
     """
-    async with (
-        _records_file(path) as done,
-        Collector(policy=policy, tools=tools, config=config) as collector,
-    ):
+    with records_lock(path):
+        return await collect_to_locked(
+            path, tasks, policy=policy, tools=tools, config=config, on_record=on_record, progress=progress
+        )
+
+
+async def collect_to_locked(
+    path: str | Path,
+    tasks: Iterable[Any],
+    *,
+    policy: Policy,
+    tools: ToolClient,
+    config: CollectConfig,
+    on_record: RecordHandler | None = None,
+    progress: bool = False,
+) -> list[TrajectoryRecord]:
+    """:func:`collect_to` for a caller that already holds ``records_lock(path)``.
+
+    The command line takes the lock before it starts a tool server, so that a second collection
+    into the same file stops before it has written anything (a store folder included).
+    """
+    done = {r.trajectory_id for r in repair_records(path)}  # under the lock: a live writer's line is not torn
+    async with Collector(policy=policy, tools=tools, config=config) as collector:
         jobs = [j for j in collector.jobs(tasks) if j.trajectory_id not in done]
 
         def write(record: TrajectoryRecord) -> None:
