@@ -8,15 +8,9 @@ streams in.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import ctypes.util
-import functools
-from collections.abc import Callable
-
 from starlette.types import Receive
 
-__all__ = ["BodyBudget", "ClientGone", "Refusal", "Reservation", "drain_body", "read_body", "trim_heap"]
+__all__ = ["BodyBudget", "ClientGone", "Refusal", "Reservation", "drain_body", "read_body"]
 
 
 class Refusal(Exception):
@@ -155,25 +149,3 @@ async def drain_body(receive: Receive, *, max_bytes: int) -> bool:
             return False
         if not message.get("more_body", False):
             return True
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    with contextlib.suppress(OSError, AttributeError):
-        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
-        return trim
-    return None
-
-
-def trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
-
-    After a large body is freed, glibc keeps the pages for reuse, so the process would stay at
-    its peak size after a burst of uploads.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)

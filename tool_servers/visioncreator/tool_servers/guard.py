@@ -25,8 +25,8 @@ from visioncreator.tool_servers.body import (
     Reservation,
     drain_body,
     read_body,
-    trim_heap,
 )
+from visioncreator.tool_servers.budget import release_free_memory
 from visioncreator.tool_servers.inflight import SessionRequests
 
 __all__ = ["RequestGuard"]
@@ -123,7 +123,7 @@ class RequestGuard:
             if large and session is not None and scope["method"] == "POST":
                 await self._flush_session(scope, session)
         if large and self.budget.used == 0:
-            trim_heap()
+            release_free_memory()
 
     async def _admit(
         self,
