@@ -10,11 +10,11 @@ import asyncio
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.security._processes import lock_holder
 from tests.security._tool_server import RestartableServer
 
 from visioncreator.evals import load_suite
@@ -28,33 +28,13 @@ COLLECT = [sys.executable, "-m", "visioncreator.rl.collection"]
 SMALL = ["--splits", "single", "--limit", "1", "--group-size", "1", "--fault-rate", "0"]
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():
-        assert proc is None or proc.poll() is None, f"the process exited before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def held(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """``records.jsonl`` in ``tmp_path/out``, its lock held by another process (its pid) until the test ends."""
     records = tmp_path / "out" / "records.jsonl"
-    code = "import sys; from visioncreator.rl.collection.run import records_lock; records_lock(sys.argv[1]).acquire(); "
-    code += "print('held', flush=True); sys.stdin.read()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(records)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "held\n"
+    acquire = "from visioncreator.rl.collection.run import records_lock; records_lock(sys.argv[1]).acquire()"
+    with lock_holder(acquire, str(records)) as proc:
         yield records, proc.pid
-    finally:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_a_second_collection_into_one_file_stops_naming_the_pid_and_another_file_beside_it_runs(

@@ -14,12 +14,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from tests.security._processes import lock_holder, wait_for
 from tests.security._tool_server import RestartableServer
 
 from visioncreator.evals import EvalSettings, load_suite, run_eval, write_suite
@@ -40,14 +40,6 @@ def _files(root: Path) -> set[Path]:
 
 def _eval(*args: str, timeout: float = WAIT_S) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*EVAL, *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def _wait_for(predicate: object, what: str, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not predicate():  # type: ignore[operator]
-        assert proc is None or proc.poll() is None, f"the process exited before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def test_record_names_are_unique_per_exact_id_even_without_case_and_plain_ids_keep_theirs() -> None:
@@ -197,22 +189,10 @@ def test_a_corrupt_record_line_or_run_file_is_named_with_the_way_out(tmp_path: P
 
 @pytest.fixture
 def holder(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
-    """A separate process holding ``FolderLock(tmp_path / 'run')`` until its stdin closes."""
-    code = "import sys; from visioncreator.graph import FolderLock; FolderLock(sys.argv[1]).acquire(); "
-    code += "print('held', flush=True); sys.stdin.read()"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(tmp_path / "run")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline() == "held\n"
+    """A separate process holding ``FolderLock(tmp_path / 'run')`` until the test ends."""
+    acquire = "from visioncreator.graph import FolderLock; FolderLock(sys.argv[1]).acquire()"
+    with lock_holder(acquire, str(tmp_path / "run")) as proc:
         yield proc
-    finally:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-        proc.stdin.close()
-        proc.wait(timeout=30)
-        proc.stdout.close()
 
 
 def test_a_second_eval_on_a_folder_stops_at_once_naming_the_pid_and_writes_nothing(
@@ -239,7 +219,7 @@ def test_two_eval_processes_on_one_folder(tmp_path: Path) -> None:
     with log.open("wb") as sink:
         first = subprocess.Popen([*EVAL, *args], stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: (out / "run.json").exists(), "the first eval to start", first)
+        wait_for(lambda: (out / "run.json").exists(), "the first eval to start", first)
         second = _eval(*args)
         assert second.returncode == 2
         assert f"an eval is already running there (pid {first.pid})" in second.stderr
@@ -287,7 +267,7 @@ def test_a_tool_server_lost_mid_run_is_an_infrastructure_error_and_the_same_comm
     with log.open("wb") as sink:
         proc = subprocess.Popen([*EVAL, *args], stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for(lambda: results.exists() and results.read_text().count("\n") >= 1, "a first result", proc)
+        wait_for(lambda: results.exists() and results.read_text().count("\n") >= 1, "a first result", proc)
         restartable_server.kill()
         proc.wait(timeout=WAIT_S)
     finally:
