@@ -26,7 +26,7 @@ INITIALIZE = {
 }
 
 
-@pytest.fixture(scope="module", params=["127.0.0.2", "::1", "localhost"])
+@pytest.fixture(scope="module", params=["127.0.0.2", "::1", "[::1]", "localhost"])
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     args = ["--host", request.param, "--allow-host", "tools.example", "--allow-origin", "https://app.example"]
     with tool_server(tmp_path_factory.mktemp("rebinding"), *args) as running:

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from visioncreator.tool_servers.diffusion.settings import DiffusionSettings
 from visioncreator.tool_servers.scene import FaultType
@@ -190,6 +190,12 @@ class ServerSettings(BaseModel):
         description="Append one JSON line per completed image-producing call (tool, handle, seed, time): an audit "
         "trail of what the server really ran.",
     )
+
+    @field_validator("host")
+    @classmethod
+    def _unbracketed(cls, value: str) -> str:
+        # "[::1]" is how a URL spells an IPv6 host; the socket wants "::1" (the URL adds them back).
+        return value[1:-1] if value.startswith("[") and value.endswith("]") else value
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> Self:
