@@ -122,7 +122,14 @@ async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckp
     check_checkpoint(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     async with aiosqlite.connect(str(path)) as conn:
-        yield AsyncSqliteSaver(conn, serde=serde)
+        try:
+            yield AsyncSqliteSaver(conn, serde=serde)
+        finally:
+            # A run cancelled between a checkpoint write and its commit leaves the transaction open;
+            # a cursor it left behind can keep the closed connection (and its lock) alive, and the
+            # next opener of the file would find it locked. Roll back before closing.
+            with contextlib.suppress(Exception):
+                await conn.rollback()
 
 
 async def run_task(
