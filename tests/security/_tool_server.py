@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 STARTUP_S = 30.0
@@ -154,3 +155,20 @@ class RestartableServer:
         if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=30)
+
+
+async def text_to_image_over_mcp(server: Server, headers: Mapping[str, str] | None = None) -> Any:
+    """One small ``text_to_image`` call through the real MCP client; the ``CallToolResult``."""
+    import anyio
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    with anyio.fail_after(30):
+        async with (
+            httpx2.AsyncClient(timeout=20, headers=dict(headers or {})) as http,
+            streamable_http_client(server.url, http_client=http) as (read, write),
+            ClientSession(read, write) as session,
+        ):
+            await session.initialize()
+            return await session.call_tool("text_to_image", {"prompt": "a dog", "width": 64, "height": 64})

@@ -19,10 +19,16 @@ import anyio
 import httpx2
 import numpy as np
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 from PIL import Image
-from tests.security._tool_server import Server, connect, read_response, read_until_closed, request_head, tool_server
+from tests.security._tool_server import (
+    Server,
+    connect,
+    read_response,
+    read_until_closed,
+    request_head,
+    text_to_image_over_mcp,
+    tool_server,
+)
 
 ACCEPT = {"Accept": "application/json, text/event-stream"}
 INITIALIZE = {
@@ -224,14 +230,7 @@ async def test_a_duplicate_request_id_is_refused_while_the_first_still_answers(
 
 
 async def test_the_server_still_serves_the_real_client(server: Server) -> None:
-    with anyio.fail_after(30):
-        async with (
-            httpx2.AsyncClient(timeout=20) as http,
-            streamable_http_client(server.url, http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            result = await session.call_tool("text_to_image", {"prompt": "a dog", "width": 64, "height": 64})
+    result = await text_to_image_over_mcp(server)
     assert not result.is_error, result.content
 
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import anyio
 import httpx2
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from tests.security._tool_server import Server, tool_server
+from tests.security._tool_server import Server, text_to_image_over_mcp, tool_server
 
 TOKEN = "token-from-a-safe-place-0123456789"
 PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
@@ -28,14 +26,7 @@ async def _status(server: Server, authorization: str | None) -> int:
 
 
 async def _client_works(server: Server, token: str) -> None:
-    with anyio.fail_after(30):
-        async with (
-            httpx2.AsyncClient(timeout=20, headers={"Authorization": f"Bearer {token}"}) as http,
-            streamable_http_client(server.url, http_client=http) as (read, write),
-            ClientSession(read, write) as session,
-        ):
-            await session.initialize()
-            result = await session.call_tool("text_to_image", {"prompt": "a dog", "width": 64, "height": 64})
+    result = await text_to_image_over_mcp(server, {"Authorization": f"Bearer {token}"})
     assert not result.is_error, result.content
 
 
