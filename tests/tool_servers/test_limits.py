@@ -223,7 +223,7 @@ async def test_request_timeout_is_a_tool_error_and_the_server_keeps_serving(tmp_
 
 def test_settings_defaults_and_descriptions_of_every_limit() -> None:
     settings = ServerSettings()
-    assert settings.max_queue == 64
+    assert settings.max_queue == 256
     assert settings.max_steps == 50
     assert settings.allowed_input_formats == ("PNG", "JPEG", "WEBP")
     assert settings.backend == "synthetic"

@@ -59,8 +59,8 @@ def _parser() -> argparse.ArgumentParser:
 
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-steps", type=int, help="most denoising steps a caller may ask for (default 50)")
-    limits.add_argument("--max-concurrency", type=int, help="tool calls that run at once (default 8)")
-    limits.add_argument("--max-queue", type=int, help="tool calls that may wait; more are refused (default 64)")
+    limits.add_argument("--max-concurrency", type=int, help="tool calls that run at once (default 64)")
+    limits.add_argument("--max-queue", type=int, help="tool calls that may wait; more are refused (default 256)")
     limits.add_argument("--request-timeout", type=float, help="seconds one tool call may take (default 120)")
     limits.add_argument("--max-input-bytes", type=int, help="largest uploaded image file in bytes (default 20 MiB)")
     limits.add_argument(

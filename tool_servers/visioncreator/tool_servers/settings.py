@@ -166,10 +166,13 @@ class ServerSettings(BaseModel):
         default=(), description="Extra Origin header values accepted besides the bound host's own."
     )
     max_concurrency: int = Field(
-        default=8, ge=1, description="Tool calls that may run at once; the rest wait (up to max_queue)."
+        default=64,
+        ge=1,
+        description="Tool calls that may run at once; the rest wait (up to max_queue). 64 fits a remote or "
+        "simulated back end that waits rather than computes; the diffusers back end batches what runs at once.",
     )
     max_queue: int = Field(
-        default=64,
+        default=256,
         ge=0,
         description="Tool calls that may wait for a free slot; a call beyond running plus waiting is refused at "
         "once with a tool error, so a flood cannot pile up unbounded work.",
