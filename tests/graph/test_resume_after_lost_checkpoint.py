@@ -54,12 +54,16 @@ def _shape(state: dict[str, Any]) -> tuple[Sequence[Any], ...]:
     return turns, calls, tuple(state["answer"]), (state["termination"],)
 
 
-@pytest.mark.parametrize("die_at", [4, 7, 10])
+@pytest.mark.parametrize("die_at", [4, 7, -1])
 async def test_resume_finishes_a_task_whose_last_checkpoint_was_lost(tmp_path: Path, die_at: int) -> None:
+    """``die_at`` -1: the run's very last checkpoint (counted on the clean run)."""
     task = Task(request="two red apples to the left of a blue bowl")
+    counter = DyingSaver(0)
     async with make_client(tmp_path / "clean", fault_rate=0.5) as tools:
-        clean = (await run(tools, task, seed=3)).state
+        clean = (await run(tools, task, seed=3, checkpointer=counter)).state
     assert clean["termination"] == "answered"
+    die_at = counter.puts if die_at == -1 else die_at
+    assert die_at <= counter.puts
 
     saver = DyingSaver(die_at)
     async with make_client(tmp_path / "store", fault_rate=0.5) as tools:

@@ -13,9 +13,8 @@ from langgraph.types import RetryPolicy, Send
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, RetrySettings
 from visioncreator.graph.nodes import Nodes
-from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, batch_records, typed
+from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, typed
 from visioncreator.policy import Policy, Task
-from visioncreator.tool_servers import IMAGE_TOOLS
 
 __all__ = ["Agent", "build_agent", "retry_policy"]
 
@@ -42,6 +41,11 @@ class _Routes:
 
     config: AgentConfig
 
+    def first(self, state: AgentState) -> str:
+        # Input images are looked at before the plan: opening the task is then a step of its own.
+        inputs = typed(Task, state["task"]).inputs
+        return "start" if inputs and self.config.observe in ("inspect", "both") else "plan"
+
     def after_start(self, state: AgentState) -> Route:
         inputs = typed(Task, state["task"]).inputs
         if inputs and self.config.observe in ("inspect", "both"):
@@ -50,7 +54,7 @@ class _Routes:
 
     def _dispatch(self, state: AgentState, otherwise: str) -> Route:
         if state.get("termination") or state.get("answer") is not None:
-            return "finish"
+            return END  # the turn that ended the run settled the answer
         pending = state.get("pending") or []
         if pending:
             return [Send("tools", ToolTask(call=c, batch=state.get("batch", 0))) for c in pending]
@@ -65,19 +69,6 @@ class _Routes:
     def after_reflect(self, state: AgentState) -> Route:
         return self._dispatch(state, "act")
 
-    def after_collect(self, state: AgentState) -> Route:
-        if not self.config.reflect:
-            return "act"
-        batch = state.get("batch", 0)
-        new = [
-            r.handle
-            for r in batch_records(state.get("tool_calls", ()), batch)
-            if r.ok and r.handle and r.name in IMAGE_TOOLS
-        ]
-        if new and self.config.observe in ("inspect", "both"):
-            return [Send("inspect", Look(handle=h, batch=batch)) for h in dict.fromkeys(new)]
-        return "reflect"
-
 
 def build_agent(
     *,
@@ -86,7 +77,12 @@ def build_agent(
     config: AgentConfig | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
 ) -> Agent:
-    """Compile the plan → act → tools → reflect → finish loop.
+    """Compile the plan → act → tools → reflect loop.
+
+    Each checkpointed step does one thing worth saving: a policy turn, or a batch of tool calls
+    (one LangGraph task per call, each with the graph's look at its image). Opening the task is
+    part of the first plan turn unless input images are looked at first, and the turn that ends
+    the run (an answer, a budget, too many format errors) settles the answer itself.
 
     Args:
         policy: The policy that writes every assistant turn.
@@ -113,18 +109,14 @@ def build_agent(
     graph.add_node("plan", nodes.plan, retry_policy=retry)
     graph.add_node("act", nodes.act, retry_policy=retry)
     graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
-    graph.add_node("collect", nodes.collect)
-    graph.add_node("inspect", nodes.inspect)  # type: ignore[arg-type]  # a Send payload, not the state
     graph.add_node("reflect", nodes.reflect, retry_policy=retry)
-    graph.add_node("finish", nodes.finish, retry_policy=retry)
-    graph.add_edge(START, "start")
+    graph.add_conditional_edges(START, routes.first, ["start", "plan"])
     graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")
-    graph.add_conditional_edges("plan", routes.after_plan, ["tools", "act", "plan", "finish"])
-    graph.add_conditional_edges("act", routes.after_act, ["tools", "act", "finish"])
-    graph.add_edge("tools", "collect")
-    graph.add_conditional_edges("collect", routes.after_collect, ["inspect", "reflect", "act"])
-    graph.add_edge("inspect", "reflect")
-    graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", "finish"])
-    graph.add_edge("finish", END)
+    graph.add_conditional_edges("plan", routes.after_plan, ["tools", "act", "plan", END])
+    graph.add_conditional_edges("act", routes.after_act, ["tools", "act", END])
+    # Each tool task looks at its own image, so the batch joins straight into the next policy turn:
+    # one checkpointed step per batch (no separate join or inspection steps).
+    graph.add_edge("tools", "reflect" if cfg.reflect else "act")
+    graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
     return graph.compile(checkpointer=checkpointer, name="visioncreator")

@@ -8,7 +8,10 @@ from typing import Literal
 from visioncreator.graph.seeds import CallSeeds
 from visioncreator.policy import PolicyConnectionError
 
-__all__ = ["AgentConfig", "Budgets", "RetrySettings"]
+__all__ = ["AgentConfig", "Budgets", "Durability", "RetrySettings"]
+
+Durability = Literal["sync", "async", "exit"]
+"""LangGraph's durability mode: when each step's checkpoint is written."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +94,13 @@ class AgentConfig:
     """Who picks the seed of an image call (see :mod:`visioncreator.graph.seeds`): ``policy`` keeps the
     policy's seed and derives a missing one; ``derived`` always derives it from the run's
     ``call_seed_base``, the plan step and the attempt (common random numbers for runs that share a base)."""
+
+    durability: Durability = "async"
+    """When LangGraph saves each step: ``async`` (default) writes a step's checkpoint while the next
+    step runs, and every finished task's writes as it finishes, so a killed run resumes at its last
+    saved step without repeating a finished tool call; ``sync`` waits for each checkpoint before the
+    next step; ``exit`` saves only when the run ends (no resume after a crash: only for runs that
+    are never resumed)."""
 
     def __post_init__(self) -> None:
         if self.max_turn_chars < 1:

@@ -1,4 +1,4 @@
-"""The graph's nodes: plan, act, tools, inspect, reflect, finish.
+"""The graph's nodes: start, plan, act, tools (each call with its look), reflect.
 
 Each policy node asks the policy for one turn, records it, and decides where to go next by
 writing ``pending`` tool calls, a plan, or an answer. Routing lives in ``builder.py``.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langgraph.config import get_stream_writer
+from langgraph.func import task
 
 from visioncreator.graph.bounds import bounded_feedback, bounded_turn
 from visioncreator.graph.client import ToolClient
@@ -93,8 +94,13 @@ class Nodes:
     # ---- policy nodes --------------------------------------------------------------------
 
     async def plan(self, state: AgentState) -> dict[str, Any]:
-        """Ask the policy for a plan."""
-        return await self._policy_node("plan", state)
+        """Ask the policy for a plan; the first plan turn of a task also opens it (see :meth:`start`)."""
+        if state.get("messages"):
+            return await self._policy_node("plan", state)
+        # No input images to look at first: opening the task needs no step of its own.
+        opening = await self.start(state)
+        update = await self._policy_node("plan", {**state, **opening})  # type: ignore[typeddict-item]
+        return {**opening, **update, "messages": [*opening["messages"], *update.get("messages", ())]}
 
     async def act(self, state: AgentState) -> dict[str, Any]:
         """Ask the policy for the next tool calls (or its answer)."""
@@ -113,6 +119,13 @@ class Nodes:
             raise PolicyTurnTimeout(f"the policy's {node} turn took longer than {timeout:g} s") from exc
 
     async def _policy_node(self, node: Node, state: AgentState) -> dict[str, Any]:
+        update = await self._turn(node, state)
+        if update.get("termination") or update.get("answer") is not None:
+            # The run ends here: settle the answer in this step rather than in a step of its own.
+            update.update(self._settle({**state, **update}))  # type: ignore[typeddict-item]
+        return update
+
+    async def _turn(self, node: Node, state: AgentState) -> dict[str, Any]:
         stop = self._budget_stop(state)
         if stop:
             return {"termination": stop, "pending": []}
@@ -250,14 +263,34 @@ class Nodes:
     # ---- tools ---------------------------------------------------------------------------
 
     async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
-        """Run one tool call (fanned out with ``Send``: one task per call)."""
+        """Run one tool call (fanned out with ``Send``: one task per call), then look at its image.
+
+        The look runs in the call's own task, so a batch is one graph step. When there is a look,
+        the call runs as a LangGraph task inside this one (:func:`_tool_call_task`): its record is
+        saved the moment it returns, and a crash during the look re-runs the look, never the call.
+        Without a look, this task's own write is that save.
+        """
         pending = typed(PendingCall, payload["call"])
+        batch = payload["batch"]
+        if not (self._looks and pending.call.name in IMAGE_TOOLS):
+            return {"tool_calls": [await self.call_policy_tool(pending, batch)]}
+        record = await _tool_call_task(self, pending, batch)
+        if not (record.ok and record.handle):
+            return {"tool_calls": [record]}
+        look = await self.inspect(Look(handle=record.handle, batch=batch))
+        return {"tool_calls": [record, *look["tool_calls"]], "inspections": look["inspections"]}
+
+    @property
+    def _looks(self) -> bool:
+        """Whether the graph looks at each new image before the reflect turn."""
+        return self.config.reflect and self._inspects
+
+    async def call_policy_tool(self, pending: PendingCall, batch: int) -> ToolCallRecord:
+        """Run one admitted policy call and record it."""
         call = pending.call
-        record = await self._call(
-            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=payload["batch"],
-            turn=pending.turn,
-        )  # fmt: skip
-        return {"tool_calls": [record]}
+        return await self._call(
+            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=batch, turn=pending.turn
+        )
 
     async def inspect(self, payload: Look) -> dict[str, Any]:
         """Look at one image with ``inspect_image`` on the policy's behalf."""
@@ -288,22 +321,16 @@ class Nodes:
             handle=handle, latency_s=outcome.latency_s, started_at=started,
         )  # fmt: skip
 
-    async def collect(self, state: AgentState) -> dict[str, Any]:
-        """Close a batch of tool calls (a join point after the fan-out)."""
-        return {}
+    # ---- the end -------------------------------------------------------------------------
 
-    # ---- finish --------------------------------------------------------------------------
+    def _settle(self, state: AgentState) -> dict[str, Any]:
+        """Settle the answer: the policy's, checked against the images this task made.
 
-    async def finish(self, state: AgentState) -> dict[str, Any]:
-        """Settle the answer: the policy's, checked against the images this task made."""
-        update: dict[str, Any] = {}
+        Runs in the policy node whose turn ended the run (an answer, a budget or too many format
+        errors), so the last checkpoint holds the settled answer.
+        """
         answer = state.get("answer")
         termination = state.get("termination")
-        if answer is None and not termination:
-            # Reached without an answer (no budget stop): ask once.
-            result = await self._policy_node("finish", state)
-            update.update(result)
-            answer = result.get("answer")
         calls = typed_list(ToolCallRecord, state.get("tool_calls", ()))
         task = typed(Task, state["task"])
         known = {c.handle for c in calls if c.handle and c.name in IMAGE_TOOLS} | set(task.inputs)
@@ -315,12 +342,24 @@ class Nodes:
             # reward or score counts it as the policy's.
             valid = valid or _latest_images(calls, task.n_images)
             reason = termination or ("invalid_answer" if answer is not None else "no_answer")
-        update["policy_answer"] = None if answer is None else list(answer)
-        update["answer_repaired"] = valid != list(answer or [])
-        update["answer"] = valid
-        update["termination"] = reason
-        emit("finish", answer=valid, termination=reason, repaired=update["answer_repaired"])
-        return update
+        repaired = valid != list(answer or [])
+        emit("finish", answer=valid, termination=reason, repaired=repaired)
+        return {
+            "policy_answer": None if answer is None else list(answer),
+            "answer_repaired": repaired,
+            "answer": valid,
+            "termination": reason,
+        }
+
+
+@task
+async def _tool_call_task(nodes: Nodes, pending: PendingCall, batch: int) -> ToolCallRecord:
+    """One policy tool call as a LangGraph task of its own.
+
+    Its record is saved as a pending write the moment it returns; a resumed parent task gets it
+    back instead of calling again.
+    """
+    return await nodes.call_policy_tool(pending, batch)
 
 
 def _nothing_to_do(node: Node) -> str:

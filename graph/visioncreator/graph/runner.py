@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -30,7 +30,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from visioncreator.graph.branch import BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent
 from visioncreator.graph.client import ToolClient
-from visioncreator.graph.config import AgentConfig
+from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.errors import ToolServerLost, ToolServerUnavailable
 from visioncreator.graph.folder import check_checkpoint
@@ -56,7 +56,19 @@ from visioncreator.policy import (
     ToolCall,
 )
 
-__all__ = ["STATE_TYPES", "EventHandler", "RunResult", "TaskRunner", "open_checkpointer", "run_task", "thread_id_for"]
+__all__ = [
+    "STATE_TYPES",
+    "EventHandler",
+    "RunResult",
+    "Synchronous",
+    "TaskRunner",
+    "open_checkpointer",
+    "run_task",
+    "thread_id_for",
+]
+
+Synchronous = Literal["NORMAL", "FULL"]
+"""SQLite's ``PRAGMA synchronous`` for a checkpoint file (see :func:`open_checkpointer`)."""
 
 EventHandler = Callable[[dict[str, Any]], None]
 
@@ -104,13 +116,26 @@ def thread_id_for(task: Task, seed: int, *scope: object) -> str:
 
 
 @asynccontextmanager
-async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckpointSaver[Any]]:
+async def open_checkpointer(
+    path: str | Path | None, *, synchronous: Synchronous = "NORMAL"
+) -> AsyncIterator[BaseCheckpointSaver[Any]]:
     """A SQLite checkpointer at ``path``, or an in-memory one for ``None`` / ``":memory:"``.
 
     Its serializer allows exactly the state's own types (:data:`STATE_TYPES`) besides LangGraph's.
     An existing file that is not a readable SQLite database raises
     :class:`~visioncreator.graph.folder.CheckpointCorruptError`.
+
+    Args:
+        path: The SQLite file (made with its folder if missing), or ``None`` / ``":memory:"``.
+        synchronous: SQLite's ``PRAGMA synchronous`` on the write-ahead log. ``NORMAL`` (default):
+            every commit is in the log file when it returns, without waiting for the disk, so
+            every saved step survives the process being killed; a power loss or OS crash can lose
+            the steps since the log's last sync (the file stays consistent, and the run resumes from
+            an earlier step, repeating the calls after it). ``FULL``: each commit waits for the disk
+            (fsync), so saved steps survive a power loss too, at a disk flush per step.
     """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
     serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
     if path is None or str(path) == ":memory:":
         yield InMemorySaver(serde=serde)
@@ -121,15 +146,26 @@ async def open_checkpointer(path: str | Path | None) -> AsyncIterator[BaseCheckp
     # start over: say so once, with the way out (--restart moves it aside).
     check_checkpoint(path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    async with aiosqlite.connect(str(path)) as conn:
-        try:
-            yield AsyncSqliteSaver(conn, serde=serde)
-        finally:
-            # A run cancelled between a checkpoint write and its commit leaves the transaction open;
-            # a cursor it left behind can keep the closed connection (and its lock) alive, and the
-            # next opener of the file would find it locked. Roll back before closing.
+    conn = await aiosqlite.connect(str(path))
+    saver = AsyncSqliteSaver(conn, serde=serde)
+    try:
+        # WAL is what AsyncSqliteSaver.setup() sets too; set here so that `synchronous` means the
+        # same thing from the first commit on.
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={synchronous}")
+        yield saver
+    finally:
+        # A run cancelled mid-write can leave LangGraph's background checkpoint writes still queued
+        # on this connection, and a write cancelled between its statement and its commit leaves the
+        # transaction open: the next opener of the file would find it locked. Every saver write
+        # holds `saver.lock`: take it, so that no write is half done, roll back what is uncommitted
+        # and close while holding it (a write still waiting for the lock then fails on the closed
+        # connection instead of reopening a transaction).
+        async with saver.lock:
             with contextlib.suppress(Exception):
                 await conn.rollback()
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 async def run_task(
@@ -141,6 +177,7 @@ async def run_task(
     on_event: EventHandler | None = None,
     recursion_limit: int = 400,
     call_seed_base: int | None = None,
+    durability: Durability = "async",
 ) -> RunResult:
     """Run ``task`` to the end, resuming the thread's checkpoint if it stopped midway.
 
@@ -153,6 +190,7 @@ async def run_task(
         recursion_limit: LangGraph super-step limit.
         call_seed_base: Base of the image calls' seeds (see :mod:`visioncreator.graph.seeds`); default
             derived from the task and ``seed``.
+        durability: When LangGraph saves each step (see :attr:`AgentConfig.durability`).
 
     """
     tid = thread_id or thread_id_for(task, seed)
@@ -175,12 +213,15 @@ async def run_task(
             if on_event:
                 on_event({"event": "resume", "thread_id": tid, "next": list(snapshot.next)})
     values: dict[str, Any] = {}
-    async for mode, chunk in agent.astream(run_input, config, stream_mode=["custom", "values"]):
+    # LangGraph refuses a durability without a checkpointer (there is nothing to save).
+    saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}
+    stream = agent.astream(run_input, config, stream_mode=["custom", "values"], **saving)
+    async for mode, chunk in stream:
         if mode == "custom" and on_event is not None and isinstance(chunk, dict):
             on_event(chunk)
         elif mode == "values" and isinstance(chunk, dict):
-            values = chunk
-    if agent.checkpointer is not None:
+            values = chunk  # the last one is the final state: no second read of the checkpoint
+    if not values and agent.checkpointer is not None:
         values = dict((await agent.aget_state(config)).values)
     return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started)
 
@@ -244,6 +285,7 @@ class TaskRunner:
             result = await run_task(
                 self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
                 recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
+                durability=self.config.durability,
             )  # fmt: skip
             return await self._recorded(result, record)
 
@@ -281,7 +323,7 @@ class TaskRunner:
         async def attempt() -> RunResult:
             result = await run_task(
                 self.agent, base, seed=seed, thread_id=thread_id, on_event=on_event,
-                recursion_limit=self.config.recursion_limit,
+                recursion_limit=self.config.recursion_limit, durability=self.config.durability,
             )  # fmt: skip
             result = dataclasses.replace(result, trajectory=result.trajectory.model_copy(update={"branch": where}))
             return await self._recorded(result, record)

@@ -25,6 +25,7 @@ __all__ = [
     "Look",
     "PendingCall",
     "ToolTask",
+    "add_calls",
     "batch_records",
     "merge",
     "typed",
@@ -37,6 +38,38 @@ M = TypeVar("M", bound=BaseModel)
 def merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
     """Reducer that merges dicts, right winning."""
     return {**(left or {}), **(right or {})}
+
+
+_Record = ToolCallRecord | Mapping[str, Any]
+
+
+def add_calls(left: Sequence[_Record] | None, right: Sequence[_Record] | None) -> list[_Record]:
+    """Reducer of ``tool_calls``: appends, but keeps one graph look per image and batch.
+
+    Each tool task looks at its own image; two calls of one batch that make the same image (the
+    same prompt and seed) would both record a look with the same id. The first one stays.
+    """
+    out = list(left or ())
+    for record in right or ():
+        if _field(record, "by") == "graph" and _recorded(out, record):
+            continue
+        out.append(record)
+    return out
+
+
+def _field(record: _Record, key: str) -> Any:
+    return record[key] if isinstance(record, Mapping) else getattr(record, key)
+
+
+def _recorded(records: Sequence[_Record], record: _Record) -> bool:
+    """Whether ``record``'s id is among the records of its batch at the end of ``records``."""
+    batch, record_id = _field(record, "batch"), _field(record, "id")
+    for earlier in reversed(records):
+        if _field(earlier, "batch") != batch:
+            return False
+        if _field(earlier, "id") == record_id:
+            return True
+    return False
 
 
 def typed(model: type[M], value: M | Mapping[str, Any]) -> M:
@@ -78,7 +111,7 @@ class PendingCall(BaseModel):
 
 
 class ToolTask(TypedDict):
-    """What one ``tools`` task runs (sent with ``Send``: one task per call)."""
+    """What one ``tools`` task runs (sent with ``Send``: one task per call, and its look at the image)."""
 
     call: PendingCall
     batch: int
@@ -124,7 +157,7 @@ class AgentState(TypedDict, total=False):
     """Base of the image calls' seeds (see :mod:`visioncreator.graph.seeds`)."""
     messages: Annotated[list[Message], operator.add]
     turns: Annotated[list[TurnRecord], operator.add]
-    tool_calls: Annotated[list[ToolCallRecord], operator.add]
+    tool_calls: Annotated[list[ToolCallRecord], add_calls]
     inspections: Annotated[dict[str, Any], merge]
     """handle -> inspect_image output (or {"error": ...}) from the graph's own looks."""
     pending: list[PendingCall]
