@@ -224,6 +224,7 @@ async def test_request_timeout_is_a_tool_error_and_the_server_keeps_serving(tmp_
 def test_settings_defaults_and_descriptions_of_every_limit() -> None:
     settings = ServerSettings()
     assert settings.max_queue == 256
+    assert settings.write_behind is False  # an answered handle survives a kill of the server
     assert settings.max_steps == 50
     assert settings.allowed_input_formats == ("PNG", "JPEG", "WEBP")
     assert settings.backend == "synthetic"
@@ -239,9 +240,10 @@ def test_settings_defaults_and_descriptions_of_every_limit() -> None:
 def test_cli_flags_set_the_limits_and_the_backend_settings(tmp_path: Path) -> None:
     argv = ["--backend", "tiny", "--registry", str(tmp_path / "r.toml"), "--device", "cpu", "--dtype", "float32"]
     argv += ["--cpu-offload", "--max-batch", "3", "--batch-wait-ms", "5", "--max-steps", "12"]
-    argv += ["--max-concurrency", "2", "--max-queue", "7", "--request-timeout", "9.5"]
+    argv += ["--max-concurrency", "2", "--max-queue", "7", "--request-timeout", "9.5", "--write-behind"]
     settings = _settings(_parser().parse_args(argv))
     assert settings.backend == "tiny"
+    assert settings.write_behind is True
     assert (settings.max_steps, settings.max_concurrency, settings.max_queue) == (12, 2, 7)
     assert settings.request_timeout_s == 9.5
     diffusion = settings.diffusion

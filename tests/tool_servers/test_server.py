@@ -118,7 +118,8 @@ async def test_text_to_image_stores_a_readable_image_with_truth(client: Client) 
         assert isinstance(blob, BlobResourceContents)
         assert blob.mime_type == "image/png"
         data = base64.b64decode(blob.blob)
-        assert len(data) == result.bytes
+        # Written before the answer (write_behind off by default): the answer gives the file's size.
+        assert result.bytes == len(data) > 0
         assert decode_image(data, max_bytes=1 << 24, max_pixels=1 << 24).size == (320, 192)
 
         truth_text = await _read(client, f"truth://{result.handle}")
@@ -162,7 +163,13 @@ async def test_edit_reference_and_inspect(client: Client) -> None:
         )
         assert seen.handle == edited["handle"]
         assert seen.known
-        assert [obj.color for obj in seen.objects if obj.kind == "car"] == ["blue"]
+        # The default observer may miscount (observe_count_rate, drawn from the handle): the colour
+        # it reports and the stored truth are what the edit must have changed.
+        assert {obj.color for obj in seen.objects if obj.kind == "car"} == {"blue"}
+        edited_truth = await _read(client, f"truth://{edited['handle']}")
+        assert isinstance(edited_truth, TextResourceContents)
+        cars = [o for o in GroundTruth.model_validate_json(edited_truth.text).scene.objects if o.kind == "car"]
+        assert [car.color for car in cars] == ["blue"]
         assert seen.answers[0].question == "how many cars?"
 
         panel = await _ok(

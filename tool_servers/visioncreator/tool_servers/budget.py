@@ -14,6 +14,9 @@ mapped for good (``malloc_trim`` releases free chunks inside a heap, never the t
 arena's). :func:`limit_allocator_retention` fixes both thresholds (buffers of 4 MiB and more are
 mapped and unmapped on their own; heap tops over 4 MiB are returned on free), and when the
 budget drains after large holds it asks glibc to return the free pages left (``malloc_trim``).
+
+Pixels kept on purpose (the store's recent images) are bounded apart from the budget, by
+:class:`PixelLRU`.
 """
 
 from __future__ import annotations
@@ -22,13 +25,17 @@ import asyncio
 import contextlib
 import ctypes
 import sys
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Generic, TypeVar
 
 from visioncreator.tool_servers.errors import LimitExceededError
 
-__all__ = ["PixelBudget", "PixelHold", "limit_allocator_retention", "release_free_memory"]
+__all__ = ["PixelBudget", "PixelHold", "PixelLRU", "limit_allocator_retention", "release_free_memory"]
+
+_V = TypeVar("_V")
 
 # Trimming costs a walk over the heap; after small holds there is little to give back.
 _TRIM_AFTER_PIXELS = 1 << 22
@@ -205,3 +212,43 @@ class PixelBudget:
             self._held_since_trim = 0
             self.trims += 1
             self.trimmed.set()
+
+
+class PixelLRU(Generic[_V]):
+    """Values that hold pixels, by key, least recently used dropped first past ``max_pixels``.
+
+    Thread-safe: the store fills it from worker threads and reads it on the event loop.
+
+    Args:
+        max_pixels: Most pixels kept in all; a single value over it is not kept (0 keeps none).
+
+    """
+
+    def __init__(self, max_pixels: int) -> None:
+        self.max_pixels = max_pixels
+        self._items: OrderedDict[str, tuple[int, _V]] = OrderedDict()
+        self._pixels = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _V | None:
+        """The value of ``key`` (now the most recently used), or ``None``."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is None:
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: str, pixels: int, value: _V) -> None:
+        """Keep ``value`` (replacing one of the same key), dropping the least recently used past the bound."""
+        if pixels > self.max_pixels:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._pixels -= old[0]
+            self._items[key] = (pixels, value)
+            self._pixels += pixels
+            while self._pixels > self.max_pixels:
+                _, (dropped, _) = self._items.popitem(last=False)
+                self._pixels -= dropped

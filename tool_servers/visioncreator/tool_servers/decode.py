@@ -7,6 +7,10 @@ pixel is allocated. A lint rule bans ``PIL.Image.open`` everywhere else.
 
 :func:`probe_image` runs every check but the decode, so a caller can reserve memory for the
 claimed size (see ``budget.py``) before :func:`decode_image` allocates it.
+
+The store's own PNG files are written by :func:`encode_png` (no Pillow encoder: a fixed filter
+is three times faster) and their text chunk is read by :func:`read_png_text` without touching the
+pixels.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import io
 import math
 import struct
 import warnings
+import zlib
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,9 +33,11 @@ __all__ = [
     "FitBox",
     "ImageHeader",
     "decode_image",
+    "encode_png",
     "format_refusal",
     "png_size",
     "probe_image",
+    "read_png_text",
     "sniff_format",
 ]
 
@@ -40,6 +47,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 # Signature, then the IHDR chunk's length (13) and type, then width and height.
 _PNG_IHDR = struct.Struct(">8sI4sII")
+_CHUNK_HEAD = struct.Struct(">I4s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,3 +273,89 @@ def _shrink(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if factor >= 2:
         image = image.reduce(factor)
     return image if image.size == size else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def encode_png(image: Image.Image, text: tuple[str, bytes] | None = None, *, pixels: bytes | None = None) -> bytes:
+    """An RGB image as a PNG file, deterministically, with an optional compressed ``iTXt`` chunk.
+
+    Every row has filter type none and the pixels are deflated at zlib level 1: on flat
+    synthetic images that is about three times faster than Pillow's adaptive filters for files
+    of about the same size, and the same pixels always give the same bytes. The heavy steps
+    (the row copy and zlib) release the GIL, so the encode can run beside an event loop.
+
+    Args:
+        image: An image in mode ``RGB``.
+        text: ``(keyword, UTF-8 text)`` to store in an ``iTXt`` chunk before the pixels.
+        pixels: ``image.tobytes()`` when the caller already has it.
+
+    Returns:
+        The file's bytes.
+
+    Raises:
+        ValueError: The image is not ``RGB``.
+
+    """
+    if image.mode != "RGB":
+        raise ValueError(f"encode_png needs an RGB image, got mode {image.mode}")
+    import numpy as np  # here, not at the top: a server that never encodes starts without numpy
+
+    stride = image.width * 3
+    raw = np.frombuffer(image.tobytes() if pixels is None else pixels, np.uint8).reshape(image.height, stride)
+    rows = np.zeros((image.height, stride + 1), np.uint8)  # column 0: the filter byte of each row
+    rows[:, 1:] = raw
+    parts = [_PNG_MAGIC, _chunk(b"IHDR", struct.pack(">IIBBBBB", image.width, image.height, 8, 2, 0, 0, 0))]
+    if text is not None:
+        keyword, body = text
+        # Keyword, NUL, compressed, zlib, no language tag, no translated keyword, then the text.
+        parts.append(_chunk(b"iTXt", keyword.encode("latin-1") + b"\x00\x01\x00\x00\x00" + zlib.compress(body, 6)))
+    parts += [_chunk(b"IDAT", zlib.compress(rows.data, 1)), _chunk(b"IEND", b"")]
+    return b"".join(parts)
+
+
+def read_png_text(data: bytes, keyword: str, max_bytes: int) -> bytes | None:
+    """The text of a PNG's ``iTXt`` chunk named ``keyword``, read before the pixels; never decodes them.
+
+    Args:
+        data: A PNG file (the store's own; a broken one gives ``None``, never an exception).
+        keyword: The chunk's keyword.
+        max_bytes: Longest text returned; a longer one gives ``None`` (inflating stops there).
+
+    Returns:
+        The text's bytes, or ``None`` when there is no such chunk before the image data.
+
+    """
+    name = keyword.encode("latin-1") + b"\x00"
+    offset = len(_PNG_MAGIC)
+    while offset + 8 <= len(data):
+        length, kind = _CHUNK_HEAD.unpack_from(data, offset)
+        body = data[offset + 8 : offset + 8 + length]
+        offset += 12 + length
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        if kind == b"iTXt" and body.startswith(name):
+            return _itxt_text(body[len(name) :], max_bytes)
+    return None
+
+
+def _itxt_text(rest: bytes, max_bytes: int) -> bytes | None:
+    if len(rest) < 2:
+        return None
+    compressed, text = rest[0], rest[2:]
+    # Skip the language tag and the translated keyword (each ends with a NUL).
+    for _ in range(2):
+        end = text.find(b"\x00")
+        if end < 0:
+            return None
+        text = text[end + 1 :]
+    if not compressed:
+        return text if len(text) <= max_bytes else None
+    inflater = zlib.decompressobj()
+    try:
+        plain = inflater.decompress(text, max_bytes)
+    except zlib.error:
+        return None
+    return None if inflater.unconsumed_tail else plain
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return _CHUNK_HEAD.pack(len(body), kind) + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))

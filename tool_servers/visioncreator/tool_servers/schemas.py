@@ -102,7 +102,10 @@ class ImageResult(BaseModel):
     width: int
     height: int
     mime_type: str = "image/png"
-    bytes: int = Field(description="Size of the stored PNG.")
+    bytes: int | None = Field(
+        description="Size of the stored PNG; null when the server answered before writing it (image:// serves it "
+        "either way).",
+    )
     seed: int = Field(description="The seed used; reuse it to reproduce the image.")
     tool: str
     uri: str = Field(description="MCP resource that serves the image bytes: image://{handle}.")

@@ -60,6 +60,8 @@ def build_server(
         max_input_bytes=settings.max_input_bytes,
         max_decoded_pixels=settings.max_decoded_pixels,
         allowed_formats=settings.allowed_input_formats,
+        cache_pixels=settings.store_cache_pixels,
+        max_pending_writes=settings.max_pending_writes,
     )
     tools = ToolRunner(settings, backend or default_backend(settings), store)
     server = MCPServer(

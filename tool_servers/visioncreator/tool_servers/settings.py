@@ -181,6 +181,28 @@ class ServerSettings(BaseModel):
         default=120.0, gt=0, description="Seconds one tool call may take before it fails with a timeout."
     )
 
+    write_behind: bool = Field(
+        default=False,
+        description="Answer an image-producing call once the image's handle is known (a hash of its pixels and "
+        "truth) and encode and write the PNG on a writer thread: the answer's bytes is then null. Readers in this "
+        "process see the image at once; another process sees the file a few milliseconds later, and a server "
+        "killed in those milliseconds loses it although its handle was answered (a checkpointed run that resumes "
+        "then meets an unknown handle). False (default): the answer comes once the file is written, so every "
+        "answered handle survives a kill of the server.",
+    )
+    max_pending_writes: int = Field(
+        default=64,
+        ge=1,
+        description="Images that may wait for the writer thread (write_behind); a call beyond that writes its own "
+        "file before it answers, so memory stays bounded when generation outpaces encoding.",
+    )
+    store_cache_pixels: int = Field(
+        default=16_777_216,
+        ge=0,
+        description="Decoded pixels of recently stored or read images the store keeps in memory (16 Mpx: 64 "
+        "images of 512x512, 48 MiB), so edit, reference and inspect calls do not decode them again; 0 keeps none.",
+    )
+
     simulated_latency_s: float = Field(
         default=0.0,
         ge=0.0,

@@ -45,7 +45,7 @@ from visioncreator.tool_servers.schemas import (
     UploadImageInput,
 )
 from visioncreator.tool_servers.settings import ServerSettings
-from visioncreator.tool_servers.store import ImageStore
+from visioncreator.tool_servers.store import ImageStore, StoredImage
 
 __all__ = ["ToolRunner", "default_backend", "tool_result"]
 
@@ -166,6 +166,13 @@ class ToolRunner:
 
         """
         unique = list(dict.fromkeys(handles))
+        recent = [self.store.recent(handle) for handle in unique]
+        if all(hit is not None and self.fit.size(*hit[1].size) == hit[1].size for hit in recent):
+            # Every image is still decoded in memory: no thread hop, no file, no decode.
+            async with self._recent_sources(tool, handles, [hit for hit in recent if hit is not None]) as ready:
+                yield ready
+            return
+        recent.clear()
         sizes = await anyio.to_thread.run_sync(lambda: [self.store.dimensions(handle) for handle in unique])
         full = [width * height for width, height in sizes]
         kept = [width * height for width, height in (self.fit.size(*size) for size in sizes)]
@@ -188,13 +195,39 @@ class ToolRunner:
                 loaded.clear()
                 sources.clear()
 
+    @asynccontextmanager
+    async def _recent_sources(
+        self, tool: str, handles: Sequence[str], recent: list[tuple[StoredImage, Image.Image]]
+    ) -> AsyncIterator[list[SourceImage]]:
+        """Sources from the store's recent images (copies), under the pixel budget like decoded ones."""
+        by_handle = {stored.handle: SourceImage(handle=stored.handle, image=image, truth=stored.truth)
+                     for stored, image in recent}  # fmt: skip
+        recent.clear()
+        sources: list[SourceImage] = []
+        try:
+            async with self.pixels.hold(sum(s.image.width * s.image.height for s in by_handle.values()), tool):
+                sources.extend(by_handle[handle] for handle in handles)
+                by_handle.clear()
+                yield sources
+        finally:
+            by_handle.clear()
+            sources.clear()
+
     async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
-        """Store a generated image and build the tool result."""
+        """Store a generated image and build the tool result.
+
+        With ``write_behind`` the answer waits only for the handle (a hash of pixels and truth);
+        the PNG is encoded and written on the store's writer thread.
+        """
         image = generated.image
         self.check_size(image.width, image.height)
         if self.settings.simulated_latency_s:
             await asyncio.sleep(self.settings.simulated_latency_s)
-        stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
+        if self.settings.write_behind and not self.store.backlogged:
+            # The back end made the image for this call alone: the store may keep it as it is.
+            stored = self.store.put_behind(image, generated.truth, owned=True)
+        else:
+            stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
         if self.settings.call_log is not None:
             await anyio.to_thread.run_sync(self._log_call, tool, stored.handle, generated.seed)
         result = ImageResult(

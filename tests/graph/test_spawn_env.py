@@ -1,0 +1,43 @@
+"""A spawned stdio server inherits ``PYTHONPATH``: code importable by the client is importable by it.
+
+The MCP SDK gives a child process only a handful of variables (HOME, PATH, ...). A server
+module that is importable only through ``PYTHONPATH`` (a source tree, an unpacked wheel
+bundle on a machine without an index) must still start.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from visioncreator.graph import ToolClient, ToolServerSpec
+
+SERVER = '''
+from mcp.server.mcpserver import MCPServer
+
+server = MCPServer("echo")
+
+
+@server.tool()
+def where() -> str:
+    """Which module file answered."""
+    return __file__
+
+
+if __name__ == "__main__":
+    server.run()
+'''
+
+
+async def test_spawned_server_finds_modules_on_the_parents_pythonpath(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "only_on_pythonpath_server.py").write_text(SERVER)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    spec = ToolServerSpec(command=sys.executable, args=("-m", "only_on_pythonpath_server"), connect_timeout_s=60.0)
+    async with ToolClient(spec=spec) as tools:
+        outcome = await tools.call("where", {})
+    assert outcome.ok, outcome.error
+    assert "only_on_pythonpath_server.py" in str(outcome.structured)
