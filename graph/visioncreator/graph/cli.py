@@ -9,19 +9,17 @@ them by name and never imports the packages above it.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import inspect
 import json
 import os
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from visioncreator.graph.client import ToolClient
-from visioncreator.graph.config import AgentConfig, Budgets, RetrySettings
-from visioncreator.graph.connection import ToolServerSpec
+# Only light modules at the top: `--help` and the plugged-in subcommands never import LangGraph,
+# the MCP SDK or a policy back end, and `run` imports them in the order that lets its tool
+# server start early (see `_run`).
 from visioncreator.graph.errors import GraphError, PolicyTurnTimeout, ToolServerLost
 from visioncreator.graph.folder import (
     CheckpointCorruptError,
@@ -30,16 +28,16 @@ from visioncreator.graph.folder import (
     check_checkpoint,
     move_aside,
 )
-from visioncreator.graph.policies import open_policy
-from visioncreator.graph.run_folder import OutputFiles, checked_handles, out_folder_problem, write_outputs
-from visioncreator.graph.runner import TaskRunner, open_checkpointer
-from visioncreator.policy import Split, Task
+from visioncreator.graph.run_args import EXIT_BUSY, RUN_HELP, add_run_parser
+
+if TYPE_CHECKING:
+    from visioncreator.graph.client import ToolClient
+    from visioncreator.graph.config import AgentConfig
+    from visioncreator.graph.connection import ToolServerSpec
+    from visioncreator.policy import Split
 
 COMMAND_GROUP = "visioncreator.commands"
 """The entry-point group other packages register their subcommands in."""
-
-EXIT_BUSY = 75
-"""Exit status of a ``run`` whose ``--out`` another run holds (``EX_TEMPFAIL``: try again later)."""
 
 
 def _progress_printer(stream: TextIO) -> Any:
@@ -75,8 +73,16 @@ def _infer_split(images: Sequence[str], n: int) -> Split:
     return "multi" if n > 1 else "single"
 
 
+_PRELOAD_CONNECT_TIMEOUT_S = 1800.0
+"""How long `run` waits for a spawned tiny or diffusers server: it loads every model before it answers."""
+
+
 def _tool_spec(args: argparse.Namespace, out: Path) -> ToolServerSpec:
     """A running server at ``--tools-url``, or the bundled one to spawn with the run's settings."""
+    import dataclasses
+
+    from visioncreator.graph.connection import ToolServerSpec
+
     if args.tools_url:
         return ToolServerSpec(url=args.tools_url, token=os.environ.get("VISIONCREATOR_TOKEN"))
     store = str(Path(args.store) if args.store else out / "store")
@@ -85,11 +91,16 @@ def _tool_spec(args: argparse.Namespace, out: Path) -> ToolServerSpec:
         extra += ["--latency", str(args.tool_latency)]
     if args.tool_log:
         extra += ["--call-log", str(args.tool_log)]
-    return ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
+    spec = ToolServerSpec.synthetic(store=store, fault_rate=args.fault_rate, extra_args=extra)
+    if args.backend != "synthetic":
+        spec = dataclasses.replace(spec, connect_timeout_s=max(spec.connect_timeout_s, _PRELOAD_CONNECT_TIMEOUT_S))
+    return spec
 
 
 def _agent_config(args: argparse.Namespace) -> AgentConfig:
     """The loop's settings from the flags; an unset policy knob keeps the config's default."""
+    from visioncreator.graph.config import AgentConfig, Budgets, RetrySettings
+
     budgets = Budgets(max_turns=args.max_turns, max_tool_calls=args.max_tool_calls)
     knobs: dict[str, Any] = {}
     if args.policy_timeout is not None:
@@ -113,7 +124,45 @@ def _restart(checkpoint: str | Path) -> None:
         print(f"visioncreator: moved the checkpoint aside to {moved}; starting the task over", file=sys.stderr)
 
 
+_RUN_MODULES = ("visioncreator.graph.runner", "visioncreator.graph.policies", "visioncreator.graph.offline")
+"""What `run` imports while its tool server starts (LangGraph, the checkpointers, the policies)."""
+
+
+def _import_run_modules(names: Sequence[str]) -> None:
+    import importlib
+
+    for name in names:
+        importlib.import_module(name)
+
+
+async def _open_tools(args: argparse.Namespace, out: Path, stack: Any) -> ToolClient:
+    """Connect to the tool server, importing the rest of `run` while a spawned one starts.
+
+    A spawned server takes most of a second to import and answer; LangGraph takes as long to
+    import here. Importing in a worker thread while the event loop spawns the server and waits
+    for its answer runs the two at once, on two cores (the thread holds the GIL for the import,
+    the server is another process).
+    """
+    import asyncio
+
+    from visioncreator.graph.client import ToolClient
+
+    modules = list(_RUN_MODULES)
+    if args.policy == "expert":
+        modules.append("visioncreator.tool_servers.synthetic")  # the expert's critic
+    importing = asyncio.ensure_future(asyncio.to_thread(_import_run_modules, modules))
+    try:
+        tools: ToolClient = await stack.enter_async_context(ToolClient(spec=_tool_spec(args, out)))
+    finally:
+        await importing  # the thread finishes either way: no import is left half done
+    return tools
+
+
 async def _run(args: argparse.Namespace) -> int:
+    from contextlib import AsyncExitStack
+
+    from visioncreator.graph.run_folder import OutputFiles, checked_handles, write_outputs
+
     out = Path(args.out)
     config = _agent_config(args)
     record = {"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
@@ -126,15 +175,21 @@ async def _run(args: argparse.Namespace) -> int:
     with FolderLock(out, what="a run"):
         if args.restart and not args.memory:
             _restart(checkpoint)
-        # The checkpoint first: a corrupt one is reported before a tool server is spawned.
-        async with (
-            open_checkpointer(checkpoint) as saver,
-            ToolClient(spec=_tool_spec(args, out)) as tools,
-            open_policy(
-                args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens,
-                timeout_s=args.policy_timeout, max_retries=args.policy_retries,
-            ) as policy,
-        ):  # fmt: skip
+        if not args.memory:
+            check_checkpoint(checkpoint)  # a corrupt one is reported before a tool server is spawned
+        async with AsyncExitStack() as stack:
+            tools = await _open_tools(args, out, stack)
+            from visioncreator.graph.policies import open_policy
+            from visioncreator.graph.runner import TaskRunner, open_checkpointer
+            from visioncreator.policy import Task
+
+            saver = await stack.enter_async_context(open_checkpointer(checkpoint))
+            policy = await stack.enter_async_context(
+                open_policy(
+                    args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens,
+                    timeout_s=args.policy_timeout, max_retries=args.policy_retries,
+                )
+            )  # fmt: skip
             inputs = tuple(checked_handles([await tools.upload(data) for data in args.image_bytes]))
             split: Split = args.split or _infer_split(inputs, args.n)
             task = Task(request=args.prompt, n_images=args.n, split=split, inputs=inputs)
@@ -154,129 +209,71 @@ async def _run(args: argparse.Namespace) -> int:
     return 0 if written else 1
 
 
-_EPILOG = f"""\
-Files: everything the run writes stays under --out (images/<handle>.png, image_N.png,
-trajectory.json, report.html, checkpoints.sqlite, and store/ for a spawned tool server);
---checkpoint, --store and --tool-log may name files elsewhere. One run at a time per --out:
-a second run on the same folder stops at once (the lock is on --out, even when --checkpoint
-points elsewhere).
-
-Exit status: 0 the answer holds an image; 1 an error, or no image in the answer; 2 bad arguments;
-{EXIT_BUSY} another run holds --out (EX_TEMPFAIL: try again when it has finished).
-"""
-
-
-def _run_parser(sub: Any) -> None:
-    run = sub.add_parser(
-        "run",
-        help="Run one task on the offline default (synthetic tools, expert policy).",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    run.add_argument("prompt", help="The request, in words.")
-    run.add_argument("--image", action="append", metavar="FILE", help="Input image (repeat for several).")
-    run.add_argument("--n", type=int, default=1, help="How many images the answer must hold.")
-    run.add_argument("--split", choices=["single", "multi", "img2img"], help="Task kind (inferred by default).")
-    run.add_argument("--out", required=True, help="Output folder.")
-    run.add_argument("--seed", type=int, default=0, help="Seed of the run.")
-    run.add_argument(
-        "--policy",
-        default="expert",
-        help="expert (the scripted teacher, default), an OpenAI-compatible base URL such as "
-        "http://127.0.0.1:8000/v1 (vLLM), or a local Hugging Face model directory.",
-    )
-    run.add_argument("--model", help="Served model name when --policy is a URL (default: the server's first).")
-    run.add_argument("--max-tokens", type=int, default=1024, help="Most tokens per turn of a URL or local policy.")
-    run.add_argument(
-        "--policy-timeout",
-        type=_positive_float,
-        metavar="SECONDS",
-        help=f"Longest policy turn (default {AgentConfig().policy_timeout_s:g} s); for a URL policy also "
-        "the timeout of each HTTP request (default: the policy's own, 120 s).",
-    )
-    run.add_argument(
-        "--policy-retries",
-        type=_non_negative_int,
-        metavar="N",
-        help=f"Retries after a failed first attempt: of a policy turn whose model server is unreachable "
-        f"(default {RetrySettings().max_attempts - 1}), and for a URL policy of each HTTP request on connection "
-        "errors and HTTP 5xx (default: the policy's own, 3).",
-    )
-    run.add_argument("--max-turns", type=int, default=Budgets().max_turns, help="Budget: policy turns per task.")
-    run.add_argument(
-        "--max-tool-calls", type=int, default=Budgets().max_tool_calls, help="Budget: tool calls per task."
-    )
-    run.add_argument(
-        "--observe",
-        choices=["inspect", "image", "both"],
-        default="inspect",
-        help="How the policy sees new images: inspect_image's report (text models), the image (VLMs), or both.",
-    )
-    run.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
-    run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
-    run.add_argument(
-        "--tools-url",
-        help="Use a running tool server (streamable HTTP URL) instead of spawning one; "
-        "the bearer token, if any, comes from $VISIONCREATOR_TOKEN.",
-    )
-    run.add_argument("--store", help="Image store folder for the spawned tool server (default OUT/store).")
-    run.add_argument(
-        "--backend",
-        choices=["synthetic", "tiny", "diffusers"],
-        default="synthetic",
-        help="Image back end of the spawned tool server: synthetic (default, with ground truth), tiny (random "
-        "diffusers pipelines, CPU) or diffusers (the models of the registry; needs the diffusers extra).",
-    )
-    run.add_argument("--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image.")
-    run.add_argument("--tool-log", help="Spawned tool server appends a JSON line per generated image here.")
-    run.add_argument("--checkpoint", help="SQLite checkpoint file (default OUT/checkpoints.sqlite).")
-    run.add_argument("--memory", action="store_true", help="Keep checkpoints in memory (no resume).")
-    run.add_argument(
-        "--restart",
-        action="store_true",
-        help="Start the task over: move the checkpoint file (and its -wal/-shm) aside to "
-        "NAME.corrupt-TIME first, e.g. when it is corrupt. Nothing is deleted.",
-    )
-    run.add_argument("--thread-id", help="Checkpoint thread (default: derived from task and seed).")
-    run.add_argument("--quiet", action="store_true", help="No progress lines.")
-    run.add_argument("--debug", action="store_true", help="Show tracebacks.")
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
 def commands() -> dict[str, EntryPoint]:
     """The plugged-in subcommands by name (entry points of :data:`COMMAND_GROUP`)."""
     return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
 def _summary(entry: EntryPoint) -> str:
-    """The first line of a plugged-in command's docstring (loading it: only for ``--help``)."""
-    try:
-        target = entry.load()
-    except Exception as exc:  # an extra it needs is missing: say so in the listing
-        return f"(cannot load {entry.value}: {exc})"
-    lines = (inspect.getdoc(target) or "").splitlines()
+    """The first line of a plugged-in command's docstring, read from its source where it can be.
+
+    Reading the source (without running it) keeps ``visioncreator --help`` from importing every
+    subcommand's package (the evals and RL packages import LangGraph, the MCP SDK and more);
+    a command whose source is not a plain file next to ours is loaded instead.
+    """
+    doc = _source_docstring(entry.module, entry.attr)
+    if doc is None:
+        import inspect
+
+        try:
+            target = entry.load()
+        except Exception as exc:  # an extra it needs is missing: say so in the listing
+            return f"(cannot load {entry.value}: {exc})"
+        doc = inspect.getdoc(target) or ""
+    lines = doc.splitlines()
     return lines[0] if lines else ""
 
 
-def _parser(plugged: dict[str, EntryPoint], *, describe: bool) -> argparse.ArgumentParser:
+def _source_docstring(module: str, attr: str) -> str | None:
+    """The docstring of function or class ``attr`` in ``module``'s source file, found without importing it."""
+    import ast
+    import importlib.util
+
+    top, _, rest = module.partition(".")
+    try:
+        spec = importlib.util.find_spec(top)  # a top-level name: nothing is imported
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    parts = rest.split(".") if rest else []
+    for base in spec.submodule_search_locations:
+        candidates = [Path(base, *parts, "__init__.py")]
+        if parts:
+            candidates.insert(0, Path(base, *parts[:-1], f"{parts[-1]}.py"))
+        for candidate in candidates:
+            if not candidate.is_file():
+                continue
+            try:
+                tree = ast.parse(candidate.read_text("utf-8"))
+            except (OSError, SyntaxError, ValueError):
+                return None
+            for node in tree.body:
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef) and node.name == attr:
+                    return ast.get_docstring(node) or ""
+            return None  # defined elsewhere (re-exported): load it
+    return None
+
+
+def _parser(plugged: dict[str, EntryPoint], *, describe: bool, run: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="visioncreator", description="Run one task, or a subcommand another package adds (listed below)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    _run_parser(sub)
+    if run:
+        add_run_parser(sub)
+    else:  # listing the subcommands only: `run`'s flags (and the config they quote) are not needed
+        sub.add_parser("run", help=RUN_HELP, add_help=False)
     for name, entry in sorted(plugged.items()):
         sub.add_parser(name, help=_summary(entry) if describe else None, add_help=False)
     return parser
@@ -299,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A plugged-in command owns its arguments, `--help` included (and its heavy imports).
         return _dispatch(plugged[args_list[0]], args_list[1:])
     wants_help = not args_list or args_list[0] in ("-h", "--help")
-    parser = _parser(plugged, describe=wants_help)
+    parser = _parser(plugged, describe=wants_help, run=bool(args_list) and args_list[0] == "run")
     args = parser.parse_args(args_list)
     if args.n < 1 or args.n > 16:
         parser.error("--n must be between 1 and 16")
@@ -307,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.image_bytes = [Path(p).read_bytes() for p in args.image or []]
     except OSError as exc:
         parser.error(f"cannot read input image: {exc}")
+    import asyncio
+
+    from visioncreator.graph.run_folder import out_folder_problem
+
     problem = out_folder_problem(Path(args.out))
     if problem:
         print(f"visioncreator: error: {problem}", file=sys.stderr)

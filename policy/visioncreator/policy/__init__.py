@@ -1,4 +1,12 @@
-"""visioncreator.policy: the policy protocol, the canonical text format, and the scripted expert."""
+"""visioncreator.policy: the policy protocol, the canonical text format, and the scripted expert.
+
+Importing the face is cheap: the HTTP policy (httpx) and the local one (its tokenizer helpers)
+load on first use of one of their names (PEP 562 ``__getattr__``), so a run with the scripted
+expert never imports them.
+"""
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from visioncreator.policy.chat_template import CHAT_TEMPLATE, END_OF_TURN, chat_messages, first_divergence
 from visioncreator.policy.errors import (
@@ -26,16 +34,6 @@ from visioncreator.policy.format import (
     write_tool_call,
     write_turn,
 )
-from visioncreator.policy.local import (
-    LocalPolicySettings,
-    SmolLMUnavailableError,
-    TransformersPolicy,
-    build_tiny_lm,
-    corpus_tools,
-    load_smollm,
-    staged_dir,
-)
-from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings
 from visioncreator.policy.prompting import (
     NODE_INSTRUCTIONS,
     SYSTEM_TEMPLATE,
@@ -72,6 +70,18 @@ from visioncreator.policy.types import (
     ToolSpec,
     Verdict,
 )
+
+if TYPE_CHECKING:
+    from visioncreator.policy.local import (
+        LocalPolicySettings,
+        SmolLMUnavailableError,
+        TransformersPolicy,
+        build_tiny_lm,
+        corpus_tools,
+        load_smollm,
+        staged_dir,
+    )
+    from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -146,3 +156,22 @@ __all__ = [
     "write_tool_call",
     "write_turn",
 ]
+
+_LAZY = {
+    "LocalPolicySettings": "local",
+    "SmolLMUnavailableError": "local",
+    "TransformersPolicy": "local",
+    "build_tiny_lm": "local",
+    "corpus_tools": "local",
+    "load_smollm": "local",
+    "staged_dir": "local",
+    "ImageSource": "openai",
+    "OpenAIPolicy": "openai",
+    "OpenAIPolicySettings": "openai",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,9 @@
-"""``visioncreator-tools``: run the MCP tool server over stdio or streamable HTTP."""
+"""``visioncreator-tools``: run the MCP tool server over stdio or streamable HTTP.
+
+Start-up is on the critical path of every spawned server, so this module imports what both
+transports need and no more: the HTTP stack (uvicorn, starlette's app) loads only for
+``--transport http``, and a back end's heavy modules only when it is built.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +19,7 @@ import anyio
 from pydantic import ValidationError
 
 from visioncreator.tool_servers.bearer import TOKEN_ENV, TOKEN_ON_COMMAND_LINE, TokenError, read_token
-from visioncreator.tool_servers.http import serve_http
-from visioncreator.tool_servers.server import build_server
+from visioncreator.tool_servers.readiness import Readiness
 from visioncreator.tool_servers.settings import ServerSettings
 
 __all__ = ["main"]
@@ -54,6 +58,13 @@ def _parser() -> argparse.ArgumentParser:
     backend.add_argument(
         "--cpu-offload", action="store_true", default=None, help="offload idle sub-models to the CPU (saves GPU memory)"
     )
+    backend.add_argument(
+        "--preload",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load every model of the registry's tools before answering initialize (stdio) or announcing "
+        "that it listens (HTTP; GET /ready answers 503 meanwhile); default on for tiny and diffusers",
+    )
     backend.add_argument("--max-batch", type=int, help="most requests one pipeline call serves (default 8)")
     backend.add_argument("--batch-wait-ms", type=float, help="longest a request waits to share a batch (default 20)")
 
@@ -61,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     limits.add_argument("--max-steps", type=int, help="most denoising steps a caller may ask for (default 50)")
     limits.add_argument("--max-concurrency", type=int, help="tool calls that run at once (default 64)")
     limits.add_argument("--max-queue", type=int, help="tool calls that may wait; more are refused (default 256)")
+    limits.add_argument(
+        "--write-behind",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="answer an image call once its handle is known and write the PNG on a writer thread (faster; a "
+        "server killed right after an answer can lose that image); default off: the answer waits for the file",
+    )
     limits.add_argument("--request-timeout", type=float, help="seconds one tool call may take (default 120)")
     limits.add_argument("--max-input-bytes", type=int, help="largest uploaded image file in bytes (default 20 MiB)")
     limits.add_argument(
@@ -97,6 +115,7 @@ def _settings(options: argparse.Namespace, token: str | None = None) -> ServerSe
         "cpu_offload": options.cpu_offload,
         "max_batch": options.max_batch,
         "batch_wait_ms": options.batch_wait_ms,
+        "preload": options.preload,
         # The server refuses steps over max_steps; the back end gets the same ceiling.
         "max_steps": options.max_steps,
     }
@@ -117,6 +136,7 @@ def _settings(options: argparse.Namespace, token: str | None = None) -> ServerSe
         "max_steps": options.max_steps,
         "max_concurrency": options.max_concurrency,
         "max_queue": options.max_queue,
+        "write_behind": options.write_behind,
         "request_timeout_s": options.request_timeout,
         "max_connections": options.max_connections,
         "header_timeout_s": options.header_timeout,
@@ -155,9 +175,19 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         # Messages only: pydantic's full text would echo the inputs, the token among them.
         parser.error("; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()))
-    server = build_server(settings)
+    from visioncreator.tool_servers.server import build_server
+    from visioncreator.tool_servers.tools import default_backend
+
+    backend = default_backend(settings)
+    readiness = Readiness(backend, backend_name=settings.backend, preload=settings.diffusion.preload)
+    server = build_server(settings, backend=backend)
     if options.transport == "stdio":
+        # Before the first read of stdin: the client's initialize is answered once every model is in.
+        readiness.preload()
         anyio.run(server.run_stdio_async)
     else:
+        from visioncreator.tool_servers.http import serve_http
+
         with contextlib.suppress(KeyboardInterrupt):
-            anyio.run(functools.partial(serve_http, server, settings, log_level=options.log_level.lower()))
+            serve = functools.partial(serve_http, log_level=options.log_level.lower(), readiness=readiness)
+            anyio.run(serve, server, settings)

@@ -1,6 +1,7 @@
 """Real image generation with diffusers: the ``diffusers`` and ``tiny`` back ends.
 
-Importing this package is cheap: torch and diffusers load when a pipeline is built or loaded.
+Importing this package is cheap: its modules load on first use of a name (the server's settings
+import :class:`DiffusionSettings` alone), and torch and diffusers when a pipeline is built or loaded.
 
 - ``diffusers``: the models of a registry (the packaged ``models.toml``, or a user file merged
   over it), loaded lazily from local files only.
@@ -10,15 +11,18 @@ Importing this package is cheap: torch and diffusers load when a pipeline is bui
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+from typing import TYPE_CHECKING, Any, Literal
 
-from visioncreator.tool_servers.backend import ImageBackend
-from visioncreator.tool_servers.diffusion.backend import BatchStats, DiffusersBackend
-from visioncreator.tool_servers.diffusion.batching import BatchCancelled, MicroBatcher, Stop
-from visioncreator.tool_servers.diffusion.composite import tile_references
-from visioncreator.tool_servers.diffusion.pipelines import ModelNotAvailableError
-from visioncreator.tool_servers.diffusion.registry import ModelEntry, Registry, RegistryError, load_registry
 from visioncreator.tool_servers.diffusion.settings import DiffusionSettings
+
+if TYPE_CHECKING:
+    from visioncreator.tool_servers.backend import ImageBackend
+    from visioncreator.tool_servers.diffusion.backend import BatchStats, DiffusersBackend
+    from visioncreator.tool_servers.diffusion.batching import BatchCancelled, MicroBatcher, Stop
+    from visioncreator.tool_servers.diffusion.composite import tile_references
+    from visioncreator.tool_servers.diffusion.pipelines import ModelNotAvailableError
+    from visioncreator.tool_servers.diffusion.registry import ModelEntry, Registry, RegistryError, load_registry
 
 __all__ = [
     "BatchCancelled",
@@ -58,6 +62,9 @@ def make_backend(kind: Literal["tiny", "diffusers"], settings: DiffusionSettings
         ValueError: ``kind`` is neither ``tiny`` nor ``diffusers``.
 
     """
+    from visioncreator.tool_servers.diffusion.backend import DiffusersBackend
+    from visioncreator.tool_servers.diffusion.registry import load_registry
+
     if kind == "diffusers":
         return DiffusersBackend(load_registry(settings.registry), settings, name="diffusers")
     if kind == "tiny":
@@ -66,3 +73,25 @@ def make_backend(kind: Literal["tiny", "diffusers"], settings: DiffusionSettings
         registry = build_tiny(settings.cache_dir or default_cache_dir())
         return DiffusersBackend(load_registry(registry), settings, name="tiny")
     raise ValueError(f"unknown diffusion back end {kind!r}: use 'tiny' or 'diffusers'")
+
+
+_LAZY = {
+    "BatchStats": "backend",
+    "DiffusersBackend": "backend",
+    "BatchCancelled": "batching",
+    "MicroBatcher": "batching",
+    "Stop": "batching",
+    "tile_references": "composite",
+    "ModelNotAvailableError": "pipelines",
+    "ModelEntry": "registry",
+    "Registry": "registry",
+    "RegistryError": "registry",
+    "load_registry": "registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the back end (anyio workers, PIL, the batcher) loads only where a name is used.
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -171,6 +171,24 @@ class DiffusersBackend:
                 problems[name] = str(exc)
         return problems
 
+    def models_in_use(self) -> list[str]:
+        """The models the registry's tools use, in tool order, each once (what a preload loads)."""
+        return list(dict.fromkeys(self.registry.tools[tool] for tool in TOOLS))
+
+    def load_model(self, name: str) -> None:
+        """Load model ``name`` now (blocking); a no-op when it is loaded.
+
+        Raises:
+            KeyError: A name the registry does not have.
+            ModelNotAvailableError: Its weights are not on disk.
+
+        """
+        self._pipelines.get(name, self.registry.models[name])
+
+    def loaded_models(self) -> list[str]:
+        """The models loaded so far, by name."""
+        return self._pipelines.loaded()
+
     def warm_up(self, tools: Sequence[str] = TOOLS) -> None:
         """Load the models of ``tools`` now (blocking) instead of on first use.
 

@@ -19,6 +19,9 @@ from visioncreator.tool_servers.errors import ToolServerError
 if TYPE_CHECKING:
     import torch
 
+_KEY_SEPARATOR = "\x1f"
+"""Joins a model's name, pipeline class and source into its cache key (none of them holds it)."""
+
 __all__ = ["ModelNotAvailableError", "PipelineCache", "local_source", "pick_device", "pick_dtype"]
 
 
@@ -111,7 +114,8 @@ class PipelineCache:
 
     def loaded(self) -> list[str]:
         """Names of the models loaded so far."""
-        return sorted(self._pipelines)
+        with self._lock:
+            return sorted({key.split(_KEY_SEPARATOR, 1)[0] for key in self._pipelines})
 
     def get(self, name: str, entry: ModelEntry) -> Any:
         """The pipeline of model ``name``, loading it the first time.
@@ -122,7 +126,7 @@ class PipelineCache:
 
         """
         with self._lock:
-            key = f"{name}\x1f{entry.pipeline}\x1f{entry.source}"
+            key = _KEY_SEPARATOR.join((name, entry.pipeline, entry.source))
             if key not in self._pipelines:
                 self._pipelines[key] = self._load(name, entry)
             return self._pipelines[key]

@@ -24,6 +24,11 @@ class DiffusionSettings(BaseModel):
     cache_dir: Path | None = Field(
         default=None, description="Where the tiny back end saves its random pipelines (default: a user cache dir)."
     )
+    preload: bool = Field(
+        default=True,
+        description="Load every model the registry's tools use before the server answers initialize (stdio) or "
+        "announces that it listens (HTTP), so no task pays a model load; False loads each on first use.",
+    )
     max_batch: int = Field(default=8, ge=1, le=64, description="Most requests one pipeline call serves.")
     batch_wait_ms: float = Field(
         default=20.0, ge=0.0, le=5000.0, description="Longest a request waits for others to share its batch."
