@@ -6,6 +6,10 @@
   compiled graph and scores it, and :func:`synthetic_tools`;
 - :mod:`~visioncreator.rl.collection.run`: :func:`collect` / :func:`collect_to`, jobs run concurrently;
 - :mod:`~visioncreator.rl.collection.records`: :class:`TrajectoryRecord` JSONL files and datasets;
+- :mod:`~visioncreator.rl.collection.pool`: the same collection on a pool of worker processes
+  (:mod:`~visioncreator.rl.collection.pool_worker` is a worker's side), the CLI's default on more than one CPU;
+- :mod:`~visioncreator.rl.collection.workers`: what the pool and Ray share (:class:`PolicySpec`, per-worker
+  checkpoint files, routing a half-done trajectory back to its worker);
 - :mod:`~visioncreator.rl.collection.ray`: the same collection on Ray actors (Ray loads when used);
 - :mod:`~visioncreator.rl.collection.cli`: ``visioncreator collect`` (``python -m visioncreator.rl.collection``).
 """
@@ -13,6 +17,7 @@
 from visioncreator.rl.collection.collector import CollectError, Collector, synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
+from visioncreator.rl.collection.pool import PoolSettings, ProcessWorkers, collect_pool, collect_pool_to
 from visioncreator.rl.collection.ray import (
     PolicyFactory,
     PolicySpec,
@@ -51,6 +56,8 @@ __all__ = [
     "Job",
     "PolicyFactory",
     "PolicySpec",
+    "PoolSettings",
+    "ProcessWorkers",
     "RayWorker",
     "RayWorkers",
     "RecordHandler",
@@ -60,6 +67,8 @@ __all__ = [
     "as_collect_task",
     "checkpointed_threads",
     "collect",
+    "collect_pool",
+    "collect_pool_to",
     "collect_ray",
     "collect_ray_to",
     "collect_to",

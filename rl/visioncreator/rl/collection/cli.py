@@ -1,9 +1,12 @@
 """``visioncreator collect``: expert trajectories of a task suite, scored, into a JSONL records file.
 
-Re-running the same command resumes the file (deterministic trajectory ids); ``--ray ADDRESS``
-runs the workers on Ray (``local`` starts a local cluster). ``python -m visioncreator.rl.collection``
-runs it too. One collection writes a records file at a time: a second one into the same file stops
-at once, naming the first one's pid.
+Re-running the same command resumes the file (deterministic trajectory ids). On more than one CPU
+the trajectories run on a pool of worker processes, one per CPU (``--workers N``; ``--workers 1``
+is one event loop in this process), ``--concurrency`` of them in flight over the whole pool;
+``--ray ADDRESS`` runs the workers on Ray instead (``local`` starts a local cluster). Branched
+rollouts (``--branch-at``) run in one process. ``python -m visioncreator.rl.collection`` runs it too.
+One collection writes a records file at a time: a second one into the same file stops at once,
+naming the first one's pid.
 
 Exit codes: 0 done; 2 the collection could not start or a trajectory failed (message on stderr; the
 records already written stay); 3 the tool server was lost: nothing of the interrupted trajectories is
@@ -24,8 +27,10 @@ from visioncreator.evals import EvalsError, SuiteTask, load_suite
 from visioncreator.graph import GraphError
 from visioncreator.rl.collection.collector import synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.pool import PoolSettings, collect_pool_to, default_workers
 from visioncreator.rl.collection.records import TrajectoryRecord
 from visioncreator.rl.collection.run import CollectOutageError, collect_to_locked, records_lock
+from visioncreator.rl.collection.workers import PolicySpec
 from visioncreator.rl.errors import RLError
 
 
@@ -43,7 +48,11 @@ def _parser() -> Any:
     parser.add_argument("--store", type=Path, help="image store (default: OUT's folder / store)")
     parser.add_argument("--checkpoint", type=Path, help="SQLite checkpoint (default: OUT with .sqlite)")
     parser.add_argument("--ray", help="Ray address ('local' starts a local cluster): run workers on Ray")
-    parser.add_argument("--workers", type=int, default=2, help="Ray workers (with --ray)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes (default: one per CPU; 1: one event loop in this process); Ray actors with --ray",
+    )
     parser.add_argument("--expert", default="{}", help="ExpertConfig fields as JSON, e.g. '{\"bad_plan_rate\": 0.3}'")
     for name, field in CollectConfig.model_fields.items():
         if name in ("store", "checkpoint", "rewards", "policy_id", "observe") or field.annotation is bool:
@@ -101,15 +110,19 @@ def _collect(options: Any) -> None:
     )
     expert = ExpertConfig(**json.loads(options.expert))
     tasks = _suite_tasks(options.suite, options.splits, options.limit)
+    spec = PolicySpec(kind="expert", settings=dataclasses.asdict(expert))
+    workers = options.workers if options.workers is not None else default_workers()
+    if workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
     if options.ray:
-        from visioncreator.rl.collection.ray import PolicySpec, collect_ray_to
+        from visioncreator.rl.collection.ray import collect_ray_to
 
-        spec = PolicySpec(kind="expert", settings=dataclasses.asdict(expert))
         written = asyncio.run(
-            collect_ray_to(
-                out, tasks, policy=spec, config=config, address=options.ray, workers=options.workers, progress=True
-            )
+            collect_ray_to(out, tasks, policy=spec, config=config, address=options.ray, workers=workers, progress=True)
         )
+    elif workers > 1 and config.branch_at is None:
+        settings = PoolSettings(workers=workers)
+        written = asyncio.run(collect_pool_to(out, tasks, policy=spec, config=config, settings=settings, progress=True))
     else:
 
         async def local() -> list[TrajectoryRecord]:

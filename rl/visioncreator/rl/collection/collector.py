@@ -38,7 +38,7 @@ def synthetic_tools(config: CollectConfig, *, max_queue: int = 4096) -> ToolClie
         raise CollectError("CollectConfig.store must be set to build the synthetic tool server")
     settings = ServerSettings(
         store_root=config.store, fault_rate=config.fault_rate, tool_seed=config.tool_seed, max_queue=max_queue,
-        **config.observer_settings(),
+        simulated_latency_s=config.tool_latency_s, **config.observer_settings(),
     )  # fmt: skip
     return ToolClient(server=build_server(settings))
 

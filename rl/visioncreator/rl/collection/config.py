@@ -38,6 +38,13 @@ class CollectConfig(BaseModel):
         "own seeds (a missing one derived per member). Every mode is reproducible from the seeds.",
     )
     fault_rate: float = Field(default=0.3, ge=0.0, le=1.0, description="Synthetic fault injection rate.")
+    tool_latency_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=600.0,
+        description="Seconds each image-producing call of the collector's own synthetic server waits before it "
+        "returns (ServerSettings.simulated_latency_s): models an I/O-bound back end. Does not change trajectories.",
+    )
     observe_miss_rate: float = _observer_field("observe_miss_rate")
     observe_count_rate: float = _observer_field("observe_count_rate")
     observe_color_rate: float = _observer_field("observe_color_rate")
@@ -109,7 +116,7 @@ class CollectConfig(BaseModel):
 
     def record_config(self) -> dict[str, Any]:
         """What a record keeps of the configuration: what shapes trajectories, not where files live."""
-        return self.model_dump(mode="json", exclude={"concurrency", "store", "checkpoint"})
+        return self.model_dump(mode="json", exclude={"concurrency", "store", "checkpoint", "tool_latency_s"})
 
     def branch_key(self) -> str:
         """What branching adds to trajectory ids (empty without branching, so old ids stay as they were)."""

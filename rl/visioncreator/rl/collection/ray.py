@@ -7,33 +7,33 @@ busy of ``workers`` async actors, and writes the records they send back exactly 
 server on ``config.store``, which must be a folder every worker sees (one machine, or a shared
 file system).
 
-Checkpoints: SQLite allows one writer at a time and its WAL mode needs every process on one host,
-so workers never share a file. With ``config.checkpoint`` set, worker ``i`` owns
-:func:`worker_checkpoint` ``(config.checkpoint, i)``. Before the actors start, the driver reads
-which trajectories each of those files holds and sends every such trajectory back to the worker
-owning its file, so a collection re-run after a killed worker or driver resumes mid-trajectory.
-A trajectory whose checkpoint sits in a file no worker owns now (fewer workers than before) starts
-over: trajectories are deterministic, so that costs time, never a duplicate or a lost record.
+Checkpoints and routing are those of every multi-process collector
+(:mod:`~visioncreator.rl.collection.workers`): worker ``i`` owns its own checkpoint file, and a
+half-done trajectory goes back to the worker whose file holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from visioncreator.graph import ToolClient
-from visioncreator.policy import Policy
 from visioncreator.rl.collection.collector import CollectError, Collector, synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
 from visioncreator.rl.collection.records import TrajectoryRecord, append_record, policy_id_of, repair_records
 from visioncreator.rl.collection.run import RecordHandler, records_lock, run_jobs
+from visioncreator.rl.collection.workers import (
+    PolicyFactory,
+    PolicySpec,
+    SlotRouter,
+    build_policy,
+    checkpointed_threads,
+    slot_config,
+    worker_checkpoint,
+)
 
 __all__ = [
     "PolicyFactory",
@@ -46,57 +46,6 @@ __all__ = [
     "ensure_ray",
     "worker_checkpoint",
 ]
-
-PolicyFactory = Callable[[ToolClient], Policy]
-"""Builds a worker's policy from its tool client; must be picklable (a module-level function or class)."""
-
-
-class PolicySpec(BaseModel):
-    """A policy a Ray worker can build on its own: the scripted expert, or a local transformers model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["expert", "transformers"] = "expert"
-    settings: dict[str, Any] = Field(
-        default_factory=dict, description="ExpertConfig fields (expert) or LocalPolicySettings fields (transformers)."
-    )
-    model: str | None = Field(default=None, description="Model directory (transformers).")
-
-    def build(self, tools: ToolClient) -> Policy:
-        """The policy; a transformers policy reads images through ``tools``."""
-        if self.kind == "expert":
-            from visioncreator.graph import expert_policy
-            from visioncreator.policy import ExpertConfig
-
-            return expert_policy(ExpertConfig(**self.settings))
-        if self.model is None:
-            raise CollectError("PolicySpec(kind='transformers') needs model, a model directory")
-        from visioncreator.policy import LocalPolicySettings, TransformersPolicy
-
-        return TransformersPolicy(self.model, settings=LocalPolicySettings(**self.settings), images=tools)
-
-
-def worker_checkpoint(path: str | Path, slot: int) -> Path:
-    """Worker ``slot``'s own checkpoint file: ``records.sqlite`` -> ``records.worker0.sqlite``."""
-    file = Path(path)
-    return file.with_name(f"{file.stem}.worker{slot}{file.suffix or '.sqlite'}")
-
-
-def checkpointed_threads(path: str | Path) -> set[str]:
-    """The thread (trajectory) ids a SQLite checkpoint file holds; none for a missing or empty file.
-
-    Call it only while no process writes the file (the driver does, before its workers start).
-    """
-    file = Path(path)
-    if not file.exists():
-        return set()
-    with sqlite3.connect(file) as db:
-        try:
-            return {row[0] for row in db.execute("select distinct thread_id from checkpoints")}
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
-                return set()
-            raise CollectError(f"cannot read the checkpoint file {file}: {exc}") from exc
 
 
 class RayWorker:
@@ -116,8 +65,7 @@ class RayWorker:
 
     async def _serve(self) -> None:
         async with synthetic_tools(self._config) as tools:
-            spec = self._spec
-            policy = spec.build(tools) if isinstance(spec, PolicySpec) else spec(tools)
+            policy = build_policy(self._spec, tools)
             async with Collector(policy=policy, tools=tools, config=self._config) as collector:
                 self._collector = collector
                 self._ready.set()
@@ -208,26 +156,16 @@ class RayWorkers:
         self.close_timeout_s = close_timeout_s
         self.policy_info: dict[str, Any] = {}
         self._actors: list[Any] = []
-        self._busy: list[int] = []
-        self._slot_of: dict[str, int] = {}
-
-    def _slot_config(self, slot: int) -> CollectConfig:
-        if self.config.checkpoint is None:
-            return self.config
-        return self.config.model_copy(update={"checkpoint": worker_checkpoint(self.config.checkpoint, slot)})
+        self._router = SlotRouter(workers, None)
 
     async def __aenter__(self) -> Self:
         import ray
 
         ensure_ray(self.address)
-        if self.config.checkpoint is not None:
-            for slot in range(self.workers):
-                for tid in checkpointed_threads(worker_checkpoint(self.config.checkpoint, slot)):
-                    self._slot_of.setdefault(tid, slot)
+        self._router = SlotRouter(self.workers, self.config.checkpoint)
         actor_class: Any = ray.remote(RayWorker)
         options = actor_class.options(num_cpus=1, max_concurrency=self.config.concurrency + 1)
-        self._actors = [options.remote(self.policy, self._slot_config(i)) for i in range(self.workers)]
-        self._busy = [0] * self.workers
+        self._actors = [options.remote(self.policy, slot_config(self.config, i)) for i in range(self.workers)]
         try:
             infos = await asyncio.gather(*(actor.info.remote() for actor in self._actors))
         except BaseException:
@@ -266,15 +204,11 @@ class RayWorkers:
         return plan_jobs(tasks, self.config, self.config.policy_id or policy_id_of(self.policy_info))
 
     async def _run(self, job: Job) -> TrajectoryRecord:
-        slot = self._slot_of.get(job.trajectory_id)
-        if slot is None:  # the least busy worker; it keeps the trajectory's checkpoint from now on
-            slot = min(range(self.workers), key=self._busy.__getitem__)
-            self._slot_of[job.trajectory_id] = slot
-        self._busy[slot] += 1
+        slot = self._router.acquire(job.trajectory_id)
         try:
             record: TrajectoryRecord = await self._actors[slot].run.remote(job)
         finally:
-            self._busy[slot] -= 1
+            self._router.release(slot)
         return record
 
     async def collect(

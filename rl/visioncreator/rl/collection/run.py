@@ -37,6 +37,7 @@ __all__ = [
     "collect",
     "collect_to",
     "collect_to_locked",
+    "is_outage",
     "records_lock",
     "run_jobs",
 ]
@@ -102,7 +103,7 @@ async def run_jobs(
                 record = await run_one(job)
             except Exception as exc:
                 where = f"task {job.task.task_id} sample {job.sample_index} (trajectory {job.trajectory_id})"
-                if _is_outage(exc):
+                if is_outage(exc):
                     raise CollectOutageError(f"{where}: {INFRASTRUCTURE_FAILURE}: {exc}") from exc
                 raise CollectError(f"{where}: {exc}") from exc
             results[k] = record
@@ -153,7 +154,8 @@ async def collect(
         )
 
 
-def _is_outage(exc: BaseException) -> bool:
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the tool server was lost (a :class:`ToolServerUnavailable`, maybe in a group)."""
     if isinstance(exc, ToolServerUnavailable):
         return True
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(ToolServerUnavailable) is not None
