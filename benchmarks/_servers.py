@@ -12,15 +12,18 @@ from pathlib import Path
 
 
 @contextmanager
-def http_server(store: Path, *extra: str) -> Iterator[str]:
-    """A tool server subprocess over streamable HTTP on a free loopback port; yields its URL."""
+def http_server(store: Path, *extra: str, ready_timeout_s: float = 60.0) -> Iterator[str]:
+    """A tool server subprocess over streamable HTTP on a free loopback port; yields its URL.
+
+    ``ready_timeout_s`` bounds the wait for it to listen (a server that preloads pipelines takes longer).
+    """
     log_path = store.parent / f"{store.name}-server.log"
     command = [sys.executable, "-m", "visioncreator.tool_servers", "--transport", "http", "--port", "0"]
     command += ["--store", str(store), *extra]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_timeout_s
         while (found := re.search(r"listening on (http://\S+)", log_path.read_text())) is None:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("server did not start: " + log_path.read_text())

@@ -26,27 +26,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TINY_VERSION", "build_tiny", "default_cache_dir", "tiny_registry_path"]
+__all__ = ["TINY_VERSION", "build_tiny", "default_cache_dir", "tiny_registry_path", "write_registry"]
 
 TINY_VERSION = 1
 """Bumped whenever the configs below change, so an old cache is not reused."""
 
 _TOKENS = 77
 _REGISTRY = """\
-# Written by visioncreator.tool_servers.diffusion.tiny: random tiny pipelines for tests and CI.
+# Written by {writer}: random {name} pipelines.
 [tools]
-text_to_image = "tiny-text"
-edit_image = "tiny-edit"
-reference_to_image = "tiny-references"
+text_to_image = "{name}-text"
+edit_image = "{name}-edit"
+reference_to_image = "{name}-references"
 
-[models.tiny-text]
+[models.{name}-text]
 pipeline = "StableDiffusionPipeline"
 source = {text}
 {limits}
 default_steps = 4
 default_guidance = 0.0
 
-[models.tiny-references]
+[models.{name}-references]
 pipeline = "StableDiffusionImg2ImgPipeline"
 source = {text}
 image_input = "composite"
@@ -57,7 +57,7 @@ min_steps = 2
 default_steps = 4
 default_guidance = 0.0
 
-[models.tiny-edit]
+[models.{name}-edit]
 pipeline = "StableDiffusionInstructPix2PixPipeline"
 source = {edit}
 image_input = "single"
@@ -77,6 +77,24 @@ multiple_of = 16
 max_steps = 1000
 min_guidance = 0.0
 max_guidance = 10.0"""
+
+
+def write_registry(
+    path: Path, root: Path, *, name: str = "tiny", limits: str = _LIMITS, writer: str = __name__
+) -> None:
+    """Write a registry whose three tools use the ``text`` and ``edit`` pipelines saved under ``root``.
+
+    Args:
+        path: The registry file to write.
+        root: Folder holding ``text`` (text-to-image, image-to-image) and ``edit`` (InstructPix2Pix).
+        name: Prefix of the model names (``<name>-text``, ...).
+        limits: The models' size, step and guidance limits, as TOML lines.
+        writer: Who wrote it (a comment on the first line).
+
+    """
+    text, edit = json.dumps(str(root / "text")), json.dumps(str(root / "edit"))
+    body = _REGISTRY.format(writer=writer, name=name, text=text, edit=edit, limits=limits)
+    path.write_text(body, encoding="utf-8")
 
 
 def default_cache_dir() -> Path:
@@ -108,12 +126,7 @@ def build_tiny(cache_dir: Path) -> Path:
     scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         _save_pipelines(scratch)
-        (scratch / "registry.toml").write_text(
-            _REGISTRY.format(
-                text=json.dumps(str(target / "text")), edit=json.dumps(str(target / "edit")), limits=_LIMITS
-            ),
-            encoding="utf-8",
-        )
+        write_registry(scratch / "registry.toml", target)
         try:
             scratch.rename(target)
         except OSError:
