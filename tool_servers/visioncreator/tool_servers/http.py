@@ -25,6 +25,8 @@ READY_PATH = "/ready"
 
 # How often the start-up waits for uvicorn to bind: a short poll keeps it off the time to ready.
 _START_POLL_S = 0.002
+# How long a cancelled or failed server waits for uvicorn to close its sockets and connections.
+_SHUTDOWN_S = 5
 
 # The JSON-RPC envelope around the largest upload's base64.
 _ENVELOPE_BYTES = 64 * 1024
@@ -130,29 +132,40 @@ async def serve_http(
         log_level=log_level,
         http=protocol,
         ws="none",
+        timeout_graceful_shutdown=_SHUTDOWN_S,
     )
     http = uvicorn.Server(config)
     stopped = anyio.Event()
+    serving = anyio.CancelScope(shield=True)
 
     async def _serve() -> None:
+        # Shielded: a cancelled caller asks uvicorn to exit (below), so that it closes its
+        # listening socket and connections instead of abandoning them.
         try:
-            await http.serve()
+            with serving:
+                await http.serve()
         finally:
             stopped.set()
 
     async with anyio.create_task_group() as group:
         group.start_soon(_serve)
-        while not http.started:
-            if stopped.is_set():
-                raise RuntimeError(f"could not serve on {settings.url}: see the log above")
-            await anyio.sleep(_START_POLL_S)
-        port = http.servers[0].sockets[0].getsockname()[1]
-        url = settings.model_copy(update={"port": port}).url
-        if not readiness.ready:
-            print(f"visioncreator tool server loading models; {url} answers /ready", file=sys.stderr, flush=True)
-            try:
-                await anyio.to_thread.run_sync(readiness.preload)
-            except Exception as exc:
-                http.should_exit = True
-                raise RuntimeError(f"could not load the models: {exc}") from exc
-        print(f"visioncreator tool server listening on {url}", file=sys.stderr, flush=True)
+        try:
+            while not http.started:
+                if stopped.is_set():
+                    raise RuntimeError(f"could not serve on {settings.url}: see the log above")
+                await anyio.sleep(_START_POLL_S)
+            port = http.servers[0].sockets[0].getsockname()[1]
+            url = settings.model_copy(update={"port": port}).url
+            if not readiness.ready:
+                print(f"visioncreator tool server loading models; {url} answers /ready", file=sys.stderr, flush=True)
+                try:
+                    await anyio.to_thread.run_sync(readiness.preload)
+                except Exception as exc:
+                    raise RuntimeError(f"could not load the models: {exc}") from exc
+            print(f"visioncreator tool server listening on {url}", file=sys.stderr, flush=True)
+            await stopped.wait()
+        finally:
+            http.should_exit = True
+            with anyio.CancelScope(shield=True), anyio.move_on_after(_SHUTDOWN_S + 1.0):
+                await stopped.wait()
+            serving.cancel()  # still running past the grace: stop waiting for it
