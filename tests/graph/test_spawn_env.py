@@ -41,3 +41,12 @@ async def test_spawned_server_finds_modules_on_the_parents_pythonpath(
         outcome = await tools.call("where", {})
     assert outcome.ok, outcome.error
     assert "only_on_pythonpath_server.py" in str(outcome.structured)
+
+
+async def test_a_store_given_as_a_path_is_passed_as_text_and_the_server_stores_there(tmp_path: Path) -> None:
+    spec = ToolServerSpec.synthetic(store=tmp_path / "store")
+    assert spec.args[spec.args.index("--store") + 1] == str(tmp_path / "store")
+    async with ToolClient(spec=spec) as tools:
+        made = await tools.call("text_to_image", {"prompt": "a red apple", "width": 64, "height": 64, "seed": 1})
+        assert made.ok, made.error
+    assert any((tmp_path / "store").rglob("*.png"))

@@ -62,6 +62,17 @@ async def test_a_pool_serves_several_collections_and_counts_its_cpu(tmp_path: Pa
     assert _json(first + second) == _json(local)
 
 
+async def test_each_worker_writes_its_profile_into_a_folder_it_makes(tmp_path: Path) -> None:
+    config = CollectConfig(group_size=1, concurrency=2, store=tmp_path / "store", fault_rate=0.0)
+    profiles = tmp_path / "not" / "there"
+    settings = PoolSettings(workers=2, start_timeout_s=120.0, profile_dir=profiles)
+    with anyio.fail_after(WAIT_S):
+        records = await collect_pool([SINGLE, SINGLE_Y], policy=PolicySpec(), config=config, settings=settings)
+    assert len(records) == 2
+    names = sorted(p.name.split("-")[0] for p in profiles.glob("*.prof"))
+    assert names == ["worker0", "worker1"]
+
+
 async def test_the_pool_writes_the_file_and_skips_what_it_holds(tmp_path: Path) -> None:
     config = CollectConfig(group_size=2, concurrency=2, store=tmp_path / "store", fault_rate=0.5)
     out = tmp_path / "records.jsonl"

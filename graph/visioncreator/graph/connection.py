@@ -79,7 +79,7 @@ class ToolServerSpec:
     def synthetic(
         cls,
         *,
-        store: str,
+        store: str | os.PathLike[str],
         fault_rate: float = 0.0,
         tool_seed: int = 0,
         observer: ObserverSettings | None = None,
@@ -91,7 +91,8 @@ class ToolServerSpec:
         seeds alone decide). ``observer`` sets the error rates of its ``inspect_image``
         (``ObserverSettings.exact()`` for the ground truth); None keeps the server's defaults.
         """
-        args: tuple[str, ...] = ("-m", "visioncreator.tool_servers", "--store", store, "--fault-rate", str(fault_rate))
+        args: tuple[str, ...] = ("-m", "visioncreator.tool_servers", "--store", os.fspath(store))
+        args += ("--fault-rate", str(fault_rate))
         if tool_seed:
             args += ("--tool-seed", str(tool_seed))
         if observer is not None:

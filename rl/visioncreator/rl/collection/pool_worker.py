@@ -67,6 +67,7 @@ def worker_main(
     finally:
         if profiler is not None and profile is not None:
             profiler.disable()
+            profile.parent.mkdir(parents=True, exist_ok=True)
             profiler.dump_stats(profile.with_name(f"{profile.name}-{os.getpid()}.prof"))
 
 
