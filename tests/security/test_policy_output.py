@@ -213,6 +213,9 @@ def _tool_call(arguments: str) -> dict[str, Any]:
         pytest.param(
             Completion(texts=['<reflect>{"verdict": "accept", "faults": ["\\ud800"]}</reflect>']), id="escaped"
         ),
+        pytest.param(
+            Completion(texts=['<reflect>{"verdict": "accept", "faults": ["\ud800"]}</reflect>']), id="literal-in-json"
+        ),
         pytest.param(Completion(texts=[""], tool_calls=[_tool_call('{"prompt": "a \\udc00 fox"}')]), id="native-args"),
         pytest.param(Completion(texts=[""], tool_calls=[_tool_call('{"prompt": "a \udc00 fox"}')]), id="native-raw"),
         pytest.param(

@@ -102,7 +102,9 @@ def _load_json(body: str, kind: str, start: int, end: int) -> tuple[Any, FormatE
     # Deeply nested input exhausts the recursion limit; huge integers raise ValueError.
     except (ValueError, RecursionError) as exc:
         return None, _error("bad_json", f"<{kind}> body is not valid JSON: {str(exc)[:200]}", start, end)
-    if _holds_surrogate(data):
+    # A parsed string can hold a lone surrogate only from a literal one in the text or a \u escape
+    # (JSON spells it only in lower case): without either, the walk through the value is skipped.
+    if ("\\u" in body or (not body.isascii() and _SURROGATE_RE.search(body))) and _holds_surrogate(data):
         return None, _unicode_error(kind, start, end)
     return data, None
 
