@@ -173,7 +173,7 @@ class ImageStore:
         if pending is None and not path.exists():
             write_atomic(path, data, self.root)
         stored = replace(stored, bytes=len(data))
-        self._recent.put(stored.handle, stored.width * stored.height, (stored, content.image))
+        self._remember(stored, content.image)
         return stored
 
     def put_behind(self, image: Image.Image, truth: GroundTruth | None = None, *, owned: bool = False) -> StoredImage:
@@ -192,8 +192,8 @@ class ImageStore:
 
         """
         content, stored = self._admit(image, truth, owned)
-        path = self.path_of(stored.handle)
-        pending_writes.start(path, self.root, content.encode)
+        self._remember(stored, content.image)  # readable from memory until the file is written
+        pending_writes.start(self.path_of(stored.handle), self.root, content.encode)
         return stored
 
     @property
@@ -215,9 +215,11 @@ class ImageStore:
     ) -> tuple[_Content, StoredImage]:
         content = _content(image, truth, owned)
         rgb = content.image
-        stored = StoredImage(handle=content.handle, width=rgb.width, height=rgb.height, bytes=None, truth=truth)
-        self._recent.put(stored.handle, stored.width * stored.height, (stored, rgb))
-        return content, stored
+        return content, StoredImage(handle=content.handle, width=rgb.width, height=rgb.height, bytes=None, truth=truth)
+
+    def _remember(self, stored: StoredImage, image: Image.Image) -> None:
+        """Keep ``image`` decoded in the recent-pixels cache under ``stored``'s handle."""
+        self._recent.put(stored.handle, stored.width * stored.height, (stored, image))
 
     def put_bytes(self, data: bytes, *, fit: FitBox | None = None) -> StoredImage:
         """Store an uploaded image file (PNG, JPEG or WEBP), re-encoded as PNG.
@@ -298,7 +300,7 @@ class ImageStore:
         truth = _truth_from_info(image)
         stored = StoredImage(handle=handle, width=width, height=height, bytes=len(data), truth=truth)
         if image.size == (width, height):
-            self._recent.put(handle, width * height, (stored, image.copy()))
+            self._remember(stored, image.copy())
         return stored, image
 
     def dimensions(self, handle: str) -> tuple[int, int]:

@@ -42,8 +42,8 @@ from visioncreator.rl.collection.collector import CollectError
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
 from visioncreator.rl.collection.pool_worker import receive, send, worker_main
-from visioncreator.rl.collection.records import TrajectoryRecord, append_record, policy_id_of, repair_records
-from visioncreator.rl.collection.run import RecordHandler, records_lock, run_jobs
+from visioncreator.rl.collection.records import TrajectoryRecord, policy_id_of
+from visioncreator.rl.collection.run import RecordHandler, appending, records_lock, run_jobs
 from visioncreator.rl.collection.workers import PolicyFactory, PolicySpec, SlotRouter, slot_config
 
 __all__ = ["PoolSettings", "ProcessWorkers", "collect_pool", "collect_pool_to", "default_workers"]
@@ -328,12 +328,6 @@ async def collect_pool_to(
     """
     file = Path(path)
     with records_lock(file):
-        done = {r.trajectory_id for r in repair_records(file)}
-
-        def write(record: TrajectoryRecord) -> None:
-            append_record(file, record)
-            if on_record is not None:
-                on_record(record)
-
+        done, write = appending(file, on_record)
         async with ProcessWorkers(policy, config, settings=settings, tools=tools) as pool:
             return await pool.collect(tasks, skip=done, on_record=write, progress=progress)

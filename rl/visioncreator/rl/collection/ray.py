@@ -23,8 +23,8 @@ from typing import Any, Self
 from visioncreator.rl.collection.collector import CollectError, Collector, synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.jobs import Job, plan_jobs
-from visioncreator.rl.collection.records import TrajectoryRecord, append_record, policy_id_of, repair_records
-from visioncreator.rl.collection.run import RecordHandler, records_lock, run_jobs
+from visioncreator.rl.collection.records import TrajectoryRecord, policy_id_of
+from visioncreator.rl.collection.run import RecordHandler, appending, records_lock, run_jobs
 from visioncreator.rl.collection.workers import (
     PolicyFactory,
     PolicySpec,
@@ -277,12 +277,6 @@ async def collect_ray_to(
     """
     file = Path(path)
     with records_lock(file):  # one collection writes a records file at a time
-        done = {r.trajectory_id for r in repair_records(file)}
-
-        def write(record: TrajectoryRecord) -> None:
-            append_record(file, record)
-            if on_record is not None:
-                on_record(record)
-
+        done, write = appending(file, on_record)
         async with RayWorkers(policy, config, address=address, workers=workers) as pool:
             return await pool.collect(tasks, skip=done, on_record=write, progress=progress)

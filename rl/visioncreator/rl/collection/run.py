@@ -34,6 +34,7 @@ __all__ = [
     "INFRASTRUCTURE_FAILURE",
     "CollectOutageError",
     "RecordHandler",
+    "appending",
     "collect",
     "collect_to",
     "collect_to_locked",
@@ -207,13 +208,23 @@ async def collect_to_locked(
     The command line takes the lock before it starts a tool server, so that a second collection
     into the same file stops before it has written anything (a store folder included).
     """
-    done = {r.trajectory_id for r in repair_records(path)}  # under the lock: a live writer's line is not torn
+    done, write = appending(path, on_record)
     async with Collector(policy=policy, tools=tools, config=config) as collector:
         jobs = [j for j in collector.jobs(tasks) if j.trajectory_id not in done]
-
-        def write(record: TrajectoryRecord) -> None:
-            append_record(path, record)
-            if on_record is not None:
-                on_record(record)
-
         return await run_jobs(jobs, collector.run, concurrency=config.concurrency, on_record=write, progress=progress)
+
+
+def appending(path: str | Path, on_record: RecordHandler | None) -> tuple[set[str], RecordHandler]:
+    """The ids already in a records file, and a handler that appends each new record to it.
+
+    For a caller holding ``records_lock(path)``: a torn last line is cut off first, and the handler
+    appends each record before passing it to ``on_record``.
+    """
+    done = {r.trajectory_id for r in repair_records(path)}  # under the lock: a live writer's line is not torn
+
+    def write(record: TrajectoryRecord) -> None:
+        append_record(path, record)
+        if on_record is not None:
+            on_record(record)
+
+    return done, write
