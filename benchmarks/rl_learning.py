@@ -77,13 +77,15 @@ class BriefTools(ToolClient):
             specs.append(ToolSpec(name=tool.name, description=description, input_schema=schema))
         return tuple(specs)
 
-    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
         """The server's outcome, minus fields no policy needs."""
-        outcome = await super().call(name, arguments)
+        outcome = await super().call(name, arguments, look=look)
         if outcome.structured is None:
             return outcome
         kept = {k: v for k, v in outcome.structured.items() if k not in _DROP}
-        return dataclasses.replace(outcome, structured=kept)
+        seen = outcome.inspection
+        seen = None if seen is None else {k: v for k, v in seen.items() if k not in _DROP}
+        return dataclasses.replace(outcome, structured=kept, inspection=seen)
 
 
 def brief_tools(config: CollectConfig, *, max_queue: int = 4096) -> ToolClient:

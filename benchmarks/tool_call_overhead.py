@@ -19,10 +19,11 @@ with ``trusted=True`` that skips it where the field exists) and through ``ToolCl
 in-process server, whose CPU per call (``time.process_time``, all threads) is what a rollout
 worker pays.
 
-``--write-behind`` starts our servers with it (the answer comes before the PNG is written; off
-by default, so that an answered image survives a kill of the server).
+Our servers write behind by default (the synthetic back end's default: the answer comes once the
+handle is known and the call's recipe is journaled, the PNG follows on a writer thread);
+``--no-write-behind`` starts them with it off (the answer waits for the file).
 
-Usage: python benchmarks/tool_call_overhead.py [--reps 200] [--size 512] [--write-behind]
+Usage: python benchmarks/tool_call_overhead.py [--reps 200] [--size 512] [--no-write-behind]
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-WRITE_BEHIND: list[bool] = [False]
-"""Whether our servers answer before the PNG is written (``--write-behind``)."""
+WRITE_BEHIND: list[bool] = [True]
+"""Whether our servers answer before the PNG is written (off with ``--no-write-behind``)."""
 _PROMPT = "two red apples left of a blue bench and a sign that says OPEN, watercolor"
 
 
@@ -135,7 +136,7 @@ async def _raw_mcp(store: Path, reps: int, size: int) -> dict[str, float]:
 
 
 def _flags() -> list[str]:
-    return ["--write-behind"] if WRITE_BEHIND[0] else []
+    return [] if WRITE_BEHIND[0] else ["--no-write-behind"]
 
 
 async def _tool_client(
@@ -157,6 +158,8 @@ async def _tool_client(
     over: list[float] = []
     inspect: list[float] = []
     cpu: list[float] = []
+    pair: list[float] = []
+    look: list[float] = []
     async with ToolClient(spec=spec, server=server) as client:
         for i in range(reps + 10):
             cpu_start = time.process_time()
@@ -169,12 +172,26 @@ async def _tool_client(
             )
             assert checked.ok, checked
             cpu_used = time.process_time() - cpu_start
+            looked_args = {**args, "seed": 500_000 + i}
+            elapsed_look, looked = await _timed(lambda a=looked_args: client.call("text_to_image", a, look=True))
+            assert looked.ok, looked
+            assert looked.inspection is not None, "the server sent no inspection with the image"
             if i >= 10:
                 t2i.append(elapsed_t2i)
-                over.append(elapsed_t2i - float(outcome.structured["generator_s"]))
+                gen = float(outcome.structured["generator_s"])
+                over.append(elapsed_t2i - gen)
                 inspect.append(elapsed_inspect)
+                pair.append(elapsed_t2i + elapsed_inspect - gen)
+                look.append(elapsed_look - float(looked.structured["generator_s"]))
                 cpu.append(cpu_used)
-    return {"t2i": _median_ms(t2i), "over": _median_ms(over), "inspect": _median_ms(inspect), "cpu": _median_ms(cpu)}
+    return {
+        "t2i": _median_ms(t2i),
+        "over": _median_ms(over),
+        "inspect": _median_ms(inspect),
+        "cpu": _median_ms(cpu),
+        "pair": _median_ms(pair),
+        "look": _median_ms(look),
+    }
 
 
 def _has_trusted() -> bool:
@@ -212,15 +229,21 @@ async def _main(reps: int, size: int) -> None:
             rows.append(("ToolClient in-process, validating", None, True))
             print("\n(ToolServerSpec has no `trusted` field here: validating rows only)")
         print("\n== our ToolClient ==")
-        print(f"{'':38s} {'t2i':>7s} {'t2i-gen':>8s} {'inspect':>8s} {'CPU/pair':>9s} {'(t2i-gen)/no-op':>16s}")
+        print(
+            f"{'':38s} {'t2i':>7s} {'t2i-gen':>8s} {'inspect':>8s} {'CPU/pair':>9s} {'(t2i-gen)/no-op':>16s} "
+            f"{'pair-gen':>9s} {'look-gen':>9s}"
+        )
         for label, trusted, in_process in rows:
             got = await _tool_client(store, reps, size, trusted=trusted, in_process=in_process)
             print(
                 f"{label:38s} {got['t2i']:7.2f} {got['over']:8.2f} {got['inspect']:8.2f} {got['cpu']:9.2f} "
-                f"{got['over'] / raw['noop']:16.2f}"
+                f"{got['over'] / raw['noop']:16.2f} {got['pair']:9.2f} {got['look']:9.2f}"
             )
     print("\nCPU/pair: process CPU (all threads of this process) for one text_to_image + inspect_image;")
     print("over stdio it leaves out the server process, in-process it is everything.")
+    print("pair-gen: text_to_image then inspect_image, minus generator; look-gen: text_to_image asked to look")
+    print("(LOOK_META_KEY: the inspection comes back in the same answer, as the graph asks our server),")
+    print("minus generator.")
 
 
 def main() -> None:
@@ -231,9 +254,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--write-behind", action="store_true", help="our servers answer before writing the PNG")
+    parser.add_argument(
+        "--no-write-behind", action="store_true", help="our servers answer only once the PNG is written"
+    )
     args = parser.parse_args()
-    WRITE_BEHIND[0] = args.write_behind
+    WRITE_BEHIND[0] = not args.no_write_behind
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(_main(args.reps, args.size))
 

@@ -33,16 +33,40 @@ class Died(BaseException):
     """Stands for the process dying: not an Exception, so nothing on the way catches it."""
 
 
-class DiesOnFirstLook(ToolClient):
-    """A real client that dies when the graph first looks at an image (after the call that made it)."""
+class LooksApart(ToolClient):
+    """A real client the graph treats as a server that cannot look in the image call: it looks apart."""
+
+    @property
+    def looks_in_call(self) -> bool:
+        return False
+
+    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
+        assert not look, "the graph asked a server that cannot look in the call to look"
+        return await super().call(name, arguments)
+
+
+class DiesOnFirstLook(LooksApart):
+    """Dies when the graph first looks at an image (after the call that made it)."""
 
     looked = False
 
-    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
+    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
         if name == "inspect_image" and not self.looked:
             self.looked = True
             raise Died("killed during the look")
         return await super().call(name, arguments)
+
+
+class CountsCalls(ToolClient):
+    """A real client that counts the calls it sends, by tool."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sent: list[str] = []
+
+    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
+        self.sent.append(name)
+        return await super().call(name, arguments, look=look)
 
 
 def _server(store: Path, log: Path) -> Any:
@@ -59,7 +83,7 @@ async def test_a_crash_during_the_look_never_repeats_the_finished_call(tmp_path:
                 await run_task(agent, TASK, seed=0, thread_id="t")
         made_before = [json.loads(line)["handle"] for line in log.read_text().splitlines()]
         assert len(made_before) == 1, "the call finished before the look"
-        async with ToolClient(server=_server(tmp_path / "store", log)) as tools:
+        async with LooksApart(server=_server(tmp_path / "store", log)) as tools:
             agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
             resumed = await run_task(agent, TASK, seed=0, thread_id="t")
     assert resumed.resumed
@@ -74,6 +98,28 @@ async def test_a_crash_during_the_look_never_repeats_the_finished_call(tmp_path:
     assert look.ok
     assert look.batch == first.batch
     assert first.handle in resumed.state["inspections"]
+
+
+async def test_our_server_looks_in_the_image_call_one_round_trip_per_image(tmp_path: Path) -> None:
+    async with (
+        open_checkpointer(tmp_path / "cp.sqlite") as saver,
+        CountsCalls(server=_server(tmp_path / "store", tmp_path / "calls.jsonl")) as tools,
+    ):
+        assert tools.looks_in_call
+        agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
+        result = await run_task(agent, TASK, seed=0, thread_id="t")
+    assert result.state["termination"] == "answered"
+    calls = result.trajectory.tool_calls
+    made = [c for c in calls if c.by == "policy" and c.handle and c.name != "inspect_image"]
+    looks = [c for c in calls if c.by == "graph" and c.name == "inspect_image"]
+    assert made
+    # Every new image was looked at, with no inspect_image call of the graph's on the wire.
+    assert {c.arguments["image"] for c in looks} == {c.handle for c in made}
+    assert all(look.ok and look.result and look.result["handle"] == look.handle for look in looks)
+    assert tools.sent.count("inspect_image") == sum(c.name == "inspect_image" and c.by == "policy" for c in calls)
+    for c in made:
+        assert result.state["inspections"][c.handle]["known"] is True
+        assert "inspection" not in (c.result or {}), "the look stays out of the call's own result"
 
 
 async def test_a_batch_is_one_checkpointed_step_before_the_reflect_turn(tmp_path: Path) -> None:

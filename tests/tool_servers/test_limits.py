@@ -224,7 +224,9 @@ async def test_request_timeout_is_a_tool_error_and_the_server_keeps_serving(tmp_
 def test_settings_defaults_and_descriptions_of_every_limit() -> None:
     settings = ServerSettings()
     assert settings.max_queue == 256
-    assert settings.write_behind is False  # an answered handle survives a kill of the server
+    # On for the synthetic back end: an answered handle survives a kill through its journaled recipe.
+    assert settings.write_behind is None
+    assert settings.writes_behind is True
     assert settings.max_steps == 50
     assert settings.allowed_input_formats == ("PNG", "JPEG", "WEBP")
     assert settings.backend == "synthetic"

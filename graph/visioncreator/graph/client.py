@@ -32,7 +32,7 @@ from mcp.types import (
 from visioncreator.graph.connection import Connection, ToolServerSpec, is_closed, is_outage, open_connection
 from visioncreator.graph.errors import InvalidTaskError, ToolServerLost, ToolServerUnavailable
 from visioncreator.policy import ToolSpec
-from visioncreator.tool_servers import INTERNAL_TOOLS, ToolName
+from visioncreator.tool_servers import INSPECTION_META_KEY, INTERNAL_TOOLS, LOOK_META_KEY, SERVER_NAME, ToolName
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -47,6 +47,8 @@ class ToolOutcome:
     """The tool's error message, when it failed."""
     latency_s: float = 0.0
     """Wall time of the round trip."""
+    inspection: dict[str, Any] | None = None
+    """The new image's inspection, when the call asked for it (``look=True``) and the server sent one."""
 
 
 _T = TypeVar("_T")
@@ -176,19 +178,31 @@ class ToolClient:
             delay *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def call(self, name: str, arguments: Mapping[str, Any]) -> ToolOutcome:
-        """Call a tool. Tool errors come back as ``ok=False``; a lost server raises :class:`ToolServerLost`."""
+    @property
+    def looks_in_call(self) -> bool:
+        """Whether the connected server inspects a new image in the image call itself (our tool server does)."""
+        info = self._conn.client.server_info if self._conn is not None else None
+        return info is not None and info.name == SERVER_NAME
+
+    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
+        """Call a tool. Tool errors come back as ``ok=False``; a lost server raises :class:`ToolServerLost`.
+
+        ``look`` asks an image tool to inspect its new image in the same round trip
+        (:data:`~visioncreator.tool_servers.LOOK_META_KEY`); the outcome's ``inspection`` then holds
+        what ``inspect_image`` would say. A server that does not know the key sends none.
+        """
         started = time.perf_counter()
 
         trusted = self._trusted
+        meta: Any = {LOOK_META_KEY: True} if look else None
 
         async def send(client: Client) -> Any:
             with anyio.fail_after(self.timeout_s):
                 if trusted:
                     # The session's own request, without the SDK's output-schema validation of the result.
-                    request = CallToolRequest(params=CallToolRequestParams(name=name, arguments=dict(arguments)))
-                    return await client.session.send_request(request, CallToolResult)
-                return await client.call_tool(name, dict(arguments))
+                    params = CallToolRequestParams(name=name, arguments=dict(arguments), meta=meta)
+                    return await client.session.send_request(CallToolRequest(params=params), CallToolResult)
+                return await client.call_tool(name, dict(arguments), meta=meta)
 
         try:
             result = await self._request(f"a {name} call", send)
@@ -209,7 +223,13 @@ class ToolClient:
                 structured = parsed if isinstance(parsed, dict) else {"text": text}
             except json.JSONDecodeError:
                 structured = {"text": text}
-        return ToolOutcome(ok=True, structured=dict(structured or {}), latency_s=latency)
+        seen = (result.meta or {}).get(INSPECTION_META_KEY) if look else None
+        return ToolOutcome(
+            ok=True,
+            structured=dict(structured or {}),
+            latency_s=latency,
+            inspection=seen if isinstance(seen, dict) else None,
+        )
 
     async def read_image(self, handle: str) -> bytes:
         """The PNG bytes of an image, through the ``image://`` resource."""

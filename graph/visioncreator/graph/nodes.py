@@ -11,13 +11,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from langgraph.config import get_stream_writer
 from langgraph.func import task
 
 from visioncreator.graph.bounds import bounded_feedback, bounded_turn
-from visioncreator.graph.client import ToolClient
+from visioncreator.graph.client import ToolClient, ToolOutcome
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.errors import PolicyTurnTimeout
+from visioncreator.graph.events import emit, settle
 from visioncreator.graph.seeds import call_seed, default_call_seed_base
 from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, batch_records, typed, typed_list
 from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
@@ -40,15 +40,6 @@ from visioncreator.policy import (
 from visioncreator.tool_servers import IMAGE_TOOLS, ToolName
 
 __all__ = ["Nodes", "emit"]
-
-
-def emit(event: str, **data: Any) -> None:
-    """Send a progress event on LangGraph's ``custom`` stream (a no-op outside a run)."""
-    try:
-        writer = get_stream_writer()
-    except RuntimeError:
-        return
-    writer({"event": event, **data})
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +113,7 @@ class Nodes:
         update = await self._turn(node, state)
         if update.get("termination") or update.get("answer") is not None:
             # The run ends here: settle the answer in this step rather than in a step of its own.
-            update.update(self._settle({**state, **update}))  # type: ignore[typeddict-item]
+            update.update(settle({**state, **update}))  # type: ignore[typeddict-item]
         return update
 
     async def _turn(self, node: Node, state: AgentState) -> dict[str, Any]:
@@ -265,20 +256,54 @@ class Nodes:
     async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
         """Run one tool call (fanned out with ``Send``: one task per call), then look at its image.
 
-        The look runs in the call's own task, so a batch is one graph step. When there is a look,
-        the call runs as a LangGraph task inside this one (:func:`_tool_call_task`): its record is
-        saved the moment it returns, and a crash during the look re-runs the look, never the call.
-        Without a look, this task's own write is that save.
+        The look runs in the call's own task, so a batch is one graph step. Our tool server looks
+        in the call itself (one round trip; this task's write saves both). Another server gets a
+        separate ``inspect_image``: the call then runs as a LangGraph task inside this one
+        (:func:`_tool_call_task`), its record saved the moment it returns, so a crash during the
+        look re-runs the look, never the call.
         """
         pending = typed(PendingCall, payload["call"])
         batch = payload["batch"]
         if not (self._looks and pending.call.name in IMAGE_TOOLS):
             return {"tool_calls": [await self.call_policy_tool(pending, batch)]}
-        record = await _tool_call_task(self, pending, batch)
+        if self.tools.looks_in_call:
+            record, seen = await self._call_looking(pending, batch)
+            if seen is not None and record.handle:
+                looked = self._look_record(record.handle, batch, seen)
+                return {"tool_calls": [record, looked], "inspections": {record.handle: seen}}
+        else:
+            record = await _tool_call_task(self, pending, batch)
         if not (record.ok and record.handle):
             return {"tool_calls": [record]}
         look = await self.inspect(Look(handle=record.handle, batch=batch))
         return {"tool_calls": [record, *look["tool_calls"]], "inspections": look["inspections"]}
+
+    async def _call_looking(self, pending: PendingCall, batch: int) -> tuple[ToolCallRecord, dict[str, Any] | None]:
+        """An image call that brings its new image's inspection along (``None`` when none came)."""
+        call = pending.call
+        record, outcome = await self._call_for(
+            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=batch, turn=pending.turn,
+            look=True,
+        )  # fmt: skip
+        return record, outcome.inspection
+
+    def _look_record(self, handle: str, batch: int, seen: dict[str, Any]) -> ToolCallRecord:
+        """The graph's look at a new image, as the record a separate ``inspect_image`` call would leave.
+
+        Its latency is the server's time for the look (it rode on the image call's round trip).
+        """
+        call_id = f"inspect_{handle}_{batch}"
+        started = time.time()
+        spent = seen.get("generator_s")
+        latency = float(spent) if isinstance(spent, int | float) else 0.0
+        emit("tool_start", id=call_id, name=str(ToolName.INSPECT_IMAGE), by="graph")
+        emit("tool_end", id=call_id, name=str(ToolName.INSPECT_IMAGE), ok=True, handle=handle, error=None,
+             latency_s=latency)  # fmt: skip
+        return ToolCallRecord(
+            id=call_id, batch=batch, turn=-1, by="graph", name=str(ToolName.INSPECT_IMAGE),
+            arguments={"image": handle}, step=None, ok=True, result=seen, error=None, handle=handle,
+            latency_s=latency, started_at=started,
+        )  # fmt: skip
 
     @property
     def _looks(self) -> bool:
@@ -305,9 +330,27 @@ class Nodes:
     async def _call(
         self, name: str, arguments: dict[str, Any], *, call_id: str, step: int | None, by: str, batch: int, turn: int
     ) -> ToolCallRecord:
+        record, _ = await self._call_for(
+            name, arguments, call_id=call_id, step=step, by=by, batch=batch, turn=turn, look=False
+        )
+        return record
+
+    async def _call_for(
+        self,
+        name: str,
+        arguments: dict[str, Any],
+        *,
+        call_id: str,
+        step: int | None,
+        by: str,
+        batch: int,
+        turn: int,
+        look: bool,
+    ) -> tuple[ToolCallRecord, ToolOutcome]:
+        """Make one call and record it; the outcome too (with the inspection a ``look`` brought)."""
         emit("tool_start", id=call_id, name=str(name), by=by)
         started = time.time()
-        outcome = await self.tools.call(name, arguments)
+        outcome = await self.tools.call(name, arguments, look=True) if look else await self.tools.call(name, arguments)
         handle = None
         if outcome.ok and outcome.structured and (name in IMAGE_TOOLS or name == ToolName.INSPECT_IMAGE):
             handle = str(outcome.structured.get("handle"))
@@ -315,41 +358,12 @@ class Nodes:
             "tool_end", id=call_id, name=str(name), ok=outcome.ok, handle=handle, error=outcome.error,
             latency_s=outcome.latency_s,
         )  # fmt: skip
-        return ToolCallRecord(
+        record = ToolCallRecord(
             id=call_id, batch=batch, turn=turn, by="graph" if by == "graph" else "policy", name=str(name),
             arguments=dict(arguments), step=step, ok=outcome.ok, result=outcome.structured, error=outcome.error,
             handle=handle, latency_s=outcome.latency_s, started_at=started,
         )  # fmt: skip
-
-    # ---- the end -------------------------------------------------------------------------
-
-    def _settle(self, state: AgentState) -> dict[str, Any]:
-        """Settle the answer: the policy's, checked against the images this task made.
-
-        Runs in the policy node whose turn ended the run (an answer, a budget or too many format
-        errors), so the last checkpoint holds the settled answer.
-        """
-        answer = state.get("answer")
-        termination = state.get("termination")
-        calls = typed_list(ToolCallRecord, state.get("tool_calls", ()))
-        task = typed(Task, state["task"])
-        known = {c.handle for c in calls if c.handle and c.name in IMAGE_TOOLS} | set(task.inputs)
-        valid = [h for h in (answer or []) if h in known]
-        if answer is not None and valid and len(valid) == len(answer):
-            reason = termination or "answered"
-        else:
-            # The caller still gets images, but the answer is the graph's: marked, so that no
-            # reward or score counts it as the policy's.
-            valid = valid or _latest_images(calls, task.n_images)
-            reason = termination or ("invalid_answer" if answer is not None else "no_answer")
-        repaired = valid != list(answer or [])
-        emit("finish", answer=valid, termination=reason, repaired=repaired)
-        return {
-            "policy_answer": None if answer is None else list(answer),
-            "answer_repaired": repaired,
-            "answer": valid,
-            "termination": reason,
-        }
+        return record, outcome
 
 
 @task
@@ -370,12 +384,3 @@ def _nothing_to_do(node: Node) -> str:
         "finish": "an <answer>",
     }[node]
     return f"the turn held nothing this node can use: write {wanted}"
-
-
-def _latest_images(calls: list[ToolCallRecord], n_images: int) -> list[str]:
-    """Fallback answer: the latest image of each plan step (or of each call without a step)."""
-    by_step: dict[str, str] = {}
-    for r in calls:
-        if r.ok and r.handle and r.name in IMAGE_TOOLS:
-            by_step[str(r.step) if r.step is not None else r.id] = r.handle
-    return list(by_step.values())[:n_images]

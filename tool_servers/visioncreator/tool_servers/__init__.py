@@ -22,7 +22,15 @@ from visioncreator.tool_servers.errors import (
     UnknownHandleError,
     UnsupportedImageError,
 )
-from visioncreator.tool_servers.names import IMAGE_TOOLS, INTERNAL_TOOLS, POLICY_TOOLS, ToolName
+from visioncreator.tool_servers.names import (
+    IMAGE_TOOLS,
+    INSPECTION_META_KEY,
+    INTERNAL_TOOLS,
+    LOOK_META_KEY,
+    POLICY_TOOLS,
+    SERVER_NAME,
+    ToolName,
+)
 from visioncreator.tool_servers.schemas import (
     HANDLE_PATTERN,
     EditImageInput,
@@ -45,8 +53,11 @@ if TYPE_CHECKING:
 __all__ = [
     "HANDLE_PATTERN",
     "IMAGE_TOOLS",
+    "INSPECTION_META_KEY",
     "INTERNAL_TOOLS",
+    "LOOK_META_KEY",
     "POLICY_TOOLS",
+    "SERVER_NAME",
     "TRUTH_KEY",
     "CorruptImageError",
     "DetectorSettings",

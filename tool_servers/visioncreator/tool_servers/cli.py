@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         "--write-behind",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="answer an image call once its handle is known and write the PNG on a writer thread (faster; a "
-        "server killed right after an answer can lose that image); default off: the answer waits for the file",
+        help="answer an image call once its handle is known and its recipe journaled, writing the PNG behind "
+        "(default: on for the synthetic back end, off for the diffusion ones, whose answers wait for the file)",
     )
     limits.add_argument("--request-timeout", type=float, help="seconds one tool call may take (default 120)")
     limits.add_argument("--max-input-bytes", type=int, help="largest uploaded image file in bytes (default 20 MiB)")

@@ -5,7 +5,18 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-__all__ = ["IMAGE_TOOLS", "INTERNAL_TOOLS", "POLICY_TOOLS", "ToolName"]
+__all__ = [
+    "IMAGE_TOOLS",
+    "INSPECTION_META_KEY",
+    "INTERNAL_TOOLS",
+    "LOOK_META_KEY",
+    "POLICY_TOOLS",
+    "SERVER_NAME",
+    "ToolName",
+]
+
+SERVER_NAME: Final = "visioncreator-tools"
+"""The name the tool server gives in its MCP ``initialize`` answer."""
 
 
 class ToolName(StrEnum):
@@ -33,3 +44,14 @@ POLICY_TOOLS: Final[tuple[ToolName, ...]] = (
 
 INTERNAL_TOOLS: Final[frozenset[str]] = frozenset({ToolName.UPLOAD_IMAGE})
 """Tools for the caller's bookkeeping (putting input images into the store), hidden from policies."""
+
+LOOK_META_KEY: Final = "io.github.visioncreator/look"
+"""Request ``_meta`` key: a true value asks an image tool to inspect its new image in the same call.
+
+The inspection (what ``inspect_image`` with no questions would say) comes back in the result's
+``_meta`` under :data:`INSPECTION_META_KEY`: one round trip instead of two, and the tool's
+arguments and output schema stay as the model sees them.
+"""
+
+INSPECTION_META_KEY: Final = "io.github.visioncreator/inspection"
+"""Result ``_meta`` key of the inspection a :data:`LOOK_META_KEY` request asked for."""

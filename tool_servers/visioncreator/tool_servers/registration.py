@@ -11,12 +11,12 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
-from visioncreator.tool_servers.names import ToolName
+from visioncreator.tool_servers.names import LOOK_META_KEY, ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     Guidance,
@@ -64,6 +64,12 @@ def _validate(model: type[_ModelT], **fields: Any) -> _ModelT:
         raise ToolError(f"invalid arguments: {problems}") from exc
 
 
+def _looks(ctx: Context | None) -> bool:
+    """Whether the request's ``_meta`` asks for the new image's inspection too (:data:`LOOK_META_KEY`)."""
+    meta = ctx.request_context.meta if ctx is not None else None
+    return bool(meta and meta.get(LOOK_META_KEY))
+
+
 def _tool(server: MCPServer, annotations: ToolAnnotations | None = None) -> Callable[[_FnT], _FnT]:
     """Register a tool whose description is its docstring without the source indentation.
 
@@ -90,6 +96,7 @@ def _register_prompt_tools(server: MCPServer, tools: ToolRunner) -> None:
         steps: Steps = None,
         guidance: Guidance = None,
         preview: Preview = False,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Make a new image from a text prompt.
 
@@ -111,7 +118,7 @@ def _register_prompt_tools(server: MCPServer, tools: ToolRunner) -> None:
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run(ToolName.TEXT_TO_IMAGE, lambda: tools.text_to_image(args))
+        return await tools.run(ToolName.TEXT_TO_IMAGE, lambda: tools.text_to_image(args, look=_looks(ctx)))
 
 
 def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
@@ -125,6 +132,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         steps: Steps = None,
         guidance: Guidance = None,
         preview: Preview = False,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Change an existing image as an instruction says, keeping everything else the same.
 
@@ -142,7 +150,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run(ToolName.EDIT_IMAGE, lambda: tools.edit_image(args))
+        return await tools.run(ToolName.EDIT_IMAGE, lambda: tools.edit_image(args, look=_looks(ctx)))
 
     @_tool(server)
     async def reference_to_image(
@@ -154,6 +162,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         steps: Steps = None,
         guidance: Guidance = None,
         preview: Preview = False,
+        ctx: Context | None = None,
     ) -> Annotated[CallToolResult, ImageResult]:
         """Make a new image whose subjects look the same as in the reference images.
 
@@ -173,7 +182,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
             guidance=guidance,
             preview=preview,
         )
-        return await tools.run(ToolName.REFERENCE_TO_IMAGE, lambda: tools.reference_to_image(args))
+        return await tools.run(ToolName.REFERENCE_TO_IMAGE, lambda: tools.reference_to_image(args, look=_looks(ctx)))
 
 
 def _register_store_tools(server: MCPServer, tools: ToolRunner) -> None:

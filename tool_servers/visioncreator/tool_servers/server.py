@@ -20,6 +20,8 @@ Design choices:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -30,6 +32,7 @@ from visioncreator.tool_servers.backend import ImageBackend
 from visioncreator.tool_servers.errors import (
     UnknownHandleError,
 )
+from visioncreator.tool_servers.names import SERVER_NAME
 from visioncreator.tool_servers.registration import register_tools
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore
@@ -37,8 +40,8 @@ from visioncreator.tool_servers.tools import ToolRunner, default_backend
 
 __all__ = ["SERVER_NAME", "build_server"]
 
-SERVER_NAME = "visioncreator-tools"
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 def build_server(
@@ -73,17 +76,29 @@ def build_server(
         ),
     )
     register_tools(server, tools)
-    _register_resources(server, store)
+    _register_resources(server, tools)
     return server
 
 
-def _register_resources(server: MCPServer, store: ImageStore) -> None:
+async def _read(tools: ToolRunner, read: Callable[[str], _T], handle: str) -> _T:
+    """``read(handle)`` off the event loop; a lost image with a journal recipe is made again first."""
+    try:
+        return await anyio.to_thread.run_sync(read, handle)
+    except UnknownHandleError as exc:
+        if not await tools.recover(handle):
+            raise ResourceNotFoundError(str(exc)) from exc
+    try:
+        return await anyio.to_thread.run_sync(read, handle)
+    except UnknownHandleError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+
+
+def _register_resources(server: MCPServer, tools: ToolRunner) -> None:
+    store = tools.store
+
     @server.resource("image://{handle}", mime_type="image/png", description="The PNG file of an image handle.")
     async def image_resource(handle: str) -> bytes:
-        try:
-            return await anyio.to_thread.run_sync(store.read_bytes, handle)
-        except UnknownHandleError as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
+        return await _read(tools, store.read_bytes, handle)
 
     @server.resource(
         "truth://{handle}",
@@ -91,8 +106,5 @@ def _register_resources(server: MCPServer, store: ImageStore) -> None:
         description="The synthetic ground truth of an image handle as JSON; null when it has none.",
     )
     async def truth_resource(handle: str) -> str:
-        try:
-            truth = await anyio.to_thread.run_sync(store.truth, handle)
-        except UnknownHandleError as exc:
-            raise ResourceNotFoundError(str(exc)) from exc
+        truth = await _read(tools, store.truth, handle)
         return "null" if truth is None else truth.model_dump_json()

@@ -181,14 +181,15 @@ class ServerSettings(BaseModel):
         default=120.0, gt=0, description="Seconds one tool call may take before it fails with a timeout."
     )
 
-    write_behind: bool = Field(
-        default=False,
+    write_behind: bool | None = Field(
+        default=None,
         description="Answer an image-producing call once the image's handle is known (a hash of its pixels and "
-        "truth) and encode and write the PNG on a writer thread: the answer's bytes is then null. Readers in this "
-        "process see the image at once; another process sees the file a few milliseconds later, and a server "
-        "killed in those milliseconds loses it although its handle was answered (a checkpointed run that resumes "
-        "then meets an unknown handle). False (default): the answer comes once the file is written, so every "
-        "answered handle survives a kill of the server.",
+        "truth) and encode and write the PNG on a writer thread: the answer's bytes is then null. Before it "
+        "answers, the server appends the call's recipe to a journal in the store (one short write), so a server "
+        "killed before the PNG is written loses nothing that can be made again: the next server that misses the "
+        "handle makes the image again from its recipe, and a deterministic back end gives the very handle. "
+        "None (default): on for the synthetic back end (deterministic), off for the diffusion back ends, whose "
+        "answers then wait for the file.",
     )
     max_pending_writes: int = Field(
         default=64,
@@ -229,6 +230,11 @@ class ServerSettings(BaseModel):
                 f"host {self.host!r} is not a loopback address: set bearer_token (--token) to serve beyond this machine"
             )
         return self
+
+    @property
+    def writes_behind(self) -> bool:
+        """Whether image calls answer before their PNG is written (``write_behind``, its default resolved)."""
+        return self.backend == "synthetic" if self.write_behind is None else self.write_behind
 
     @property
     def url(self) -> str:

@@ -35,11 +35,14 @@ from visioncreator.tool_servers.errors import (
     ToolServerError,
     UnsupportedImageError,
 )
-from visioncreator.tool_servers.names import ToolName
+from visioncreator.tool_servers.journal import RecipeJournal
+from visioncreator.tool_servers.names import INSPECTION_META_KEY, ToolName
+from visioncreator.tool_servers.recovery import recover
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     ImageResult,
     InspectImageInput,
+    InspectResult,
     ReferenceToImageInput,
     TextToImageInput,
     UploadImageInput,
@@ -51,6 +54,7 @@ __all__ = ["ToolRunner", "default_backend", "tool_result"]
 
 _log = logging.getLogger("visioncreator.tool_servers.server")
 _MAX_ERROR_DETAIL = 300
+_ImageInput = TextToImageInput | EditImageInput | ReferenceToImageInput
 
 
 def default_backend(settings: ServerSettings) -> ImageBackend:
@@ -96,6 +100,7 @@ class ToolRunner:
         # Calls running plus calls waiting for a slot. Checked and bumped with no await in
         # between, so on one event loop the count is exact.
         self._admitted = 0
+        self.journal = RecipeJournal(store.root, store.exists)
 
     async def run(self, tool: str, work: Callable[[], Awaitable[CallToolResult]]) -> CallToolResult:
         """Run one call under admission control, the concurrency cap and the timeout.
@@ -173,6 +178,9 @@ class ToolRunner:
                 yield ready
             return
         recent.clear()
+        for handle in unique:
+            if not self.store.exists(handle):
+                await self.recover(handle)  # a killed server's unwritten image, if it has a recipe
         sizes = await anyio.to_thread.run_sync(lambda: [self.store.dimensions(handle) for handle in unique])
         full = [width * height for width, height in sizes]
         kept = [width * height for width, height in (self.fit.size(*size) for size in sizes)]
@@ -213,19 +221,23 @@ class ToolRunner:
             by_handle.clear()
             sources.clear()
 
-    async def finish(self, tool: str, generated: Generated, preview: bool, generator_s: float) -> CallToolResult:
+    async def finish(
+        self, tool: str, generated: Generated, args: _ImageInput, generator_s: float, *, look: bool = False
+    ) -> CallToolResult:
         """Store a generated image and build the tool result.
 
-        With ``write_behind`` the answer waits only for the handle (a hash of pixels and truth);
-        the PNG is encoded and written on the store's writer thread.
+        With write-behind the answer waits only for the handle (a hash of pixels and truth) and
+        the call's recipe in the journal; the PNG is encoded and written on the store's writer
+        thread.
         """
         image = generated.image
         self.check_size(image.width, image.height)
         if self.settings.simulated_latency_s:
             await asyncio.sleep(self.settings.simulated_latency_s)
-        if self.settings.write_behind and not self.store.backlogged:
+        if self.settings.writes_behind and not self.store.backlogged:
             # The back end made the image for this call alone: the store may keep it as it is.
             stored = self.store.put_behind(image, generated.truth, owned=True)
+            self.journal.record(stored.handle, tool, args.model_dump(mode="json", exclude={"preview"}))
         else:
             stored = await anyio.to_thread.run_sync(self.store.put, image, generated.truth)
         if self.settings.call_log is not None:
@@ -241,8 +253,13 @@ class ToolRunner:
             uri=f"image://{stored.handle}",
             generator_s=generator_s,
         )
-        thumbnail = await anyio.to_thread.run_sync(self._preview, image) if preview else None
-        return tool_result(result, thumbnail)
+        thumbnail = await anyio.to_thread.run_sync(self._preview, image) if args.preview else None
+        answer = tool_result(result, thumbnail)
+        if look:
+            # The new image is still in hand: looked at here, not decoded again in a second call.
+            seen = await self._inspect(SourceImage(handle=stored.handle, image=image, truth=generated.truth))
+            answer.meta = {**(answer.meta or {}), INSPECTION_META_KEY: seen.model_dump(mode="json")}
+        return answer
 
     def _log_call(self, tool: str, handle: str, seed: int) -> None:
         assert self.settings.call_log is not None
@@ -259,7 +276,7 @@ class ToolRunner:
             type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
         )
 
-    async def text_to_image(self, args: TextToImageInput) -> CallToolResult:
+    async def text_to_image(self, args: TextToImageInput, *, look: bool = False) -> CallToolResult:
         """Check limits, resolve the seed, generate and store."""
         self.check_size(args.width, args.height)
         self.check_steps(args.steps)
@@ -267,9 +284,9 @@ class ToolRunner:
         args = args.model_copy(update={"seed": _resolve_seed(args.seed)})
         started = time.perf_counter()
         generated = await self.backend.text_to_image(args)
-        return await self.finish(ToolName.TEXT_TO_IMAGE, generated, args.preview, time.perf_counter() - started)
+        return await self.finish(ToolName.TEXT_TO_IMAGE, generated, args, time.perf_counter() - started, look=look)
 
-    async def edit_image(self, args: EditImageInput) -> CallToolResult:
+    async def edit_image(self, args: EditImageInput, *, look: bool = False) -> CallToolResult:
         """Check limits, load the source, edit and store."""
         self.check_steps(args.steps)
         _check_text("instruction", args.instruction)
@@ -277,9 +294,10 @@ class ToolRunner:
         async with self.sources(ToolName.EDIT_IMAGE, [args.image]) as sources:
             started = time.perf_counter()
             generated = await self.backend.edit_image(args, sources[0])
-            return await self.finish(ToolName.EDIT_IMAGE, generated, args.preview, time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            return await self.finish(ToolName.EDIT_IMAGE, generated, args, elapsed, look=look)
 
-    async def reference_to_image(self, args: ReferenceToImageInput) -> CallToolResult:
+    async def reference_to_image(self, args: ReferenceToImageInput, *, look: bool = False) -> CallToolResult:
         """Check limits, load the references, generate and store."""
         self.check_size(args.width, args.height)
         self.check_steps(args.steps)
@@ -288,17 +306,24 @@ class ToolRunner:
         async with self.sources(ToolName.REFERENCE_TO_IMAGE, args.references) as references:
             started = time.perf_counter()
             generated = await self.backend.reference_to_image(args, references)
-            return await self.finish(
-                ToolName.REFERENCE_TO_IMAGE, generated, args.preview, time.perf_counter() - started
-            )
+            elapsed = time.perf_counter() - started
+            return await self.finish(ToolName.REFERENCE_TO_IMAGE, generated, args, elapsed, look=look)
 
     async def inspect_image(self, args: InspectImageInput) -> CallToolResult:
         """Describe a stored image."""
         async with self.sources(ToolName.INSPECT_IMAGE, [args.image]) as sources:
-            started = time.perf_counter()
-            result = await self.backend.inspect_image(args, sources[0])
-        result = result.model_copy(update={"generator_s": time.perf_counter() - started})
+            result = await self._inspect(sources[0], args)
         return tool_result(result, None)
+
+    async def _inspect(self, source: SourceImage, args: InspectImageInput | None = None) -> InspectResult:
+        """The back end's report on one image (no questions unless ``args`` has some), timed."""
+        started = time.perf_counter()
+        result = await self.backend.inspect_image(args or InspectImageInput(image=source.handle, questions=[]), source)
+        return result.model_copy(update={"generator_s": time.perf_counter() - started})
+
+    async def recover(self, handle: str) -> bool:
+        """Make a lost image again from its journal recipe (see :func:`recovery.recover`); whether it is stored now."""
+        return await recover(self, handle)
 
     async def upload_image(self, args: UploadImageInput) -> CallToolResult:
         """Check and store an uploaded image file."""

@@ -63,6 +63,8 @@ class PendingWrites:
         self._pending: dict[Path, Pending] = {}
         self._lock = threading.Lock()
         self._writer: ThreadPoolExecutor | None = None
+        self.failed = 0
+        """Writes that failed (logged; their images live only in memory)."""
 
     def get(self, path: Path) -> Pending | None:
         """The pending write of ``path``, if any."""
@@ -94,6 +96,21 @@ class PendingWrites:
             # The interpreter is shutting down and takes no new jobs: write it here instead.
             self._write(path, root, encode, pending)
 
+    def after(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the writer thread once every write queued before it is done (at once if none ever was).
+
+        The writer is one thread that takes jobs in order, so nothing queued earlier is still pending.
+        """
+        with self._lock:
+            writer = self._writer
+        if writer is not None:
+            try:
+                writer.submit(_logged, job)
+                return
+            except RuntimeError:
+                pass  # shutting down: the writer has already finished every write
+        _logged(job)
+
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every pending write is on disk (or has failed and been logged).
 
@@ -115,6 +132,7 @@ class PendingWrites:
             if not os.path.lexists(path):
                 write_atomic(path, data, root)
         except (OSError, UnknownHandleError):
+            self.failed += 1
             _log.exception("writing %s failed: the image lives only in memory until this process ends", path.name)
         except BaseException as exc:
             if not pending.data.done():
@@ -124,6 +142,13 @@ class PendingWrites:
             with self._lock:
                 self._pending.pop(path, None)
             pending.written.set()
+
+
+def _logged(job: Callable[[], None]) -> None:
+    try:
+        job()
+    except Exception:
+        _log.exception("a job after the pending image writes failed")
 
 
 pending_writes = PendingWrites()
