@@ -150,6 +150,7 @@ async def agent_steps(seeds: int, fault_rate: float, tmp: Path) -> dict[str, flo
     checkpoints, writes, size = saved_counts(db)
     return {
         "median": statistics.median(steps),
+        "mean": statistics.fmean(steps),
         "p95": pct(steps, 0.95),
         "graph_median": statistics.median(graph),
         "graph_p95": pct(graph, 0.95),
@@ -221,7 +222,7 @@ async def print_steps(seeds: int, fault_rate: float, bare_runs: int, tmp: Path) 
     floor = bare * agent["passes_per_step"]
     print(
         f"per agent step ({int(agent['steps'])} steps), outside policy and back end: "
-        f"median {agent['median'] * MS:.2f} ms, p95 {agent['p95'] * MS:.2f} ms"
+        f"median {agent['median'] * MS:.2f} ms, mean {agent['mean'] * MS:.2f} ms, p95 {agent['p95'] * MS:.2f} ms"
     )
     print(
         f"  checkpointed passes per agent step {agent['passes_per_step']:.2f}, SQLite commits per agent step "
