@@ -6,17 +6,17 @@ server, records streamed back over sockets; worker deaths injected with ``os._ex
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from tests.rl.dying_expert import DyingExpert
 from tests.rl.test_collector import EDIT, SINGLE, collect_expert, without_timings
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.offline import expert_policy
-from visioncreator.policy import Policy, PolicyRequest, PolicyTurn
+from visioncreator.policy import Policy
 from visioncreator.rl import CollectConfig, CollectError, read_records
 from visioncreator.rl.collection.jobs import plan_jobs
 from visioncreator.rl.collection.pool import PoolSettings, ProcessWorkers, collect_pool, collect_pool_to
@@ -81,21 +81,6 @@ async def test_the_pool_writes_the_file_and_skips_what_it_holds(tmp_path: Path) 
         written = await collect_pool_to(out, [SINGLE], policy=PolicySpec(), config=config, settings=TWO)
         assert await collect_pool_to(out, [SINGLE], policy=PolicySpec(), config=config, settings=TWO) == []
     assert _json(written) == _json(read_records(out)) == _json(local)
-
-
-class DyingExpert:
-    """The expert whose whole worker process dies at the reflect turn of seed 1 (fault injection)."""
-
-    name = "expert"
-
-    def __init__(self, tools: ToolClient) -> None:
-        self.inner = expert_policy()
-        self.config = self.inner.config  # the expert's identity: the same trajectory ids
-
-    async def respond(self, request: PolicyRequest) -> PolicyTurn:
-        if request.node == "reflect" and request.seed == 1:
-            os._exit(1)
-        return await self.inner.respond(request)
 
 
 async def test_a_killed_worker_fails_clearly_and_resumes_from_its_own_checkpoint(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,10 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.rl.dying_expert import DyingExpert
 from tests.rl.test_collector import EDIT, SINGLE, collect_expert, without_timings
-from visioncreator.graph.client import ToolClient
 from visioncreator.graph.offline import expert_policy
-from visioncreator.policy import PolicyRequest, PolicyTurn
 from visioncreator.rl import CollectConfig, CollectError, read_records
 from visioncreator.rl.collection.jobs import plan_jobs
 from visioncreator.rl.collection.ray import (
@@ -108,21 +106,6 @@ def test_worker_checkpoint_files_and_their_threads(tmp_path: Path) -> None:
     bad.write_bytes(b"not a database, but long enough to be read as a header by sqlite" * 2)
     with pytest.raises(sqlite3.DatabaseError):
         checkpointed_threads(bad)
-
-
-class DyingExpert:
-    """The expert whose whole worker process dies at the reflect turn of seed 1 (fault injection)."""
-
-    name = "expert"
-
-    def __init__(self, tools: ToolClient) -> None:
-        self.inner = expert_policy()
-        self.config = self.inner.config  # the expert's identity: the same trajectory ids
-
-    async def respond(self, request: PolicyRequest) -> PolicyTurn:
-        if request.node == "reflect" and request.seed == 1:
-            os._exit(1)
-        return await self.inner.respond(request)
 
 
 async def test_a_killed_worker_resumes_from_its_own_checkpoint(ray_cluster: None, tmp_path: Path) -> None:

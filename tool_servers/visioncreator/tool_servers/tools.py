@@ -179,8 +179,7 @@ class ToolRunner:
             return
         recent.clear()
         for handle in unique:
-            if not self.store.exists(handle):
-                await self.recover(handle)  # a killed server's unwritten image, if it has a recipe
+            await self.recover(handle)  # a no-op for a stored image; a killed server's unwritten one is made again
         sizes = await anyio.to_thread.run_sync(lambda: [self.store.dimensions(handle) for handle in unique])
         full = [width * height for width, height in sizes]
         kept = [width * height for width, height in (self.fit.size(*size) for size in sizes)]

@@ -40,11 +40,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from visioncreator.graph import ToolServerSpec, ToolServerUnavailable
 from visioncreator.rl.collection.collector import CollectError
 from visioncreator.rl.collection.config import CollectConfig
-from visioncreator.rl.collection.jobs import Job, plan_jobs
+from visioncreator.rl.collection.jobs import Job
 from visioncreator.rl.collection.pool_worker import receive, send, worker_main
-from visioncreator.rl.collection.records import TrajectoryRecord, policy_id_of
-from visioncreator.rl.collection.run import RecordHandler, appending, records_lock, run_jobs
-from visioncreator.rl.collection.workers import PolicyFactory, PolicySpec, SlotRouter, slot_config
+from visioncreator.rl.collection.records import TrajectoryRecord
+from visioncreator.rl.collection.run import RecordHandler, appending, records_lock
+from visioncreator.rl.collection.workers import PolicyFactory, PolicySpec, SlotRouter, WorkerGroup, slot_config
 
 __all__ = ["PoolSettings", "ProcessWorkers", "collect_pool", "collect_pool_to", "default_workers"]
 
@@ -94,7 +94,7 @@ class _Worker:
         return f"collection worker {self.slot} (pid {self.process.pid})"
 
 
-class ProcessWorkers:
+class ProcessWorkers(WorkerGroup):
     """A pool of collector worker processes that lives across collections. Use as an async context manager.
 
     Entering starts the processes and waits until each has built its policy and tool server.
@@ -217,44 +217,18 @@ class ProcessWorkers:
         finally:
             worker.pending.pop(key, None)
 
-    async def _run(self, job: Job) -> TrajectoryRecord:
-        slot = self._router.acquire(job.trajectory_id)
-        try:
-            key = next(self._keys)
-            record: TrajectoryRecord = await self._request(self._workers[slot], key, ("job", key, job))
-        finally:
-            self._router.release(slot)
+    @property
+    def _started(self) -> bool:
+        return bool(self._workers)
+
+    async def _run_on(self, slot: int, job: Job) -> TrajectoryRecord:
+        key = next(self._keys)
+        record: TrajectoryRecord = await self._request(self._workers[slot], key, ("job", key, job))
         return record
 
     async def cpu_seconds(self) -> list[float]:
         """CPU seconds each worker process has used so far (for throughput accounting)."""
         return list(await asyncio.gather(*(self._request(w, -1, ("cpu",)) for w in self._workers)))
-
-    def jobs(self, tasks: Iterable[Any]) -> list[Job]:
-        """The jobs of ``tasks`` under the workers' policy id."""
-        return plan_jobs(tasks, self.config, self.config.policy_id or policy_id_of(self.policy_info))
-
-    async def collect(
-        self,
-        tasks: Iterable[Any],
-        *,
-        skip: Iterable[str] = (),
-        on_record: RecordHandler | None = None,
-        progress: bool = False,
-    ) -> list[TrajectoryRecord]:
-        """Collect every job of ``tasks`` whose trajectory id is not in ``skip``; the records in job order.
-
-        Raises:
-            CollectError: A job failed or a worker died (the pool is then unusable: leave it).
-
-        """
-        if not self._workers:
-            raise CollectError("use ProcessWorkers as `async with ProcessWorkers(...)` before collecting")
-        done = set(skip)
-        jobs = [j for j in self.jobs(tasks) if j.trajectory_id not in done]
-        return await run_jobs(
-            jobs, self._run, concurrency=self.config.concurrency, on_record=on_record, progress=progress
-        )
 
     async def __aexit__(self, *exc: Any) -> None:
         if exc[0] is None:

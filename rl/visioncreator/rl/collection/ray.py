@@ -22,13 +22,14 @@ from typing import Any, Self
 
 from visioncreator.rl.collection.collector import CollectError, Collector, synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
-from visioncreator.rl.collection.jobs import Job, plan_jobs
-from visioncreator.rl.collection.records import TrajectoryRecord, policy_id_of
-from visioncreator.rl.collection.run import RecordHandler, appending, records_lock, run_jobs
+from visioncreator.rl.collection.jobs import Job
+from visioncreator.rl.collection.records import TrajectoryRecord
+from visioncreator.rl.collection.run import RecordHandler, appending, records_lock
 from visioncreator.rl.collection.workers import (
     PolicyFactory,
     PolicySpec,
     SlotRouter,
+    WorkerGroup,
     build_policy,
     checkpointed_threads,
     slot_config,
@@ -116,7 +117,7 @@ def ensure_ray(address: str, *, num_cpus: int = 2) -> None:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
 
 
-class RayWorkers:
+class RayWorkers(WorkerGroup):
     """A pool of Ray collector workers that lives across collections. Use as an async context manager.
 
     Entering starts the actors and waits until each has built its policy and tool server, so the
@@ -199,38 +200,17 @@ class RayWorkers:
         """CPU seconds each worker process has used so far (for throughput accounting)."""
         return list(await asyncio.gather(*(actor.cpu_seconds.remote() for actor in self._actors)))
 
-    def jobs(self, tasks: Iterable[Any]) -> list[Job]:
-        """The jobs of ``tasks`` under the workers' policy id."""
-        return plan_jobs(tasks, self.config, self.config.policy_id or policy_id_of(self.policy_info))
+    @property
+    def _started(self) -> bool:
+        return bool(self._actors)
 
-    async def _run(self, job: Job) -> TrajectoryRecord:
-        slot = self._router.acquire(job.trajectory_id)
-        try:
-            record: TrajectoryRecord = await self._actors[slot].run.remote(job)
-        finally:
-            self._router.release(slot)
+    @property
+    def _concurrency(self) -> int:
+        return self.config.concurrency * self.workers  # config.concurrency is per worker here
+
+    async def _run_on(self, slot: int, job: Job) -> TrajectoryRecord:
+        record: TrajectoryRecord = await self._actors[slot].run.remote(job)
         return record
-
-    async def collect(
-        self,
-        tasks: Iterable[Any],
-        *,
-        skip: Iterable[str] = (),
-        on_record: RecordHandler | None = None,
-        progress: bool = False,
-    ) -> list[TrajectoryRecord]:
-        """Collect every job of ``tasks`` whose trajectory id is not in ``skip``; the records in job order.
-
-        Raises:
-            CollectError: A job failed or a worker died (the pool is then unusable: leave it).
-
-        """
-        if not self._actors:
-            raise CollectError("use RayWorkers as `async with RayWorkers(...)` before collecting")
-        done = set(skip)
-        jobs = [j for j in self.jobs(tasks) if j.trajectory_id not in done]
-        concurrency = self.config.concurrency * self.workers
-        return await run_jobs(jobs, self._run, concurrency=concurrency, on_record=on_record, progress=progress)
 
 
 async def collect_ray(

@@ -17,7 +17,8 @@ or a lost record.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,11 +28,15 @@ from visioncreator.graph import ToolClient
 from visioncreator.policy import Policy
 from visioncreator.rl.collection.collector import CollectError
 from visioncreator.rl.collection.config import CollectConfig
+from visioncreator.rl.collection.jobs import Job, plan_jobs
+from visioncreator.rl.collection.records import TrajectoryRecord, policy_id_of
+from visioncreator.rl.collection.run import RecordHandler, run_jobs
 
 __all__ = [
     "PolicyFactory",
     "PolicySpec",
     "SlotRouter",
+    "WorkerGroup",
     "build_policy",
     "checkpointed_threads",
     "slot_config",
@@ -144,3 +149,61 @@ class SlotRouter:
     def release(self, slot: int) -> None:
         """One job of ``slot`` finished (or failed)."""
         self.busy[slot] -= 1
+
+
+class WorkerGroup(ABC):
+    """What the process pool and the Ray workers share: planning jobs and collecting them.
+
+    Jobs are planned under the workers' policy id; each runs on the worker that owns its
+    checkpoint (:class:`SlotRouter`); records come back in job order.
+    """
+
+    config: CollectConfig
+    policy_info: dict[str, Any]
+    _router: SlotRouter
+
+    @property
+    @abstractmethod
+    def _started(self) -> bool:
+        """Whether the workers are up (the group was entered)."""
+
+    @property
+    def _concurrency(self) -> int:
+        """Trajectories in flight over all workers."""
+        return self.config.concurrency
+
+    @abstractmethod
+    async def _run_on(self, slot: int, job: Job) -> TrajectoryRecord:
+        """Run ``job`` on worker ``slot``."""
+
+    async def _run(self, job: Job) -> TrajectoryRecord:
+        slot = self._router.acquire(job.trajectory_id)
+        try:
+            return await self._run_on(slot, job)
+        finally:
+            self._router.release(slot)
+
+    def jobs(self, tasks: Iterable[Any]) -> list[Job]:
+        """The jobs of ``tasks`` under the workers' policy id."""
+        return plan_jobs(tasks, self.config, self.config.policy_id or policy_id_of(self.policy_info))
+
+    async def collect(
+        self,
+        tasks: Iterable[Any],
+        *,
+        skip: Iterable[str] = (),
+        on_record: RecordHandler | None = None,
+        progress: bool = False,
+    ) -> list[TrajectoryRecord]:
+        """Collect every job of ``tasks`` whose trajectory id is not in ``skip``; the records in job order.
+
+        Raises:
+            CollectError: A job failed or a worker died (the group is then unusable: leave it).
+
+        """
+        if not self._started:
+            name = type(self).__name__
+            raise CollectError(f"use {name} as `async with {name}(...)` before collecting")
+        done = set(skip)
+        jobs = [j for j in self.jobs(tasks) if j.trajectory_id not in done]
+        return await run_jobs(jobs, self._run, concurrency=self._concurrency, on_record=on_record, progress=progress)
