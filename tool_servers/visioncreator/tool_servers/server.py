@@ -69,7 +69,7 @@ _INSTRUCTIONS = (
 )
 
 
-def server_version() -> str:
+def _server_version() -> str:
     """The installed ``visioncreator`` package's version, which the server gives in ``initialize``."""
     try:
         return version(_DISTRIBUTION)
@@ -114,7 +114,7 @@ class _ToolServer(MCPServer):
 
     def __init__(self, runner: ToolRunner, tools: list[Tool]) -> None:
         super().__init__(
-            SERVER_NAME, title="VisionCreator image tools", version=server_version(), instructions=_INSTRUCTIONS,
+            SERVER_NAME, title="VisionCreator image tools", version=_server_version(), instructions=_INSTRUCTIONS,
             tools=tools,
         )  # fmt: skip
         self._runner = runner
