@@ -114,13 +114,18 @@ class _ToolServer(MCPServer):
 
     def __init__(self, runner: ToolRunner, tools: list[Tool]) -> None:
         super().__init__(
-            SERVER_NAME, title="VisionCreator image tools", version=_server_version(), instructions=_INSTRUCTIONS,
+            SERVER_NAME,
+            title="VisionCreator image tools",
+            version=_server_version(),
+            instructions=_INSTRUCTIONS,
             tools=tools,
-        )  # fmt: skip
+        )
         self._runner = runner
         self._arguments = {tool.name: tuple(tool.parameters.get("properties", {})) for tool in tools}
-        # The SDK serves resources/list without its cursor, and prompts/list always, and derives
-        # the capabilities from the handlers it has: replaced here, and removed (no prompts).
+        # MCPServer serves resources/list without its cursor and prompts/list always, and the
+        # capabilities follow the handlers registered. It has no public hook for either, so the
+        # low-level server's handlers are replaced and removed here (mcp 2.3; test_protocol.py pins
+        # the result: a paged listing, and no prompts capability).
         lowlevel = self._lowlevel_server
         lowlevel.add_request_handler("resources/list", PaginatedRequestParams, self._list_images)
         for method in ("prompts/list", "prompts/get"):
