@@ -66,7 +66,7 @@ _UploadData = Annotated[str, Field(min_length=1, description="The image file, ba
 # each call makes a new variation (with one, the same image and handle come back, but the hint
 # is about the tool, and the seed is optional).
 _GENERATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
-# Looking at an image changes nothing; the same image and questions get the same report.
+# Looking at an image changes nothing, so looking again changes nothing either.
 _LOOKS = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 # An upload adds an image; the same file again gives the same handle and adds nothing more.
 _STORES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
