@@ -94,8 +94,12 @@ async def _raw_mcp(store: Path, reps: int, size: int) -> dict[str, float]:
     from mcp import Client, StdioServerParameters
 
     bare = StdioServerParameters(command=sys.executable, args=[str(Path(__file__).resolve()), "--bare-server"])
+    # The SDK hands a server only a few environment variables: PYTHONPATH picks the code measured.
+    inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
     ours = StdioServerParameters(
-        command=sys.executable, args=["-m", "visioncreator.tool_servers", "--store", str(store / "raw"), *_flags()]
+        command=sys.executable,
+        args=["-m", "visioncreator.tool_servers", "--store", str(store / "raw"), *_flags()],
+        env=inherited or None,
     )
     noop: list[float] = []
     t2i: list[float] = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -31,7 +32,7 @@ from langchain_mcp_adapters.sessions import Connection, StdioConnection, Streama
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.types import BlobResourceContents
+from mcp.types import BlobResourceContents, ResourceLink
 from pydantic import AnyUrl
 
 # The whole run must end inside the pytest-side limit, so a hang reports here first.
@@ -54,7 +55,9 @@ def _png_size(data: bytes) -> tuple[int, int]:
 async def _session(argv: list[str]) -> AsyncIterator[ClientSession]:
     mode, target, *rest = argv
     if mode == "stdio":
-        params = StdioServerParameters(command=target, args=rest)
+        # The whole environment (the SDK passes only a few variables by default): the server runs
+        # the code under test (PYTHONPATH) rather than whatever is installed.
+        params = StdioServerParameters(command=target, args=rest, env=dict(os.environ))
         async with stdio_client(params, errlog=sys.stderr) as (read, write), ClientSession(read, write) as session:
             yield session
     else:
@@ -71,7 +74,7 @@ def _connection(argv: list[str]) -> Connection:
     """The ``MultiServerMCPClient`` connection entry for the same server."""
     mode, target, *rest = argv
     if mode == "stdio":
-        return StdioConnection(transport="stdio", command=target, args=rest)
+        return StdioConnection(transport="stdio", command=target, args=rest, env=dict(os.environ))
     headers = {"Authorization": f"Bearer {rest[0]}"} if rest else None
     return StreamableHttpConnection(transport="streamable_http", url=target, headers=headers, timeout=REQUEST_TIMEOUT_S)
 
@@ -95,9 +98,15 @@ async def _plain(argv: list[str]) -> dict[str, Any]:
     return {
         "protocol_version": str(init.protocolVersion),
         "server": init.serverInfo.name,
+        "server_version": init.serverInfo.version,
         "tools": [tool.name for tool in tools],
         "output_schemas": [tool.name for tool in tools if tool.outputSchema],
         "made": made.structuredContent,
+        "made_links": [
+            {"uri": str(block.uri), "name": block.name, "mime_type": block.mimeType}
+            for block in made.content
+            if isinstance(block, ResourceLink)
+        ],
         "resource": {
             "uri": str(resource.uri),
             "mime_type": resource.mimeType,

@@ -3,7 +3,10 @@
 The clients are the official TypeScript SDK (``ts_client.mjs``, run by node) and the Python SDK's
 1.x line with ``langchain-mcp-adapters`` (``py1_client.py``, run by ``.venv-mcp1``'s interpreter).
 Each makes the same image and reads it back; the results must equal what our own mcp 2.x client
-gets from an in-process server, field for field. The clients are installed by
+gets from an in-process server, field for field. Each also reports the server's version and the
+new image's resource link; the TypeScript client checks the rest of what a host reads (tool titles
+and annotations, closed input schemas, an unknown argument refused by name, no prompts capability,
+the image in ``resources/list``). The clients are installed by
 ``.ci/interop-setup.sh``; without them these tests fail (they do not skip) so CI cannot pass
 without running them.
 """
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +145,35 @@ def _check(line: dict[str, Any], expected: dict[str, Any]) -> None:
     assert _without_timing(line["inspected"]) == expected["inspected"]
 
 
+def _check_identity_and_link(line: dict[str, Any]) -> None:
+    """The server's version, and the new image's resource link beside its handle."""
+    assert line["server_version"] == version("visioncreator")
+    handle = line["made"]["handle"]
+    assert line["made_links"] == [{"uri": f"image://{handle}", "name": handle, "mime_type": "image/png"}]
+
+
+def _check_new_fields(line: dict[str, Any]) -> None:
+    """What a host reads beyond the results: identity, titles, hints, links, refusals, listings."""
+    _check_identity_and_link(line)
+    assert line["prompts_advertised"] is False
+    assert all(line["titles"][name] for name in IMAGE_TOOLS | {"upload_image"})
+    assert line["titles"]["text_to_image"] == "Text to image"
+    hints = line["annotations"]
+    assert hints["inspect_image"] == {"readOnlyHint": True, "idempotentHint": True, "openWorldHint": False}
+    assert hints["text_to_image"] == {
+        "readOnlyHint": False,
+        "destructiveHint": False,
+        "idempotentHint": False,
+        "openWorldHint": False,
+    }
+    assert set(line["closed_schemas"]) >= IMAGE_TOOLS
+    handle = line["made"]["handle"]
+    assert line["refused"]["is_error"] is True
+    assert "'sed' (did you mean 'seed'?)" in line["refused"]["text"]
+    assert "'color'" in line["refused"]["text"]
+    assert f"image://{handle}" in line["listed"]
+
+
 def _check_langchain(line: dict[str, Any], expected: dict[str, Any]) -> None:
     langchain = line["langchain"]
     assert set(langchain["tools"]) >= IMAGE_TOOLS
@@ -148,6 +181,10 @@ def _check_langchain(line: dict[str, Any], expected: dict[str, Any]) -> None:
     # The model-facing content is the text block with the same JSON.
     texts = [block["text"] for block in langchain["content"] if block["type"] == "text"]
     assert [_without_timing(json.loads(text)) for text in texts] == [expected["made"]]
+    # The adapters turn the resource link into an image block by URL (image://, which only an MCP
+    # client can read): a host that forwards tool images to a hosted model should drop or fetch it.
+    images = [block for block in langchain["content"] if block["type"] == "image"]
+    assert [block.get("url") for block in images] == [f"image://{langchain['made']['handle']}"]
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +217,7 @@ def test_typescript_sdk_over_stdio(tmp_path: Path, expected: dict[str, Any]) -> 
     line = _run([*_node(), "stdio", *_stdio_server(store)])
     assert line["client_version"] == _pinned_ts_sdk(), SETUP_HINT
     _check(line, expected)
+    _check_new_fields(line)
     # The client started our server with our arguments: the image is in the store it was given.
     assert [path.name for path in store.rglob("img_*.png")] == [f"{line['made']['handle']}.png"]
 
@@ -188,6 +226,7 @@ def test_typescript_sdk_over_http(http_url: str, expected: dict[str, Any]) -> No
     line = _run([*_node(), "http", http_url, TOKEN])
     assert line["client_version"] == _pinned_ts_sdk(), SETUP_HINT
     _check(line, expected)
+    _check_new_fields(line)
 
 
 def test_mcp1_and_langchain_over_stdio(tmp_path: Path, expected: dict[str, Any]) -> None:
@@ -197,6 +236,7 @@ def test_mcp1_and_langchain_over_stdio(tmp_path: Path, expected: dict[str, Any])
     assert line["client_version"].startswith("1.")
     assert line["adapters_version"] == _pinned("langchain-mcp-adapters"), SETUP_HINT
     _check(line, expected)
+    _check_identity_and_link(line)
     _check_langchain(line, expected)
     assert [path.name for path in store.rglob("img_*.png")] == [f"{line['made']['handle']}.png"]
 
@@ -205,4 +245,5 @@ def test_mcp1_and_langchain_over_http(http_url: str, expected: dict[str, Any]) -
     line = _run([*_mcp1_python(), "http", http_url, TOKEN])
     assert line["client_version"] == _pinned("mcp"), SETUP_HINT
     _check(line, expected)
+    _check_identity_and_link(line)
     _check_langchain(line, expected)

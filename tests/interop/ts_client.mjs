@@ -3,8 +3,10 @@
 //   node ts_client.mjs stdio <command> [args...]   spawn the server over stdio
 //   node ts_client.mjs http <url> [token]          connect over streamable HTTP
 //
-// Lists the tools, makes a 256x256 image, reads image://{handle} back, inspects it, and prints
-// one JSON line of what it saw on stdout; tests/interop/test_interop.py asserts on that line.
+// Lists the tools (titles, annotations, schemas), makes a 256x256 image (with its resource link),
+// reads image://{handle} back, inspects it, sends an argument the tool does not take, lists the
+// resources, and prints one JSON line of what it saw on stdout; tests/interop/test_interop.py
+// asserts on that line.
 // Any failure exits non-zero with the reason on stderr.
 
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -25,8 +27,10 @@ const timer = setTimeout(() => {
 function makeTransport(argv) {
   const [mode, target, ...rest] = argv;
   if (mode === "stdio" && target) {
-    // stderr is inherited so the server's log reaches the test's captured output.
-    return new StdioClientTransport({ command: target, args: rest, stderr: "inherit" });
+    // stderr is inherited so the server's log reaches the test's captured output; so is the whole
+    // environment (the SDK passes only a few variables by default), so the server runs the code
+    // under test (PYTHONPATH) rather than whatever is installed.
+    return new StdioClientTransport({ command: target, args: rest, env: { ...process.env }, stderr: "inherit" });
   }
   if (mode === "http" && target) {
     const headers = rest[0] ? { Authorization: `Bearer ${rest[0]}` } : {};
@@ -77,14 +81,34 @@ async function main() {
       options,
     );
     if (inspected.isError) throw new Error(`inspect_image failed: ${JSON.stringify(inspected.content)}`);
+    // An argument the tool does not take ("sed" for "seed") must come back as a tool error naming it.
+    const refused = await client.callTool(
+      { name: "text_to_image", arguments: { prompt: PROMPT, sed: 1, color: "red" } },
+      undefined,
+      options,
+    );
+    const listed = await client.listResources({}, options);
     const line = {
       client: "@modelcontextprotocol/sdk",
       client_version: sdk.version,
       protocol_version: protocolVersion,
       server: client.getServerVersion()?.name,
+      server_version: client.getServerVersion()?.version,
+      prompts_advertised: Boolean(client.getServerCapabilities()?.prompts),
       tools: tools.map((tool) => tool.name),
+      titles: Object.fromEntries(tools.map((tool) => [tool.name, tool.title ?? null])),
+      annotations: Object.fromEntries(tools.map((tool) => [tool.name, tool.annotations ?? null])),
+      closed_schemas: tools.filter((tool) => tool.inputSchema.additionalProperties === false).map((tool) => tool.name),
       output_schemas: tools.filter((tool) => tool.outputSchema).map((tool) => tool.name),
       made: made.structuredContent,
+      made_links: made.content
+        .filter((block) => block.type === "resource_link")
+        .map((block) => ({ uri: block.uri, name: block.name, mime_type: block.mimeType })),
+      refused: {
+        is_error: Boolean(refused.isError),
+        text: refused.content.filter((block) => block.type === "text").map((block) => block.text).join(" "),
+      },
+      listed: listed.resources.map((resource) => resource.uri),
       resource: { uri: resource.uri, mime_type: resource.mimeType, bytes: png.length, ...pngSize(png) },
       inspected: inspected.structuredContent,
     };

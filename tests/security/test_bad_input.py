@@ -56,8 +56,18 @@ def _cases(png_header: Callable[[int, int], bytes]) -> list[tuple[str, str, dict
             {"prompt": "a", "references": [UNKNOWN], "height": 1536},
             "height 1536 exceeds max_height 1024",
         ),
-        ("over-schema-width", "text_to_image", {"prompt": "a dog", "width": 4096}, "less than or equal to 2048"),
-        ("under-schema-height", "text_to_image", {"prompt": "a dog", "height": 1}, "greater than or equal to 64"),
+        (
+            "over-schema-width",
+            "text_to_image",
+            {"prompt": "a dog", "width": 4096},
+            "width must be at most 2048 (got 4096)",
+        ),
+        (
+            "under-schema-height",
+            "text_to_image",
+            {"prompt": "a dog", "height": 1},
+            "height must be at least 64 (got 1)",
+        ),
         (
             "unknown-handle",
             "edit_image",

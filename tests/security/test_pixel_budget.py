@@ -27,7 +27,7 @@ from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceIm
 from visioncreator.tool_servers.budget import PixelBudget, release_free_memory
 from visioncreator.tool_servers.decode import FitBox, decode_image
 from visioncreator.tool_servers.errors import LimitExceededError
-from visioncreator.tool_servers.registration import register_tools
+from visioncreator.tool_servers.registration import image_tools
 from visioncreator.tool_servers.schemas import ReferenceToImageInput
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore
@@ -66,8 +66,7 @@ def _serve(settings: ServerSettings, backend: ImageBackend | None = None) -> tup
         allowed_formats=settings.allowed_input_formats,
     )
     runner = ToolRunner(settings, backend or SyntheticBackend(), store)
-    server = MCPServer("pixel-budget-test")
-    register_tools(server, runner)
+    server = MCPServer("pixel-budget-test", tools=image_tools(runner))
     return Client(server), runner
 
 
@@ -196,7 +195,7 @@ async def test_large_uploads_and_stored_images_are_kept_at_most_tool_sized(tmp_p
         assert runner.pixels.high_water == 1000 * 1000 + 226 * 226
         # An oversized image already in the store is downscaled as it is loaded, so its edit is
         # within the tool limits instead of failing on max_width.
-        edited = await _call(client, "edit_image", image=big, instruction="make it blue")
+        edited = await _call(client, "edit_image", image=big, instruction="add a blue car")
         assert not edited.is_error, _text(edited)
         assert edited.structured_content is not None
         assert (edited.structured_content["width"], edited.structured_content["height"]) == (256, 128)

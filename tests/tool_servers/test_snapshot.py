@@ -1,4 +1,4 @@
-"""The tools' public contract, pinned: names, order, descriptions (the text models read) and schemas.
+"""The tools' public contract, pinned: names, titles, order, descriptions (the text models read), annotations, schemas.
 
 A change to any of them fails here with a diff. When the change is intended, regenerate with
 ``VISIONCREATOR_UPDATE_SNAPSHOTS=1 pytest tests/tool_servers/test_snapshot.py`` and review the
@@ -30,6 +30,7 @@ async def _listed(client: Client) -> list[dict[str, Any]]:
     return [
         {
             "name": tool.name,
+            "title": tool.title,
             "description": tool.description,
             "annotations": None if tool.annotations is None else tool.annotations.model_dump(exclude_none=True),
             "input_schema": tool.input_schema,

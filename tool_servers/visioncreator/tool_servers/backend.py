@@ -35,6 +35,8 @@ class Generated:
     image: Image
     seed: int
     truth: GroundTruth | None = None
+    changed: bool | None = None
+    """For an edit: whether the image differs from its source; ``None`` when the back end cannot tell."""
 
 
 @runtime_checkable

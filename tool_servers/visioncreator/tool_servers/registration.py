@@ -1,8 +1,13 @@
-"""The five MCP image tools as the model sees them: signatures, docstrings, annotations.
+"""The five MCP image tools as the model sees them: signatures, docstrings, titles, annotations.
 
 Each tool validates its arguments with its input model from ``schemas.py`` and runs through the
-``ToolRunner`` (see the design notes of ``server.py``). The registration order is the order of
-``tools/list``; a snapshot test pins it with the names, descriptions and schemas.
+``ToolRunner`` (see the design notes of ``server.py``). The order of :func:`image_tools` is the
+order of ``tools/list``; a snapshot test pins it with the names, descriptions and schemas.
+
+Annotations are hints for hosts (what to confirm with a user, what is safe to retry), so each
+says what the tool truly does: every tool works on this server's own image store and back end
+(``openWorldHint`` false); no tool changes or deletes an image it did not make (the store is
+content-addressed: a new image gets a new handle), so none is destructive.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.tools import Tool
 from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from visioncreator.tool_servers.arguments import describe_invalid
 from visioncreator.tool_servers.names import LOOK_META_KEY, ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
@@ -35,7 +42,7 @@ from visioncreator.tool_servers.schemas import (
 )
 from visioncreator.tool_servers.tools import ToolRunner
 
-__all__ = ["register_tools"]
+__all__ = ["image_tools"]
 
 _ModelT = TypeVar("_ModelT", bound=BaseModel)
 _FnT = TypeVar("_FnT", bound=Callable[..., Any])
@@ -55,13 +62,21 @@ _Questions = Annotated[
 ]
 _UploadData = Annotated[str, Field(min_length=1, description="The image file, base64-encoded (PNG, JPEG or WEBP).")]
 
+# The three generators add a new image and change nothing else. Not idempotent: without a seed
+# each call makes a new variation (with one, the same image and handle come back, but the hint
+# is about the tool, and the seed is optional).
+_GENERATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+# Looking at an image changes nothing, so looking again changes nothing either.
+_LOOKS = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+# An upload adds an image; the same file again gives the same handle and adds nothing more.
+_STORES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
 
-def _validate(model: type[_ModelT], **fields: Any) -> _ModelT:
+
+def _validate(tool: str, model: type[_ModelT], **fields: Any) -> _ModelT:
     try:
         return model(**fields)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'arguments'}: {e['msg']}" for e in exc.errors())
-        raise ToolError(f"invalid arguments: {problems}") from exc
+        raise ToolError(describe_invalid(tool, exc)) from exc
 
 
 def _looks(ctx: Context | None) -> bool:
@@ -70,24 +85,29 @@ def _looks(ctx: Context | None) -> bool:
     return bool(meta and meta.get(LOOK_META_KEY))
 
 
-def _tool(server: MCPServer, annotations: ToolAnnotations | None = None) -> Callable[[_FnT], _FnT]:
-    """Register a tool whose description is its docstring without the source indentation.
+def _tool(registry: list[Tool], title: str, annotations: ToolAnnotations) -> Callable[[_FnT], _FnT]:
+    """Add a tool whose description is its docstring without the source indentation.
 
     The description is the text the model reads on every turn: indentation would only cost tokens.
+    The input schema says ``additionalProperties: false``: the server refuses unknown arguments.
     """
 
     def register(fn: _FnT) -> _FnT:
         description = inspect.cleandoc(fn.__doc__ or "")
-        server.tool(description=description, annotations=annotations, structured_output=True)(fn)
+        tool = Tool.from_function(
+            fn, title=title, description=description, annotations=annotations, structured_output=True
+        )
+        tool.parameters["additionalProperties"] = False
+        registry.append(tool)
         return fn
 
     return register
 
 
-def _register_prompt_tools(server: MCPServer, tools: ToolRunner) -> None:
+def _register_prompt_tools(registry: list[Tool], tools: ToolRunner) -> None:
     """The tool that makes an image from a prompt alone."""
 
-    @_tool(server)
+    @_tool(registry, "Text to image", _GENERATES)
     async def text_to_image(
         prompt: Prompt,
         width: Size = 512,
@@ -109,6 +129,7 @@ def _register_prompt_tools(server: MCPServer, tools: ToolRunner) -> None:
         Set preview=true to also get a small thumbnail to look at.
         """
         args = _validate(
+            ToolName.TEXT_TO_IMAGE,
             TextToImageInput,
             prompt=prompt,
             width=width,
@@ -121,10 +142,10 @@ def _register_prompt_tools(server: MCPServer, tools: ToolRunner) -> None:
         return await tools.run(ToolName.TEXT_TO_IMAGE, lambda: tools.text_to_image(args, look=_looks(ctx)))
 
 
-def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
+def _register_derived_image_tools(registry: list[Tool], tools: ToolRunner) -> None:
     """The tools that make a new image from earlier ones: an edit, or new scenes with the same subjects."""
 
-    @_tool(server)
+    @_tool(registry, "Edit image", _GENERATES)
     async def edit_image(
         image: Handle,
         instruction: _Instruction,
@@ -142,6 +163,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         call works best. Returns a NEW handle; the input image stays as it was.
         """
         args = _validate(
+            ToolName.EDIT_IMAGE,
             EditImageInput,
             image=image,
             instruction=instruction,
@@ -152,7 +174,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         )
         return await tools.run(ToolName.EDIT_IMAGE, lambda: tools.edit_image(args, look=_looks(ctx)))
 
-    @_tool(server)
+    @_tool(registry, "Image from references", _GENERATES)
     async def reference_to_image(
         prompt: Prompt,
         references: _References,
@@ -172,6 +194,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         their identity (kind, colour, pattern) from the references. Returns a handle, like text_to_image.
         """
         args = _validate(
+            ToolName.REFERENCE_TO_IMAGE,
             ReferenceToImageInput,
             prompt=prompt,
             references=references,
@@ -185,10 +208,10 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
         return await tools.run(ToolName.REFERENCE_TO_IMAGE, lambda: tools.reference_to_image(args, look=_looks(ctx)))
 
 
-def _register_store_tools(server: MCPServer, tools: ToolRunner) -> None:
+def _register_store_tools(registry: list[Tool], tools: ToolRunner) -> None:
     """The tools that read an image of the store, or add one to it."""
 
-    @_tool(server, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    @_tool(registry, "Inspect image", _LOOKS)
     async def inspect_image(image: Handle, questions: _Questions) -> Annotated[CallToolResult, InspectResult]:
         """Look at an image and report what is in it.
 
@@ -201,10 +224,10 @@ def _register_store_tools(server: MCPServer, tools: ToolRunner) -> None:
         holds what offline detectors found (dominant colours, text read by OCR, faces and people, ImageNet
         labels, a quality score) and which detectors ran.
         """
-        args = _validate(InspectImageInput, image=image, questions=questions)
+        args = _validate(ToolName.INSPECT_IMAGE, InspectImageInput, image=image, questions=questions)
         return await tools.run(ToolName.INSPECT_IMAGE, lambda: tools.inspect_image(args))
 
-    @_tool(server)
+    @_tool(registry, "Upload image", _STORES)
     async def upload_image(data: _UploadData) -> Annotated[CallToolResult, ImageResult]:
         """Add an image file to the image store and get its handle.
 
@@ -213,19 +236,22 @@ def _register_store_tools(server: MCPServer, tools: ToolRunner) -> None:
         inspect_image. Returns a handle like the other tools (seed is 0). Files over the server's size or
         pixel limits are refused.
         """
-        args = _validate(UploadImageInput, data=data)
+        args = _validate(ToolName.UPLOAD_IMAGE, UploadImageInput, data=data)
         return await tools.run(ToolName.UPLOAD_IMAGE, lambda: tools.upload_image(args))
 
 
-def register_tools(server: MCPServer, tools: ToolRunner) -> None:
-    """Register the five image tools on ``server``, each running through ``tools``.
+def image_tools(tools: ToolRunner) -> list[Tool]:
+    """The five image tools, each running through ``tools``, in the order of ``tools/list``.
 
     Args:
-        server: The server to add the tools to.
         tools: Runs each validated call under admission control, the concurrency cap and the timeout.
 
+    Returns:
+        The tools, ready for ``MCPServer(tools=...)``.
+
     """
-    # The order of registration is the order of tools/list: keep it.
-    _register_prompt_tools(server, tools)
-    _register_derived_image_tools(server, tools)
-    _register_store_tools(server, tools)
+    registry: list[Tool] = []
+    _register_prompt_tools(registry, tools)
+    _register_derived_image_tools(registry, tools)
+    _register_store_tools(registry, tools)
+    return registry

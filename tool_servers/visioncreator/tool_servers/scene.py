@@ -56,8 +56,8 @@ class SceneObject(_Model):
     """One object as drawn in an image."""
 
     id: int = Field(description="Index of the object within its image.")
-    kind: str
-    color: str
+    kind: str = Field(description="COCO class name, singular, e.g. 'dog'.")
+    color: str = Field(description="Colour name, e.g. 'red'.")
     box: Box = Field(description="Bounding box in pixels: x0, y0, x1, y1.")
     identity: str = Field(
         description="Appearance signature (kind, colour, pattern). Equal signatures across images "

@@ -99,26 +99,31 @@ class ImageResult(BaseModel):
     """What an image-producing tool returns."""
 
     handle: str = Field(description="Handle of the new image; pass it to other tools.")
-    width: int
-    height: int
-    mime_type: str = "image/png"
+    width: int = Field(description="Width of the new image in pixels.")
+    height: int = Field(description="Height of the new image in pixels.")
+    mime_type: str = Field(default="image/png", description="Media type of the image:// resource, always image/png.")
     bytes: int | None = Field(
         description="Size of the stored PNG; null when the server answered before writing it (image:// serves it "
         "either way).",
     )
     seed: int = Field(description="The seed used; reuse it to reproduce the image.")
-    tool: str
+    tool: str = Field(description="The tool that made the image.")
     uri: str = Field(description="MCP resource that serves the image bytes: image://{handle}.")
     generator_s: float = Field(
         default=0.0, description="Seconds the back end spent making the image (not queueing, storage or transport)."
+    )
+    changed: bool | None = Field(
+        default=None,
+        description="edit_image only, where the back end can tell: false when the edit left the image as it was "
+        "(it asked for something the image already shows, or to change an object it lacks).",
     )
 
 
 class Answer(BaseModel):
     """An answer to one ``inspect_image`` question."""
 
-    question: str
-    answer: str
+    question: str = Field(description="The question as it was asked.")
+    answer: str = Field(description="The answer, in words or a number.")
 
 
 class ColorShare(BaseModel):
@@ -140,7 +145,7 @@ class ColorStats(BaseModel):
 class TextLine(BaseModel):
     """One line of text read from an image by OCR."""
 
-    text: str
+    text: str = Field(description="The text of the line.")
     confidence: float = Field(ge=0.0, le=1.0, description="OCR confidence, 0 to 1.")
     box: Box = Field(description="Where the line is, in pixels: x0, y0, x1, y1.")
 
@@ -157,7 +162,7 @@ class ImageLabel(BaseModel):
 
     name: str = Field(description="ImageNet class name, or 'imagenet:<index>' when the names are not installed.")
     index: int = Field(ge=0, le=999, description="ImageNet-1k class index.")
-    probability: float = Field(ge=0.0, le=1.0)
+    probability: float = Field(ge=0.0, le=1.0, description="The classifier's probability for this class, 0 to 1.")
 
 
 class ImageAnalysis(BaseModel):
@@ -193,15 +198,15 @@ class ImageAnalysis(BaseModel):
 class InspectResult(BaseModel):
     """What ``inspect_image`` sees in an image."""
 
-    handle: str
-    width: int
-    height: int
-    style: str
-    background: str
+    handle: str = Field(description="Handle of the image looked at.")
+    width: int = Field(description="Width of the image in pixels.")
+    height: int = Field(description="Height of the image in pixels.")
+    style: str = Field(description="The image's style, e.g. 'photo' or 'watercolor'.")
+    background: str = Field(description="The background's colour name; 'unknown' where the back end cannot tell.")
     text: str | None = Field(description="Text rendered in the image, if any.")
     objects: list[SceneObject] = Field(description="Every object seen, with colour, box and identity.")
     counts: dict[str, int] = Field(description="Number of objects per kind.")
-    answers: list[Answer] = Field(default_factory=list)
+    answers: list[Answer] = Field(default_factory=list, description="Answers to the questions, in their order.")
     generator_s: float = Field(default=0.0, description="Seconds the back end spent looking at the image.")
     known: bool = Field(
         default=True,

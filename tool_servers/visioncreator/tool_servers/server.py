@@ -15,25 +15,45 @@ Design choices:
   heavy back end (diffusers) owns its own thread or process offloading. The store's PNG
   encode, decode and file I/O run in a worker thread (``anyio.to_thread``) because they grow
   with image size and would otherwise stall other sessions.
+- The protocol surface is complete and honest: the server names its package version;
+  ``resources/list`` pages through the store's images (``resource_page_size`` a page, the last
+  handle as the cursor); ``prompts`` is not advertised, as the server has none; an unknown
+  argument is refused by name (the input schemas say ``additionalProperties: false``), and a value
+  outside a field's limits is refused in a sentence that names the field and the limit.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
-from typing import TypeVar
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
-
-from visioncreator.tool_servers.backend import ImageBackend
-from visioncreator.tool_servers.errors import (
-    UnknownHandleError,
+from mcp.server.context import ServerRequestContext
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
+from mcp.server.mcpserver.tools import Tool
+from mcp.shared.exceptions import MCPError
+from mcp.types import (
+    INVALID_PARAMS,
+    CallToolResult,
+    InputRequiredResult,
+    ListResourcesResult,
+    PaginatedRequestParams,
+    Resource,
 )
+from pydantic import ValidationError
+
+from visioncreator.tool_servers.arguments import describe_invalid, unknown_arguments
+from visioncreator.tool_servers.backend import ImageBackend
+from visioncreator.tool_servers.errors import UnknownHandleError
+from visioncreator.tool_servers.listing import list_images
 from visioncreator.tool_servers.names import SERVER_NAME
-from visioncreator.tool_servers.registration import register_tools
+from visioncreator.tool_servers.registration import image_tools
+from visioncreator.tool_servers.schemas import HANDLE_PATTERN
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore
 from visioncreator.tool_servers.tools import ToolRunner, default_backend
@@ -42,6 +62,19 @@ __all__ = ["SERVER_NAME", "build_server"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_DISTRIBUTION = "visioncreator"
+_INSTRUCTIONS = (
+    "Image tools. Images are named by handles ('img_' + 24 hex digits) that tools return; pass handles, never "
+    "file paths or bytes. Read image://{handle} for the PNG and truth://{handle} for the synthetic ground truth."
+)
+
+
+def _server_version() -> str:
+    """The installed ``visioncreator`` package's version, which the server gives in ``initialize``."""
+    try:
+        return version(_DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "0+unknown"
 
 
 def build_server(
@@ -67,17 +100,69 @@ def build_server(
         max_pending_writes=settings.max_pending_writes,
     )
     tools = ToolRunner(settings, backend or default_backend(settings), store)
-    server = MCPServer(
-        SERVER_NAME,
-        instructions=(
-            "Image tools. Images are named by handles ('img_' + 24 hex digits) that tools return; pass "
-            "handles, never file paths or bytes. Read image://{handle} for the PNG and truth://{handle} for "
-            "the synthetic ground truth."
-        ),
-    )
-    register_tools(server, tools)
+    server = _ToolServer(tools, image_tools(tools))
     _register_resources(server, tools)
     return server
+
+
+class _ToolServer(MCPServer):
+    """``MCPServer`` with our argument checks, a paged ``resources/list`` and no ``prompts``.
+
+    The SDK accepts unknown arguments silently and words a validation error as pydantic's text
+    with a documentation link: :meth:`call_tool` refuses the first by name and rewrites the second.
+    """
+
+    def __init__(self, runner: ToolRunner, tools: list[Tool]) -> None:
+        super().__init__(
+            SERVER_NAME,
+            title="VisionCreator image tools",
+            version=_server_version(),
+            instructions=_INSTRUCTIONS,
+            tools=tools,
+        )
+        self._runner = runner
+        self._arguments = {tool.name: tuple(tool.parameters.get("properties", {})) for tool in tools}
+        # MCPServer serves resources/list without its cursor and prompts/list always, and the
+        # capabilities follow the handlers registered. It has no public hook for either, so the
+        # low-level server's handlers are replaced and removed here (mcp 2.3; test_protocol.py pins
+        # the result: a paged listing, and no prompts capability).
+        lowlevel = self._lowlevel_server
+        lowlevel.add_request_handler("resources/list", PaginatedRequestParams, self._list_images)
+        for method in ("prompts/list", "prompts/get"):
+            lowlevel._request_handlers.pop(method, None)
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        """Call a tool; unknown or invalid arguments are refused in plain sentences (a tool error)."""
+        known = self._arguments.get(name)
+        if known is not None and (refusal := unknown_arguments(name, arguments, known)) is not None:
+            raise ToolError(refusal)
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as exc:
+            # The SDK's own argument check: the cause is pydantic's error, reworded here.
+            if known is not None and isinstance(exc.__cause__, ValidationError):
+                raise ToolError(describe_invalid(name, exc.__cause__)) from exc.__cause__
+            raise
+
+    async def _list_images(
+        self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams
+    ) -> ListResourcesResult:
+        cursor = params.cursor
+        if cursor is not None and not _is_handle(cursor):
+            raise MCPError(INVALID_PARAMS, "invalid cursor: pass the nextCursor of the previous resources/list page")
+        page_size = self._runner.settings.resource_page_size
+        page, more = await anyio.to_thread.run_sync(list_images, self._runner.store.root, cursor, page_size)
+        resources = [
+            Resource(uri=f"image://{image.handle}", name=image.handle, mime_type="image/png", size=image.bytes)
+            for image in page
+        ]
+        return ListResourcesResult(resources=resources, next_cursor=page[-1].handle if more else None)
+
+
+def _is_handle(text: str) -> bool:
+    return re.fullmatch(HANDLE_PATTERN, text) is not None
 
 
 async def _read(tools: ToolRunner, read: Callable[[str], _T], handle: str) -> _T:

@@ -127,6 +127,9 @@ class ServerSettings(BaseModel):
         description="Upload formats accepted, recognised by magic bytes (never by name or MIME type).",
     )
     preview_size: int = Field(default=128, ge=16, le=1024, description="Longest side of inline previews, in pixels.")
+    resource_page_size: int = Field(
+        default=100, ge=1, le=1000, description="Images per page of resources/list (the store's images, by handle)."
+    )
     bearer_token: str | None = Field(
         default=None, min_length=16, description="Token HTTP clients must send as 'Authorization: Bearer <token>'."
     )

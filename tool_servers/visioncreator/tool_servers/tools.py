@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.to_thread
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
+from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from PIL import Image
 from pydantic import BaseModel
 
@@ -251,6 +251,7 @@ class ToolRunner:
             tool=tool,
             uri=f"image://{stored.handle}",
             generator_s=generator_s,
+            changed=generated.changed,
         )
         thumbnail = await anyio.to_thread.run_sync(self._preview, image) if args.preview else None
         answer = tool_result(result, thumbnail)
@@ -378,9 +379,15 @@ def _check_text(name: str, value: str) -> None:
 
 
 def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolResult:
-    """A tool result with structured output, its JSON as text, and an optional thumbnail."""
-    structured = model.model_dump(mode="json")
-    content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured))]
+    """A tool result with structured output, its JSON as text, a link to a new image, and an optional thumbnail."""
+    if isinstance(model, ImageResult):
+        # ``changed`` appears only where a back end can tell (an edit): no null on every other result.
+        structured = model.model_dump(mode="json", exclude={"changed"} if model.changed is None else None)
+        link = ResourceLink(name=model.handle, uri=model.uri, mime_type=model.mime_type, size=model.bytes)
+        content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured)), link]
+    else:
+        structured = model.model_dump(mode="json")
+        content = [TextContent(type="text", text=json.dumps(structured))]
     if thumbnail is not None:
         content.append(thumbnail)
     return CallToolResult(content=content, structured_content=structured)

@@ -79,6 +79,11 @@ class PendingWrites:
         with self._lock:
             return len(self._pending)
 
+    def paths(self) -> list[Path]:
+        """The paths still pending, in no particular order."""
+        with self._lock:
+            return list(self._pending)
+
     def start(self, path: Path, root: Path, encode: Callable[[], bytes]) -> None:
         """Encode and write ``path`` on the writer thread, unless it exists or is already on its way."""
         with self._lock:

@@ -23,6 +23,7 @@ import anyio
 
 from visioncreator.tool_servers.backend import Generated, SourceImage
 from visioncreator.tool_servers.detectors import inspect_real
+from visioncreator.tool_servers.errors import ToolInputError
 from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.scene import (
     EditOp,
@@ -53,6 +54,12 @@ from visioncreator.tool_servers.synthetic.vocab import MAX_COUNT
 
 __all__ = ["UPLOADED_BACKGROUND", "SyntheticBackend", "SyntheticSettings", "stable_rng"]
 
+_NOT_UNDERSTOOD = (
+    "the synthetic back end cannot apply {instruction!r}: it understands adding, removing, recolouring "
+    "and moving objects of the 80 COCO kinds ('make the car blue', 'add two cats left of the dog', 'remove the "
+    "bench'), a style ('turn it into a watercolor') and quoted text ('change the text to \"OPEN\"'); rephrase "
+    "the change as one of those"
+)
 UPLOADED_BACKGROUND: Final[str] = "unknown"
 """Background name of a scene drawn over an uploaded image, whose content the back end does not know."""
 
@@ -121,6 +128,8 @@ class SyntheticBackend:
         """Apply the instruction to the source's scene; an uploaded image is drawn over instead."""
         seed = args.seed or 0
         ops = parse_edit(args.instruction)
+        if not ops:
+            raise ToolInputError(_NOT_UNDERSTOOD.format(instruction=args.instruction[:200]))
         rng = stable_rng(*self._salt, seed, ToolName.EDIT_IMAGE, args.instruction, source.handle)
         width, height = source.image.size
         if source.truth is None:
@@ -145,7 +154,9 @@ class SyntheticBackend:
             seed=seed,
             sources=(source.handle,),
         )
-        return Generated(image=draw(scene, base=base), seed=seed, truth=truth)
+        # An edit of things the image lacks ("remove the cat" with no cat) changes nothing: said, not hidden.
+        changed = scene != base_scene
+        return Generated(image=draw(scene, base=base), seed=seed, truth=truth, changed=changed)
 
     async def reference_to_image(self, args: ReferenceToImageInput, references: list[SourceImage]) -> Generated:
         """Draw the prompt's scene, giving each kind seen in a reference that reference's look."""
