@@ -123,12 +123,6 @@ def build_agent(
     graph.add_node("plan", nodes.plan, retry_policy=retry)
     graph.add_node("act", nodes.act, retry_policy=retry)
     graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
-    if cfg.review:
-        reviewing = ReviewNodes(nodes)
-        graph.add_node("reflect", reviewing.propose, retry_policy=retry)
-        graph.add_node("review", reviewing.review)
-    else:
-        graph.add_node("reflect", nodes.reflect, retry_policy=retry)
     graph.add_conditional_edges(START, routes.first, ["start", "plan"])
     graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")
@@ -137,17 +131,28 @@ def build_agent(
     # Each tool task looks at its own image, so the batch joins straight into the next policy turn:
     # one checkpointed step per batch (no separate join or inspection steps).
     graph.add_edge("tools", "reflect" if cfg.reflect else "act")
-    if cfg.review:
-        graph.add_conditional_edges("reflect", routes.after_propose, ["review", "tools", "act", END])
-        graph.add_conditional_edges("review", routes.after_reflect, ["tools", "act", END])
-    else:
-        graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
+    _add_reflect(graph, nodes, routes, retry)
     return graph.compile(
         checkpointer=checkpointer,
         interrupt_before=_nodes(interrupt_before),
         interrupt_after=_nodes(interrupt_after),
         name="visioncreator",
     )
+
+
+def _add_reflect(
+    graph: StateGraph[AgentState, None, AgentInput, AgentOutput], nodes: Nodes, routes: _Routes, retry: RetryPolicy
+) -> None:
+    """The reflect node and where it goes; with review, the ``review`` node after it."""
+    if not routes.config.review:
+        graph.add_node("reflect", nodes.reflect, retry_policy=retry)
+        graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
+        return
+    reviewing = ReviewNodes(nodes)
+    graph.add_node("reflect", reviewing.propose, retry_policy=retry)
+    graph.add_node("review", reviewing.review)
+    graph.add_conditional_edges("reflect", routes.after_propose, ["review", "tools", "act", END])
+    graph.add_conditional_edges("review", routes.after_reflect, ["tools", "act", END])
 
 
 def _nodes(names: Sequence[str] | Literal["*"] | None) -> list[str] | Literal["*"] | None:
