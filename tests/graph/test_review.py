@@ -49,10 +49,16 @@ NEW_PLAN = [
 
 @asynccontextmanager
 async def reviewed(
-    tmp_path: Path, *, policy: Policy | None = None, budgets: Budgets | None = None, **compile_args: Any
+    tmp_path: Path,
+    *,
+    policy: Policy | None = None,
+    budgets: Budgets | None = None,
+    checkpointer: str = "sqlite",
+    **compile_args: Any,
 ) -> AsyncIterator[tuple[Agent, ToolClient]]:
     config = AgentConfig(review=True, budgets=budgets or Budgets())
-    async with make_client(tmp_path / "store") as tools, open_checkpointer(tmp_path / "cp.sqlite") as saver:
+    where = tmp_path / "cp.sqlite" if checkpointer == "sqlite" else None
+    async with make_client(tmp_path / "store") as tools, open_checkpointer(where) as saver:
         agent = build_agent(
             policy=policy or expert_policy(), tools=tools, config=config, checkpointer=saver, **compile_args
         )
@@ -67,8 +73,11 @@ def assistant(state: dict[str, Any], node: str) -> list[Message]:
     return [m for m in state["messages"] if m.role == "assistant" and m.node == node]
 
 
-async def test_review_pauses_with_each_new_image_and_approve_keeps_the_policys_turn(tmp_path: Path) -> None:
-    async with reviewed(tmp_path) as (agent, _):
+@pytest.mark.parametrize("checkpointer", ["sqlite", "memory"])
+async def test_review_pauses_with_each_new_image_and_approve_keeps_the_policys_turn(
+    tmp_path: Path, checkpointer: str
+) -> None:
+    async with reviewed(tmp_path, checkpointer=checkpointer) as (agent, _):
         with anyio.fail_after(60):
             paused = await run_task(agent, DOG)
             snapshot = await agent.aget_state(thread())
