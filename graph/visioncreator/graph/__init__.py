@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
     from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
     from visioncreator.graph.policies import open_policy, served_model
+    from visioncreator.graph.review import ReviewDecision, Reviewer, ReviewError
     from visioncreator.graph.runner import (
         STATE_TYPES,
         EventHandler,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from visioncreator.graph.trajectory import (
         SCHEMA_VERSION,
         Branch,
+        Review,
         Timings,
         ToolCallRecord,
         Trajectory,
@@ -89,6 +91,10 @@ __all__ = [
     "PolicyChoiceError",
     "PolicyTurnTimeout",
     "RetrySettings",
+    "Review",
+    "ReviewDecision",
+    "ReviewError",
+    "Reviewer",
     "RunResult",
     "TaskRunner",
     "Timings",
@@ -158,6 +164,9 @@ _LAZY = {
     "expert_policy": "offline",
     "open_policy": "policies",
     "served_model": "policies",
+    "ReviewDecision": "review",
+    "ReviewError": "review",
+    "Reviewer": "review",
     "STATE_TYPES": "runner",
     "EventHandler": "runner",
     "RunResult": "runner",
@@ -173,6 +182,7 @@ _LAZY = {
     "AgentState": "state",
     "SCHEMA_VERSION": "trajectory",
     "Branch": "trajectory",
+    "Review": "trajectory",
     "Timings": "trajectory",
     "ToolCallRecord": "trajectory",
     "Trajectory": "trajectory",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -13,6 +14,7 @@ from langgraph.types import RetryPolicy, Send
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, RetrySettings
 from visioncreator.graph.nodes import Nodes
+from visioncreator.graph.review import ReviewNodes
 from visioncreator.graph.state import AgentInput, AgentOutput, AgentState, Look, ToolTask, typed
 from visioncreator.policy import Policy, Task
 
@@ -69,6 +71,9 @@ class _Routes:
     def after_reflect(self, state: AgentState) -> Route:
         return self._dispatch(state, "act")
 
+    def after_propose(self, state: AgentState) -> Route:
+        return "review" if state.get("proposed") else self._dispatch(state, "act")
+
 
 def build_agent(
     *,
@@ -76,6 +81,8 @@ def build_agent(
     tools: ToolClient,
     config: AgentConfig | None = None,
     checkpointer: BaseCheckpointSaver[Any] | None = None,
+    interrupt_before: Sequence[str] | Literal["*"] | None = None,
+    interrupt_after: Sequence[str] | Literal["*"] | None = None,
 ) -> Agent:
     """Compile the plan → act → tools → reflect loop.
 
@@ -91,6 +98,13 @@ def build_agent(
         checkpointer: Where to persist state after each step (e.g. from
             :func:`~visioncreator.graph.open_checkpointer`); ``None`` compiles without one, e.g. to
             embed as a subgraph of a checkpointed parent.
+        interrupt_before: Nodes to pause before (LangGraph's static breakpoints, e.g. ``["reflect"]``;
+            ``"*"``: every node); the run resumes with ``invoke(None, config)``. Needs a checkpointer.
+        interrupt_after: Nodes to pause after, likewise.
+
+    With ``config.review`` the graph pauses after each reflect turn for a person (see
+    :mod:`visioncreator.graph.review`): the reflect node keeps the policy's turn, a ``review`` node
+    interrupts with the new images and the proposed verdicts, and ``Command(resume=...)`` answers.
 
     Returns:
         A compiled graph. Its input is ``{"task": Task, "seed": int}`` (the task may also be its
@@ -109,7 +123,6 @@ def build_agent(
     graph.add_node("plan", nodes.plan, retry_policy=retry)
     graph.add_node("act", nodes.act, retry_policy=retry)
     graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
-    graph.add_node("reflect", nodes.reflect, retry_policy=retry)
     graph.add_conditional_edges(START, routes.first, ["start", "plan"])
     graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")
@@ -118,5 +131,29 @@ def build_agent(
     # Each tool task looks at its own image, so the batch joins straight into the next policy turn:
     # one checkpointed step per batch (no separate join or inspection steps).
     graph.add_edge("tools", "reflect" if cfg.reflect else "act")
-    graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
-    return graph.compile(checkpointer=checkpointer, name="visioncreator")
+    _add_reflect(graph, nodes, routes, retry)
+    return graph.compile(
+        checkpointer=checkpointer,
+        interrupt_before=_nodes(interrupt_before),
+        interrupt_after=_nodes(interrupt_after),
+        name="visioncreator",
+    )
+
+
+def _add_reflect(
+    graph: StateGraph[AgentState, None, AgentInput, AgentOutput], nodes: Nodes, routes: _Routes, retry: RetryPolicy
+) -> None:
+    """The reflect node and where it goes; with review, the ``review`` node after it."""
+    if not routes.config.review:
+        graph.add_node("reflect", nodes.reflect, retry_policy=retry)
+        graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
+        return
+    reviewing = ReviewNodes(nodes)
+    graph.add_node("reflect", reviewing.propose, retry_policy=retry)
+    graph.add_node("review", reviewing.review)
+    graph.add_conditional_edges("reflect", routes.after_propose, ["review", "tools", "act", END])
+    graph.add_conditional_edges("review", routes.after_reflect, ["tools", "act", END])
+
+
+def _nodes(names: Sequence[str] | Literal["*"] | None) -> list[str] | Literal["*"] | None:
+    return names if names is None or names == "*" else list(names)

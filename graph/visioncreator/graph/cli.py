@@ -107,7 +107,7 @@ def _agent_config(args: argparse.Namespace) -> AgentConfig:
         knobs["policy_timeout_s"] = args.policy_timeout
     if args.policy_retries is not None:
         knobs["policy_retry"] = RetrySettings(max_attempts=args.policy_retries + 1)
-    return AgentConfig(reflect=not args.no_reflect, observe=args.observe, budgets=budgets, **knobs)
+    return AgentConfig(reflect=not args.no_reflect, observe=args.observe, budgets=budgets, review=args.review, **knobs)
 
 
 def _restart(checkpoint: str | Path) -> None:
@@ -168,7 +168,7 @@ async def _run(args: argparse.Namespace) -> int:
     record = {"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
               "fault_rate": args.fault_rate, "policy": args.policy, "backend": args.backend,
               "policy_timeout_s": config.policy_timeout_s,
-              "policy_attempts": config.policy_retry.max_attempts}  # fmt: skip
+              "policy_attempts": config.policy_retry.max_attempts, "review": config.review}  # fmt: skip
     checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
     # One writer per folder, held from before the checkpoint is opened (or moved aside) and the
     # tool server spawned (its store is OUT/store) until the last file is written.
@@ -195,7 +195,12 @@ async def _run(args: argparse.Namespace) -> int:
             task = Task(request=args.prompt, n_images=args.n, split=split, inputs=inputs)
             runner = TaskRunner(policy=policy, tools=tools, config=config, checkpointer=saver)
             show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
-            result = await runner.run(task, seed=args.seed, thread_id=args.thread_id, on_event=show, record=record)
+            from visioncreator.graph.console import console_reviewer
+
+            reviewer = console_reviewer(sys.stdin, sys.stderr, tools=tools, out=out) if args.review else None
+            result = await runner.run(
+                task, seed=args.seed, thread_id=args.thread_id, on_event=show, record=record, reviewer=reviewer
+            )
             written = await write_outputs(tools, result.trajectory, out)
     files = OutputFiles(out)
     summary = {

@@ -25,7 +25,9 @@ class Budgets:
     max_redos_per_image: int = 3
     """Redos of one plan step's image; further redo calls are refused with an observation."""
     wall_time_s: float = 900.0
-    """Wall time of the whole task."""
+    """Running time of the whole task: the time its steps ran, summed (a batch of parallel tool calls
+    counts as its longest call). Time paused for a human, or between a crash and its resume, is not
+    counted."""
 
     def as_dict(self) -> dict[str, int | float]:
         """The budgets as a plain dict, for prompts and records."""
@@ -95,6 +97,15 @@ class AgentConfig:
     policy's seed and derives a missing one; ``derived`` always derives it from the run's
     ``call_seed_base``, the plan step and the attempt (common random numbers for runs that share a base)."""
 
+    review: bool = False
+    """Pause after every reflect turn for a person's review (LangGraph's ``interrupt``; needs a
+    checkpointer): the interrupt shows each new image and the policy's proposed verdicts, and
+    ``Command(resume=...)`` approves, asks for a redo with a note, or revises the plan (see
+    :class:`~visioncreator.graph.ReviewDecision`). The verdicts are kept on the turn's record."""
+    review_preview_px: int = 128
+    """Longest side of the PNG thumbnail a review shows of each new image (a data URI); 0: none,
+    only the ``image://`` URI and the inspection."""
+
     durability: Durability = "async"
     """When LangGraph saves each step: ``async`` (default) writes a step's checkpoint while the next
     step runs, and every finished task's writes as it finishes, so a killed run resumes at its last
@@ -107,3 +118,5 @@ class AgentConfig:
             raise ValueError(f"max_turn_chars must be at least 1, got {self.max_turn_chars}")
         if self.max_turn_errors < 1:
             raise ValueError(f"max_turn_errors must be at least 1, got {self.max_turn_errors}")
+        if self.review_preview_px < 0:
+            raise ValueError(f"review_preview_px must be 0 or more, got {self.review_preview_px}")

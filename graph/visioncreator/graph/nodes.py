@@ -18,14 +18,22 @@ from visioncreator.graph.client import ToolClient, ToolOutcome
 from visioncreator.graph.config import AgentConfig
 from visioncreator.graph.errors import PolicyTurnTimeout
 from visioncreator.graph.events import emit, settle
+from visioncreator.graph.observations import new_observations
 from visioncreator.graph.seeds import call_seed, default_call_seed_base
-from visioncreator.graph.state import AgentState, Look, PendingCall, ToolTask, batch_records, typed, typed_list
+from visioncreator.graph.state import (
+    AgentState,
+    Look,
+    PendingCall,
+    ToolTask,
+    running_s,
+    typed,
+    typed_list,
+)
 from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
 from visioncreator.policy import (
     FormatError,
     Message,
     Node,
-    Observation,
     ParsedTurn,
     Policy,
     PolicyRequest,
@@ -33,7 +41,6 @@ from visioncreator.policy import (
     Task,
     ToolCall,
     error_message,
-    observation_message,
     system_message,
     task_message,
 )
@@ -110,23 +117,41 @@ class Nodes:
             raise PolicyTurnTimeout(f"the policy's {node} turn took longer than {timeout:g} s") from exc
 
     async def _policy_node(self, node: Node, state: AgentState) -> dict[str, Any]:
-        update = await self._turn(node, state)
+        since = time.perf_counter()
+        stop = self.budget_stop(state, since)
+        if stop:
+            return self.closed(state, {"termination": stop, "pending": []}, since)
+        new_messages, record, turn = await self.turn(node, state)
+        return self.closed(state, self.take(node, state, record, turn, new_messages), since)
+
+    def closed(self, state: AgentState, update: dict[str, Any], since: float) -> dict[str, Any]:
+        """``update`` with the step's running time (since ``since``); a turn that ends the run settles the answer."""
         if update.get("termination") or update.get("answer") is not None:
             # The run ends here: settle the answer in this step rather than in a step of its own.
             update.update(settle({**state, **update}))  # type: ignore[typeddict-item]
+        update["run_s"] = time.perf_counter() - since
         return update
 
-    async def _turn(self, node: Node, state: AgentState) -> dict[str, Any]:
-        stop = self._budget_stop(state)
-        if stop:
-            return {"termination": stop, "pending": []}
-        new_messages = self._flush_observations(state)
+    async def turn(self, node: Node, state: AgentState) -> tuple[list[Message], TurnRecord, PolicyTurn]:
+        """Ask the policy for one turn: the observations it was shown first, the turn's record, the turn."""
+        new_messages = self.flush_observations(state)
         messages = (*typed_list(Message, state.get("messages", ())), *new_messages)
-        turn_index = len(state.get("turns", ()))
         started = time.time()
         # Bounded before anything is recorded: the state, its checkpoints and the next request stay small and serialize.
         turn = bounded_turn(await self._ask(node, messages, int(state.get("seed") or 0)), self.config)
-        record = TurnRecord.of(turn, index=turn_index, node=node, started_at=started, n_messages=len(messages))
+        index = len(state.get("turns", ()))
+        record = TurnRecord.of(turn, index=index, node=node, started_at=started, n_messages=len(messages))
+        return new_messages, record, turn
+
+    def take(
+        self, node: Node, state: AgentState, record: TurnRecord, turn: PolicyTurn, new_messages: list[Message]
+    ) -> dict[str, Any]:
+        """The state update of a turn: its ``record``, and what ``turn`` decides.
+
+        ``turn`` is the policy's turn, or the turn as a person reviewed it: it goes into the conversation and
+        decides the calls, the plan and the answer.
+        """
+        turn_index = record.index
         update: dict[str, Any] = {"turns": [record], "pending": []}
         out_messages = [*new_messages, Message(role="assistant", content=turn.text, node=node)]
         if new_messages:
@@ -210,50 +235,31 @@ class Nodes:
         seed = call_seed(int(state.get("call_seed_base", 0)), step, attempt)
         return call.model_copy(update={"arguments": {**call.arguments, "seed": seed}})
 
-    def _budget_stop(self, state: AgentState) -> str | None:
+    def budget_stop(self, state: AgentState, since: float) -> str | None:
+        """The budget a turn asked for now would overrun (``since``: this step's start), else ``None``."""
         budgets = self.config.budgets
         if state.get("termination"):
             return state["termination"]
         if len(state.get("turns", ())) >= budgets.max_turns:
             return "budget_turns"
-        if time.time() - state.get("started_at", time.time()) > budgets.wall_time_s:
+        if running_s(state, since) > budgets.wall_time_s:
             return "budget_wall_time"
         return None
 
-    def _flush_observations(self, state: AgentState) -> list[Message]:
+    def flush_observations(self, state: AgentState) -> list[Message]:
         """The tool message for the latest batch, if the policy has not seen it yet."""
-        batch = state.get("batch", 0)
-        if state.get("shown_batch", 0) >= batch:
-            return []
-        inspections = state.get("inspections", {})
-        observations: list[Observation] = []
-        for r in batch_records(state.get("tool_calls", ()), batch):
-            look = r.by == "graph" and r.name == ToolName.INSPECT_IMAGE
-            if look and r.batch != 0:
-                continue  # shown attached to the image it inspected
-            inspection = r.result if look else (inspections.get(r.handle) if r.handle and self._inspects else None)
-            observations.append(
-                Observation(
-                    call_id=r.id,
-                    name=r.name,
-                    arguments=r.arguments,
-                    step=r.step,
-                    ok=r.ok,
-                    result=r.result,
-                    error=r.error,
-                    inspection=inspection if isinstance(inspection, dict) and "error" not in inspection else None,
-                )
-            )
-        if not observations:
-            return []
-        message = observation_message(observations)
-        if self.config.observe == "inspect":
-            message = message.model_copy(update={"images": ()})
-        return [message]
+        return new_observations(state, self.config.observe)
 
     # ---- tools ---------------------------------------------------------------------------
 
     async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
+        """Run one tool call and look at its image (see :meth:`_run_tool`); with the task's running time."""
+        since = time.perf_counter()
+        update = await self._run_tool(payload)
+        update["batch_s"] = {str(payload["batch"]): time.perf_counter() - since}
+        return update
+
+    async def _run_tool(self, payload: ToolTask) -> dict[str, Any]:
         """Run one tool call (fanned out with ``Send``: one task per call), then look at its image.
 
         The look runs in the call's own task, so a batch is one graph step. Our tool server looks
@@ -319,13 +325,15 @@ class Nodes:
 
     async def inspect(self, payload: Look) -> dict[str, Any]:
         """Look at one image with ``inspect_image`` on the policy's behalf."""
+        since = time.perf_counter()
         handle = payload["handle"]
         record = await self._call(
             ToolName.INSPECT_IMAGE, {"image": handle}, call_id=f"inspect_{handle}_{payload['batch']}", step=None,
             by="graph", batch=payload["batch"], turn=-1,
         )  # fmt: skip
         value = record.result if record.ok else {"error": record.error}
-        return {"tool_calls": [record], "inspections": {handle: value}}
+        ran = {str(payload["batch"]): time.perf_counter() - since}
+        return {"tool_calls": [record], "inspections": {handle: value}, "batch_s": ran}
 
     async def _call(
         self, name: str, arguments: dict[str, Any], *, call_id: str, step: int | None, by: str, batch: int, turn: int

@@ -22,6 +22,11 @@ Exit status: 0 the answer holds an image; 1 an error, or no image in the answer;
 """
 
 
+_REVIEW_HELP = (
+    "Pause after each reflect turn for your review at the terminal: answer approve, redo <note> or "
+    "revise <plan JSON> on standard input (end of input leaves the run paused; rerun to resume)."
+)
+
 RUN_HELP = "Run one task on the offline default (synthetic tools, expert policy)."
 
 
@@ -76,6 +81,7 @@ def add_run_parser(sub: Any) -> None:
     )
     run.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
     run.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
+    run.add_argument("--review", action="store_true", help=_REVIEW_HELP)
     run.add_argument(
         "--tools-url",
         help="Use a running tool server (streamable HTTP URL) instead of spawning one; "

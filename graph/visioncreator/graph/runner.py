@@ -26,6 +26,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Command
 
 from visioncreator.graph.branch import BranchPoint, branch_points, fork
 from visioncreator.graph.builder import Agent, build_agent
@@ -34,9 +35,11 @@ from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.errors import ToolServerLost, ToolServerUnavailable
 from visioncreator.graph.folder import check_checkpoint
+from visioncreator.graph.review import ReviewDecision, Reviewer, answer_review
 from visioncreator.graph.state import AgentInput, PendingCall
 from visioncreator.graph.trajectory import (
     Branch,
+    Review,
     ToolCallRecord,
     Trajectory,
     TurnRecord,
@@ -76,7 +79,7 @@ STATE_TYPES: frozenset[tuple[str, str]] = frozenset(
     (cls.__module__, cls.__name__)
     for cls in (
         Task, Message, Plan, PlanStep, ToolCall, Reflection, Answer, Segment, FormatError, TurnRecord, ToolCallRecord,
-        PendingCall,
+        PendingCall, Review, ReviewDecision,
     )
 )  # fmt: skip
 """The pydantic types the agent's state holds, as ``(module, name)``: the checkpoint serializer's allowlist
@@ -96,6 +99,9 @@ class RunResult:
     """Seconds this call took (0 when the thread had already finished)."""
     trajectory: Trajectory
     """The task's record (with ground truths and settings when the run went through :class:`TaskRunner`)."""
+    interrupts: tuple[Any, ...] = ()
+    """The payloads of the reviews the run is paused at (no reviewer was given); empty when it finished
+    or stopped at a static breakpoint (``interrupt_before``/``interrupt_after``)."""
 
 
 def thread_id_for(task: Task, seed: int, *scope: object) -> str:
@@ -178,6 +184,7 @@ async def run_task(
     recursion_limit: int = 400,
     call_seed_base: int | None = None,
     durability: Durability = "async",
+    reviewer: Reviewer | None = None,
 ) -> RunResult:
     """Run ``task`` to the end, resuming the thread's checkpoint if it stopped midway.
 
@@ -191,6 +198,12 @@ async def run_task(
         call_seed_base: Base of the image calls' seeds (see :mod:`visioncreator.graph.seeds`); default
             derived from the task and ``seed``.
         durability: When LangGraph saves each step (see :attr:`AgentConfig.durability`).
+        reviewer: Answers each review of an agent built with ``AgentConfig(review=True)``; without one
+            the run returns paused, its :attr:`RunResult.interrupts` holding the review, and a
+            ``Command(resume=...)`` (or this function with a reviewer) continues it.
+
+    Raises:
+        ReviewError: The reviewer's answer is not a :class:`~visioncreator.graph.ReviewDecision`.
 
     """
     tid = thread_id or thread_id_for(task, seed)
@@ -215,20 +228,30 @@ async def run_task(
     values: dict[str, Any] = {}
     # LangGraph refuses a durability without a checkpointer (there is nothing to save).
     saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}
-    stream = agent.astream(run_input, config, stream_mode=["custom", "values"], **saving)
-    async for mode, chunk in stream:
-        if mode == "custom" and on_event is not None and isinstance(chunk, dict):
-            on_event(chunk)
-        elif mode == "values" and isinstance(chunk, dict):
-            values = chunk  # the last one is the final state: no second read of the checkpoint
+    paused: tuple[Any, ...] = ()
+    stream_input: AgentInput | Command[Any] | None = run_input
+    while True:
+        stream = agent.astream(stream_input, config, stream_mode=["custom", "values"], **saving)
+        async for mode, chunk in stream:
+            if mode == "custom" and on_event is not None and isinstance(chunk, dict):
+                on_event(chunk)
+            elif mode == "values" and isinstance(chunk, dict):
+                # The last one is the final state (no second read of the checkpoint), or the paused one.
+                paused = tuple(i.value for i in chunk.get("__interrupt__", ()))
+                values = {k: v for k, v in chunk.items() if k != "__interrupt__"}
+        if not (paused and reviewer is not None):
+            break
+        stream_input = Command(resume=await answer_review(reviewer, paused[0]))
     if not values and agent.checkpointer is not None:
         values = dict((await agent.aget_state(config)).values)
-    return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started)
+    return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started, interrupts=paused)
 
 
-def _result(thread_id: str, state: dict[str, Any], *, resumed: bool, wall_s: float) -> RunResult:
+def _result(
+    thread_id: str, state: dict[str, Any], *, resumed: bool, wall_s: float, interrupts: tuple[Any, ...] = ()
+) -> RunResult:
     trajectory = build_trajectory(state, thread_id=thread_id, wall_s=wall_s)
-    return RunResult(thread_id, state, resumed=resumed, wall_s=wall_s, trajectory=trajectory)
+    return RunResult(thread_id, state, resumed=resumed, wall_s=wall_s, trajectory=trajectory, interrupts=interrupts)
 
 
 class TaskRunner:
@@ -264,6 +287,7 @@ class TaskRunner:
         on_event: EventHandler | None = None,
         record: Mapping[str, Any] | None = None,
         call_seed_base: int | None = None,
+        reviewer: Reviewer | None = None,
     ) -> RunResult:
         """Run (or resume, or find finished) ``task``; the result carries its trajectory.
 
@@ -277,6 +301,7 @@ class TaskRunner:
             call_seed_base: Base of the image calls' seeds; runs given the same base (and
                 ``AgentConfig.call_seeds="derived"``) meet the same tool randomness. Default: derived
                 from the task and ``seed``.
+            reviewer: Answers each review (``AgentConfig.review``), as :func:`run_task` takes it.
 
         """
         tid = thread_id or thread_id_for(task, seed, *scope)
@@ -285,7 +310,7 @@ class TaskRunner:
             result = await run_task(
                 self.agent, task, seed=seed, thread_id=tid, on_event=on_event,
                 recursion_limit=self.config.recursion_limit, call_seed_base=call_seed_base,
-                durability=self.config.durability,
+                durability=self.config.durability, reviewer=reviewer,
             )  # fmt: skip
             return await self._recorded(result, record)
 

@@ -9,6 +9,7 @@ another allowlist) gives them back as plain dicts: :func:`typed` accepts both.
 from __future__ import annotations
 
 import operator
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Annotated, Any, TypeVar
 
@@ -27,7 +28,9 @@ __all__ = [
     "ToolTask",
     "add_calls",
     "batch_records",
+    "longest",
     "merge",
+    "running_s",
     "typed",
     "typed_list",
 ]
@@ -38,6 +41,14 @@ M = TypeVar("M", bound=BaseModel)
 def merge(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
     """Reducer that merges dicts, right winning."""
     return {**(left or {}), **(right or {})}
+
+
+def longest(left: dict[str, float] | None, right: dict[str, float] | None) -> dict[str, float]:
+    """Reducer of ``batch_s``: per key, the longest time (parallel tasks of one batch overlap)."""
+    out = dict(left or {})
+    for key, seconds in (right or {}).items():
+        out[key] = max(seconds, out.get(key, 0.0))
+    return out
 
 
 _Record = ToolCallRecord | Mapping[str, Any]
@@ -70,6 +81,17 @@ def _recorded(records: Sequence[_Record], record: _Record) -> bool:
         if _field(earlier, "id") == record_id:
             return True
     return False
+
+
+def running_s(state: Mapping[str, Any], since: float) -> float:
+    """A task's running time: its finished steps, its tool batches and the step running since ``since``.
+
+    Each tool batch counts as its longest task; ``since`` is a ``time.perf_counter()`` of this step's
+    start. Pauses between steps (a person's review, a crash before its resume) are not in it.
+    """
+    batches: Mapping[str, float] = state.get("batch_s") or {}
+    ran = float(state.get("run_s") or 0.0) + sum(float(s) for s in batches.values())
+    return ran + time.perf_counter() - since
 
 
 def typed(model: type[M], value: M | Mapping[str, Any]) -> M:
@@ -178,3 +200,9 @@ class AgentState(TypedDict, total=False):
     """``answer`` is not the policy's: the graph dropped unknown handles or filled a missing answer."""
     termination: str | None
     started_at: float
+    run_s: Annotated[float, operator.add]
+    """Running time of the finished policy and review steps (what the wall-time budget counts)."""
+    batch_s: Annotated[dict[str, float], longest]
+    """Batch (as a string) -> its longest tool task's running time."""
+    proposed: TurnRecord | None
+    """With ``AgentConfig.review``: the reflect turn waiting for its review."""

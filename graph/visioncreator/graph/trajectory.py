@@ -16,12 +16,24 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from visioncreator.policy import FormatError, Message, Node, ParsedTurn, Plan, PolicyTurn, Segment, Task, parse_turn
+from visioncreator.policy import (
+    FormatError,
+    Message,
+    Node,
+    ParsedTurn,
+    Plan,
+    PolicyTurn,
+    Reflection,
+    Segment,
+    Task,
+    parse_turn,
+)
 from visioncreator.tool_servers import IMAGE_TOOLS
 
 __all__ = [
     "SCHEMA_VERSION",
     "Branch",
+    "Review",
     "Timings",
     "ToolCallRecord",
     "Trajectory",
@@ -47,6 +59,20 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Review(_Record):
+    """A person's review of a reflect turn: the reflection labels that supersede the policy's verdicts."""
+
+    who: str = Field(default="human", description="Who reviewed (a person's name or role).")
+    action: Literal["approve", "redo", "revise"] = Field(description="What the reviewer answered.")
+    note: str = Field(default="", description="The reviewer's note (what to fix, for a redo or revise).")
+    verdicts: tuple[Reflection, ...] = Field(
+        default=(),
+        description="The label of each new image: the reviewer's verdict, or the policy's where the reviewer "
+        "approved it. Training prefers these to the policy's own.",
+    )
+    plan: Plan | None = Field(default=None, description="The reviewer's plan (revise).")
+
+
 class TurnRecord(_Record):
     """One policy turn: what the policy wrote, what it parsed into, and what it cost."""
 
@@ -62,6 +88,11 @@ class TurnRecord(_Record):
     prompt_token_ids: tuple[int, ...] | None = None
     completion_token_ids: tuple[int, ...] | None = None
     logprobs: tuple[float, ...] | None = None
+    review: Review | None = Field(
+        default=None,
+        description="A person's review of this (reflect) turn; the conversation then holds the reviewed turn, "
+        "while ``text`` stays what the policy wrote.",
+    )
 
     @property
     def parsed(self) -> ParsedTurn:

@@ -5,6 +5,9 @@
 - :func:`sft_dataset`: conversations, or, with a tokenizer, pre-tokenized rows (``input_ids`` and
   ``assistant_masks``: in TRL 1.16 ``SFTTrainer`` turns ``assistant_masks`` into labels
   unconditionally, while a ``completion_mask`` column counts only with ``completion_only_loss=True``).
+- Reflect turns a person reviewed (``AgentConfig.review``) are labelled with the reviewer's verdicts:
+  the conversation holds the reviewed turn (``labels="review"``, the default); ``labels="policy"``
+  exports what the policy wrote instead.
 - :func:`grpo_dataset`: one row per trajectory of each group: the recorded ids, the loss mask, the
   sampling log-probabilities, per-token advantages (optionally per node), rewards.
 
@@ -14,10 +17,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from visioncreator.graph import Trajectory
-from visioncreator.policy import chat_messages
+from visioncreator.policy import Message, chat_messages
 from visioncreator.rl.advantages import (
     AdvantageError,
     as_weights,
@@ -35,12 +38,34 @@ class ExportError(RLError, ValueError):
     """Trajectories that cannot be exported (no assistant turn, no rewards, no group)."""
 
 
+Labels = Literal["review", "policy"]
+"""Whose verdicts label a reviewed reflect turn: the reviewer's (``review``) or the policy's own."""
+
+
 def _image_mode(trajectory: Trajectory) -> bool:
     return str(trajectory.config.get("observe", "inspect")) in ("image", "both")
 
 
+def _labelled(trajectory: Trajectory, labels: Labels) -> Trajectory:
+    """The trajectory with its reviewed turns labelled by ``labels``.
+
+    The conversation holds each reviewed turn as the reviewer left it; the k-th assistant message is
+    the k-th turn, whose record keeps what the policy wrote.
+    """
+    if labels not in ("review", "policy"):
+        raise ExportError(f"labels must be 'review' or 'policy', got {labels!r}")
+    if labels == "review" or not any(t.review for t in trajectory.turns):
+        return trajectory
+    turns = iter(trajectory.turns)
+    messages: list[Message] = []
+    for m in trajectory.messages:
+        turn = next(turns, None) if m.role == "assistant" else None
+        messages.append(m.model_copy(update={"content": turn.text}) if turn is not None and turn.review else m)
+    return trajectory.model_copy(update={"messages": messages})
+
+
 def sft_conversation(
-    trajectory: Trajectory, *, images: bool | None = None, instructions: bool = True
+    trajectory: Trajectory, *, images: bool | None = None, instructions: bool = True, labels: Labels = "review"
 ) -> dict[str, list[dict[str, Any]]]:
     """A trajectory as one TRL conversation, up to its last assistant turn.
 
@@ -52,6 +77,8 @@ def sft_conversation(
             a vision-language trainer reads them; our chat template renders text parts only.
         instructions: Keep the node instructions as ``user`` messages before each assistant turn
             (the transformers policy's ``node_instructions``), so training renders as inference.
+        labels: For reflect turns a person reviewed: ``review`` (default) keeps the reviewer's
+            verdicts, ``policy`` puts back what the policy wrote.
 
     Returns:
         ``{"messages": [{"role", "content"}, ...]}`` with roles system/user/assistant/tool.
@@ -60,7 +87,7 @@ def sft_conversation(
         ExportError: The trajectory has no assistant message.
 
     """
-    messages = trajectory.messages
+    messages = _labelled(trajectory, labels).messages
     last = max((j for j, m in enumerate(messages) if m.role == "assistant"), default=None)
     if last is None:
         raise ExportError(f"trajectory {trajectory.thread_id!r} has no assistant message")
@@ -90,6 +117,7 @@ def sft_dataset(
     *,
     max_length: int | None = None,
     instructions: bool = True,
+    labels: Labels = "review",
 ) -> Any:
     """An SFT dataset for TRL's ``SFTTrainer``.
 
@@ -100,6 +128,7 @@ def sft_dataset(
             Without, rows are conversations (``messages``) for TRL to render and tokenize.
         max_length: Cut pre-tokenized rows to this many tokens.
         instructions: Keep the node instructions (see :func:`sft_conversation`).
+        labels: Whose verdicts label a reviewed reflect turn (see :func:`sft_conversation`).
 
     Raises:
         ExportError: No trajectory, or one without an assistant message.
@@ -112,11 +141,13 @@ def sft_dataset(
         raise ExportError("no trajectories to export")
     if tokenizer is None:
         images = any(_image_mode(t) for t in items)  # one content shape for the whole column
-        return Dataset.from_list([sft_conversation(t, images=images, instructions=instructions) for t in items])
+        return Dataset.from_list(
+            [sft_conversation(t, images=images, instructions=instructions, labels=labels) for t in items]
+        )
     rows = []
     for t in items:
         try:
-            sample = sft_token_sample(t, tokenizer, max_length, instructions=instructions)
+            sample = sft_token_sample(_labelled(t, labels), tokenizer, max_length, instructions=instructions)
         except SampleError as exc:
             raise ExportError(f"trajectory {t.thread_id!r}: {exc}") from exc
         rows.append(
