@@ -7,6 +7,7 @@ surrogate, native tool calls in pieces.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -168,10 +169,19 @@ async def test_a_stream_that_ends_without_a_finish_is_an_error(server: FakeChatS
 
 
 async def test_a_stream_over_the_byte_cap_stops_at_it(server: FakeChatServer) -> None:
-    server.set(Stream(size=4 * 1024 * 1024))
-    with pytest.raises(PolicyResponseTooLargeError):
-        await streamed(server, max_response_bytes=256 * 1024)
-    assert server.streamed_bytes < 4 * 1024 * 1024
+    cap, size = 1024 * 1024, 100 * 1024 * 1024
+    server.set(Stream(size=size))
+    ended = threading.Event()
+    server.on_stream_end = ended.set
+    try:
+        with pytest.raises(PolicyResponseTooLargeError) as caught:
+            await streamed(server, max_response_bytes=cap)
+        assert ended.wait(timeout=20), "the server kept streaming after the client hung up"
+    finally:
+        server.on_stream_end = None
+    assert cap < caught.value.size <= cap + Stream(size=0).chunk  # stopped at the first chunk past the cap
+    assert len(server.requests) == 1
+    assert server.streamed_bytes < size // 4
 
 
 async def test_a_streamed_turn_over_max_tokens_is_refused(server: FakeChatServer) -> None:

@@ -43,8 +43,10 @@ async def _events(response: httpx.Response, cap: int, url: str) -> AsyncIterator
                 size=size,
                 unit="bytes",
             )
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
+        if b"\n" not in chunk:  # a long line in many chunks is not scanned again for each
+            pending += chunk
+            continue
+        *lines, pending = (pending + chunk).split(b"\n")
         for raw in lines:
             line = raw.rstrip(b"\r")
             if line.startswith(b"data:"):
