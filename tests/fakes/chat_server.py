@@ -2,8 +2,10 @@
 
 Each test scripts what the next requests get: a completion (text or native tool calls, with
 vLLM-style token ids and log-probabilities), an HTTP error, a garbage body, a slow answer, or a
-huge body streamed chunk by chunk. The server records every request body so tests can assert what
-was sent and how often, and how many bytes of a streamed body it got out before the client hung up.
+huge body streamed chunk by chunk; with ``"stream": true`` a completion comes as vLLM streams it
+(server-sent events, a chunk per character), or scripted :class:`Events`. The server records every
+request body so tests can assert what was sent and how often, and how many bytes of a streamed
+body it got out before the client hung up.
 
 Answers are ASCII JSON (``ensure_ascii``), as vLLM's are: a lone surrogate in a scripted text or
 tool call arrives JSON-escaped (``\\ud800``), which is how a real server delivers one.
@@ -73,7 +75,16 @@ class Stream:
     """Send ``Content-Length`` (else the body is chunked)."""
 
 
-Behaviour = Completion | Status | Raw | Stream
+@dataclass(frozen=True)
+class Events:
+    """A 200 ``text/event-stream`` answer (``"stream": true``): one ``data:`` event per item (a dict
+    as JSON), then ``data: [DONE]``; with ``cut``, the connection drops after the items instead."""
+
+    data: list[Body | str]
+    cut: bool = False
+
+
+Behaviour = Completion | Status | Raw | Stream | Events
 
 
 def token_ids_of(text: str) -> list[int]:
@@ -145,8 +156,13 @@ class FakeChatServer:
             if behaviour.declare_length:
                 headers["content-length"] = str(behaviour.size)
             return StreamingResponse(self._stream(behaviour, request), media_type="application/json", headers=headers)
+        if isinstance(behaviour, Events):
+            return StreamingResponse(_events(behaviour), media_type="text/event-stream", headers=headers)
         if behaviour.delay_s:
             await asyncio.sleep(behaviour.delay_s)
+        if body.get("stream"):
+            streamed = Events(_chunks(_completion(body, behaviour)))
+            return StreamingResponse(_events(streamed), media_type="text/event-stream", headers=headers)
         # ASCII JSON: a lone surrogate goes out escaped, as vLLM sends it (UTF-8 cannot carry it raw).
         return Response(json.dumps(_completion(body, behaviour)), headers=headers, media_type="application/json")
 
@@ -233,4 +249,46 @@ def _completion(body: Body, behaviour: Completion) -> Body:
         }
     if behaviour.token_ids and body.get("return_token_ids"):
         out["prompt_token_ids"] = prompt_ids_of(body)
+    return out
+
+
+async def _events(behaviour: Events) -> AsyncIterator[bytes]:
+    for item in behaviour.data:
+        yield f"data: {item if isinstance(item, str) else json.dumps(item)}\n\n".encode()
+    if behaviour.cut:
+        # An exception in the body generator makes uvicorn drop the connection mid-body.
+        raise ConnectionAbortedError("the fake cuts the stream")
+    yield b"data: [DONE]\n\n"
+
+
+def _chunks(completion: Body) -> list[Body | str]:
+    """A completion as vLLM streams it: the prompt ids first, then a chunk per character of each
+    choice's content (with its token id and log-probability), the finish, the usage."""
+    head = {k: completion[k] for k in ("id", "model") if k in completion}
+    out: list[Body | str] = []
+    for choice in completion["choices"]:
+        first: Body = {**head, "choices": [{"index": choice["index"], "delta": {"role": "assistant", "content": ""}}]}
+        if "prompt_token_ids" in completion:
+            first["prompt_token_ids"] = completion["prompt_token_ids"]
+        out.append(first)
+        message = choice["message"]
+        logprobs = (choice.get("logprobs") or {}).get("content")
+        for i, c in enumerate(message["content"] or ""):
+            delta: Body = {"index": choice["index"], "delta": {"content": c}}
+            if logprobs is not None:
+                delta["logprobs"] = {"content": [logprobs[i]]}
+            if "token_ids" in choice:
+                delta["token_ids"] = [choice["token_ids"][i]]
+            out.append({**head, "choices": [delta]})
+        last: Body = {"index": choice["index"], "delta": {}, "finish_reason": choice["finish_reason"]}
+        if message.get("tool_calls"):  # the calls' tokens (the fake's: their JSON) come with them
+            last["delta"] = {"tool_calls": [{"index": k, **c} for k, c in enumerate(message["tool_calls"])]}
+            done = len(message["content"] or "")
+            if logprobs is not None:
+                last["logprobs"] = {"content": logprobs[done:]}
+            if "token_ids" in choice:
+                last["token_ids"] = choice["token_ids"][done:]
+        out.append({**head, "choices": [last]})
+    if "usage" in completion:
+        out.append({**head, "choices": [], "usage": completion["usage"]})
     return out

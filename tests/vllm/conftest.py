@@ -27,6 +27,7 @@ from visioncreator.policy import (
     PolicyRequest,
     PolicyTurn,
     Reflection,
+    TextSink,
     ToolCall,
     parse_observations,
     write_answer,
@@ -146,6 +147,10 @@ class ConstrainedPolicy:
     async def sample(self, request: PolicyRequest, n: int) -> list[PolicyTurn]:
         async with self._policy(request) as policy:
             return await policy.sample(request, n)
+
+    async def respond_streaming(self, request: PolicyRequest, on_text: TextSink) -> PolicyTurn:
+        async with self._policy(request) as policy:
+            return await policy.respond_streaming(request, on_text)
 
 
 def policy_settings(server: VLLMServer, **overrides: Any) -> OpenAIPolicySettings:

@@ -29,6 +29,7 @@ from visioncreator.graph.state import (
     typed,
     typed_list,
 )
+from visioncreator.graph.streaming import respond
 from visioncreator.graph.trajectory import ToolCallRecord, TurnRecord
 from visioncreator.policy import (
     FormatError,
@@ -112,7 +113,8 @@ class Nodes:
         request = PolicyRequest(messages=messages, node=node, tools=self.tools.policy_tools(), seed=seed)
         timeout = self.config.policy_timeout_s
         try:
-            return await asyncio.wait_for(self.policy.respond(request), timeout=timeout)
+            # Streamed token by token only while someone listens (stream_mode="messages").
+            return await asyncio.wait_for(respond(self.policy, request), timeout=timeout)
         except TimeoutError as exc:
             raise PolicyTurnTimeout(f"the policy's {node} turn took longer than {timeout:g} s") from exc
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -218,4 +219,26 @@ class Policy(Protocol):
 
     async def respond(self, request: PolicyRequest) -> PolicyTurn:
         """Produce the next assistant turn. Must not raise on model output it dislikes."""
+        ...
+
+
+TextSink = Callable[[str], Awaitable[None]]
+"""Where a streaming policy sends its turn's text, piece by piece, as it is generated."""
+
+
+@runtime_checkable
+class StreamingPolicy(Policy, Protocol):
+    """A policy that can also hand out its turn's text while it generates it.
+
+    The graph asks for a streamed turn only when someone listens for tokens (LangGraph's
+    ``stream_mode="messages"``); otherwise it calls :meth:`respond`.
+    """
+
+    async def respond_streaming(self, request: PolicyRequest, on_text: TextSink) -> PolicyTurn:
+        """Produce the next turn as :meth:`respond` does, awaiting ``on_text`` with each new piece of its text.
+
+        The pieces concatenate to the returned turn's ``text``, and the turn is recorded exactly
+        as :meth:`respond` would record it (token ids, log-probabilities). A piece is never
+        taken back: a turn that fails midway raises after the pieces already sent.
+        """
         ...

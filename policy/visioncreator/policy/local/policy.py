@@ -43,7 +43,8 @@ actually drawn from, what TRL's GRPO computes (logits / temperature). ``"raw"`` 
 log-softmax of the model's logits (vLLM's default ``raw_logprobs``).
 
 The model runs in a worker thread, one generation at a time (a lock); a cancelled call stops its
-generation at the next token. Needs the ``transformers`` extra.
+generation at the next token. ``respond_streaming`` hands the text on as it is generated (a
+``generate`` streamer, :mod:`~visioncreator.policy.local.streamer`). Needs the ``transformers`` extra.
 """
 
 from __future__ import annotations
@@ -55,81 +56,20 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.policy.chat_template import chat_messages, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.format import parse_turn
+from visioncreator.policy.local.settings import LocalPolicySettings
+from visioncreator.policy.local.streamer import Push, TextPieces, relay
 from visioncreator.policy.openai.messages import ImageSource
 from visioncreator.policy.openai.policy import turn_seed
-from visioncreator.policy.types import FormatError, Message, Node, ParsedTurn, PolicyRequest, PolicyTurn
+from visioncreator.policy.types import FormatError, Message, Node, ParsedTurn, PolicyRequest, PolicyTurn, TextSink
 
-__all__ = ["LocalPolicySettings", "TransformersPolicy"]
-
-
-class LocalPolicySettings(BaseModel):
-    """How to load and sample a local model."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str | None = Field(default=None, description="Policy name recorded in turns; default 'transformers:{dir}'.")
-    device: str = Field(default="cpu", description="Torch device: 'cpu', 'cuda', 'cuda:1', 'mps'.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        default="auto", description="Weights dtype; 'auto' keeps the saved one."
-    )
-    temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
-    top_k: int = Field(default=0, ge=0, description="Top-k sampling; 0 is off (transformers' default would be 50).")
-    max_new_tokens: int = Field(default=256, ge=1, description="Most completion tokens per turn.")
-    max_time_s: float | None = Field(default=None, gt=0, description="Wall-time bound of one generation.")
-    seed: int | None = Field(
-        default=None,
-        description="Base seed. With it or the request's run seed, each turn samples from a seed derived from "
-        "both, the node and the conversation length (as the HTTP back end): reproducible per turn.",
-    )
-    max_prompt_tokens: int | None = Field(
-        default=None,
-        ge=1,
-        description="Longest prompt accepted; default the model's max_position_embeddings minus max_new_tokens.",
-    )
-    on_context_overflow: Literal["turn", "raise"] = Field(
-        default="turn",
-        description="An over-long prompt: 'turn' returns an empty turn whose parse error says so (as the HTTP "
-        "back end: the graph ends the run by its format-error budget, trajectory kept); 'raise' raises "
-        "PolicyContextError.",
-    )
-    logprobs: Literal["processed", "raw"] = Field(
-        default="processed",
-        description="'processed': log-softmax of the logits after temperature/top-p/top-k (the sampling "
-        "distribution); 'raw': log-softmax of the model's logits.",
-    )
-    render_tools: bool = Field(
-        default=False,
-        description="Also pass request.tools to the chat template as 'tools' (a '# Tools' block in the system "
-        "prompt). Off by default, as the HTTP back end's 'tags' mode: our system message already lists the tools "
-        "with their schemas, and the block would double that (~2.2k more tokens for SmolLM2 with the real tools).",
-    )
-    node_instructions: bool = Field(
-        default=True, description="Keep each node's one-line instruction in the history (see chat_messages)."
-    )
-    stitch: bool = Field(
-        default=True, description="Token-exact multi-turn prompts: reuse the ids of turns generated here."
-    )
-    stitch_cache_size: int = Field(
-        default=512,
-        ge=0,
-        description="Generated turns remembered for stitching (each holds its prompt and completion ids as a "
-        "compact array: 8 bytes a token, ~64 KB for an 8k-token turn).",
-    )
-    flush_denormal: bool = Field(
-        default=True, description="torch.set_flush_denormal(True) at load (process-wide; ~4x faster for SmolLM2)."
-    )
-    torch_threads: int | None = Field(
-        default=None, ge=1, description="torch.set_num_threads at load (process-wide); None leaves it."
-    )
+__all__ = ["TransformersPolicy"]
 
 
 class _Prompt:
@@ -227,6 +167,22 @@ class TransformersPolicy:
             # On cancellation the worker thread is abandoned: make it stop at the next token.
             stop.set()
 
+    async def respond_streaming(self, request: PolicyRequest, on_text: TextSink) -> PolicyTurn:
+        """One assistant turn, its text sent to ``on_text`` piece by piece as the model writes it.
+
+        The turn is the one :meth:`respond` would record (the same ids, log-probabilities and
+        seed); the pieces concatenate to its text. Raises what :meth:`respond` raises.
+        """
+        stop = threading.Event()
+        try:
+            turns, sent = await relay(lambda push: self._sample_sync(request, 1, stop, push), on_text)
+        finally:
+            stop.set()
+        turn = turns[0]
+        if turn.text.startswith(sent) and len(turn.text) > len(sent):
+            await on_text(turn.text[len(sent) :])
+        return turn
+
     def prompt_ids(self, request: PolicyRequest) -> list[int]:
         """The prompt ids the next turn for ``request`` would get (stitched when possible). Blocking."""
         with self._lock:
@@ -305,14 +261,17 @@ class TransformersPolicy:
         while len(self._stitched) > size:
             self._stitched.popitem(last=False)
 
-    def _sample_sync(self, request: PolicyRequest, n: int, stop: threading.Event) -> list[PolicyTurn]:
+    def _sample_sync(
+        self, request: PolicyRequest, n: int, stop: threading.Event, push: Push | None = None
+    ) -> list[PolicyTurn]:
         with self._lock:
             started = time.perf_counter()
             self._load()
             prompt = self._prompt(request)
             if len(prompt.ids) > self._max_prompt:
                 return self._overflow(len(prompt.ids), n, time.perf_counter() - started)
-            rows = self._generate(prompt.ids, n, turn_seed(self.settings.seed, request.seed, request), stop)
+            streamer = TextPieces(self._tok, push) if push is not None else None
+            rows = self._generate(prompt.ids, n, turn_seed(self.settings.seed, request.seed, request), stop, streamer)
             latency = time.perf_counter() - started
             turns = []
             for ids, logprobs in rows:
@@ -340,7 +299,7 @@ class TransformersPolicy:
         return [turn] * n
 
     def _generate(
-        self, prompt_ids: list[int], n: int, seed: int | None, stop: threading.Event
+        self, prompt_ids: list[int], n: int, seed: int | None, stop: threading.Event, streamer: TextPieces | None
     ) -> list[tuple[list[int], list[float]]]:
         import torch
         from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
@@ -375,6 +334,7 @@ class TransformersPolicy:
                 attention_mask=torch.ones_like(input_ids),
                 generation_config=config,
                 stopping_criteria=StoppingCriteriaList([_Stop()]),
+                streamer=streamer,
             )
         steps = out.scores if s.logprobs == "processed" else out.logits
         new = out.sequences[:, input_ids.shape[1] :]

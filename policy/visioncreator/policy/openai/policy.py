@@ -2,7 +2,9 @@ r"""The ``openai`` policy: any OpenAI-compatible chat endpoint over httpx (vLLM 
 
 One request per turn (``respond``) or per group of samples (``sample(request, n)``: one request
 with ``n``). With vLLM, each turn also carries the prompt and completion token ids and the
-completion tokens' log-probabilities, which RL needs.
+completion tokens' log-probabilities, which RL needs. ``respond_streaming`` asks for the same
+turn over the streaming API and hands its text on token by token (the graph uses it only while
+someone listens for tokens); the turn it records is the same.
 
 What goes wrong, and what happens then:
 
@@ -75,7 +77,8 @@ from visioncreator.policy.errors import (
 from visioncreator.policy.openai.messages import ImageSource, encode_image, native_tools, to_chat_messages
 from visioncreator.policy.openai.response import completion_turns, http_error, json_object, read_body, read_error_body
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
-from visioncreator.policy.types import FormatError, ParsedTurn, PolicyRequest, PolicyTurn
+from visioncreator.policy.openai.stream import read_stream
+from visioncreator.policy.types import FormatError, ParsedTurn, PolicyRequest, PolicyTurn, TextSink
 
 __all__ = ["OpenAIPolicy", "turn_seed"]
 
@@ -146,10 +149,36 @@ class OpenAIPolicy:
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
+        return await self._turns(request, n, None)
+
+    async def respond_streaming(self, request: PolicyRequest, on_text: TextSink) -> PolicyTurn:
+        """One assistant turn over the streaming API (``"stream": true``), its text sent to ``on_text`` as it comes.
+
+        The turn is recorded as :meth:`respond` records it (the same token ids, log-probabilities
+        and checks); the pieces concatenate to its text. In native tool mode the calls are not
+        streamed: their canonical ``<tool_call>`` text is the last piece. Raises what
+        :meth:`respond` raises; a stream that breaks off after text was sent is not retried here
+        (:class:`PolicyConnectionError`).
+        """
+        sent: list[str] = []
+
+        async def on_content(piece: str) -> None:
+            sent.append(piece)
+            await on_text(piece)
+
+        turn = (await self._turns(request, 1, on_content))[0]
+        done = "".join(sent)
+        if turn.text.startswith(done) and len(turn.text) > len(done):
+            await on_text(turn.text[len(done) :])
+        return turn
+
+    async def _turns(self, request: PolicyRequest, n: int, on_content: TextSink | None) -> list[PolicyTurn]:
         started = time.perf_counter()
         body = await self._body(request, n)
+        if on_content is not None:
+            body.update(stream=True, stream_options={"include_usage": True})
         try:
-            data = await self._post(body)
+            data = await self._post(body, on_content)
         except PolicyContextLengthError as exc:
             if self.settings.on_context_overflow == "raise":
                 raise
@@ -230,17 +259,32 @@ class OpenAIPolicy:
         delay = min(self.settings.backoff_s * 2.0**attempt, self.settings.backoff_max_s)
         return float(delay * (1 + 0.1 * random.random()))  # jitter: concurrent runs do not retry in lockstep
 
-    async def _attempt(self, client: httpx.AsyncClient, body: dict[str, Any]) -> tuple[int, bytes, str]:
-        """One request: the status, the body (bounded) and the reason phrase."""
+    async def _attempt(
+        self, client: httpx.AsyncClient, body: dict[str, Any], on_content: TextSink | None
+    ) -> tuple[int, bytes | dict[str, Any], str]:
+        """One request: the status, the body (bounded; a streamed one already folded) and the reason phrase."""
         s = self.settings
         async with client.stream("POST", s.chat_url, json=body) as response:
-            if response.status_code == 200:
+            if response.status_code != 200:
+                error = await read_error_body(response, s.max_error_body_bytes)
+                return response.status_code, error, response.reason_phrase
+            if on_content is None:
                 return 200, await read_body(response, s.max_response_bytes, s.chat_url), ""
-            return response.status_code, await read_error_body(response, s.max_error_body_bytes), response.reason_phrase
+            return 200, await read_stream(response, s.max_response_bytes, s.chat_url, on_content), ""
 
-    async def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, body: dict[str, Any], on_content: TextSink | None = None) -> dict[str, Any]:
         s = self.settings
         client = self._http()
+        sent = False
+        if on_content is not None:
+            sink = on_content
+
+            async def on_piece(piece: str) -> None:
+                nonlocal sent
+                sent = True
+                await sink(piece)
+
+            on_content = on_piece
         # One attempt is bounded as a whole: httpx's read timeout bounds each read, not a server
         # that trickles bytes.
         bound = s.timeout_s + s.connect_timeout_s
@@ -248,8 +292,12 @@ class OpenAIPolicy:
         for attempt in range(attempts):
             last = attempt == attempts - 1
             try:
-                status, raw, reason = await asyncio.wait_for(self._attempt(client, body), timeout=bound)
+                status, raw, reason = await asyncio.wait_for(self._attempt(client, body, on_content), timeout=bound)
             except _RETRYABLE as exc:
+                if sent:  # a stream that already sent text cannot take it back: not retried
+                    raise PolicyConnectionError(
+                        f"the stream from {s.chat_url} broke off: {type(exc).__name__}: {exc}"
+                    ) from exc
                 if last:
                     raise PolicyConnectionError(
                         f"cannot reach the model server at {s.chat_url} after {attempts} attempts: "
@@ -264,6 +312,8 @@ class OpenAIPolicy:
                     f"transport error talking to {s.chat_url}: {type(exc).__name__}: {exc}"
                 ) from exc
             else:
+                if isinstance(raw, dict):
+                    return raw
                 if status == 200:
                     return json_object(raw, s.chat_url)
                 if status < 500 or last:
