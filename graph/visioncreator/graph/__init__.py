@@ -4,6 +4,7 @@
   tool client (:class:`ToolClient`, over stdio, streamable HTTP or in-process);
 - :class:`TaskRunner` is the one path from a task to its :class:`Trajectory` (checkpoints and
   resume, ground truths, timings), used by the CLI, the evals and RL collection;
+- :func:`open_agent_sync` gives the agent to sync code (``invoke``/``stream`` with a ``SqliteSaver``);
 - :func:`append_jsonl` / :func:`read_jsonl` / :func:`repair_jsonl`: the durable record files.
 
 Importing the face is cheap: each name loads its module on first use (PEP 562 ``__getattr__``),
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     )
     from visioncreator.graph.seeds import CallSeeds, call_seed, default_call_seed_base
     from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
+    from visioncreator.graph.sync import open_agent_sync, open_checkpointer_sync, run_task_sync
     from visioncreator.graph.trajectory import (
         SCHEMA_VERSION,
         Branch,
@@ -112,12 +114,15 @@ __all__ = [
     "image_handles",
     "inside",
     "move_aside",
+    "open_agent_sync",
     "open_checkpointer",
+    "open_checkpointer_sync",
     "open_policy",
     "read_jsonl",
     "repair_jsonl",
     "retry_policy",
     "run_task",
+    "run_task_sync",
     "served_model",
     "thread_id_for",
 ]
@@ -171,6 +176,9 @@ _LAZY = {
     "AgentInput": "state",
     "AgentOutput": "state",
     "AgentState": "state",
+    "open_agent_sync": "sync",
+    "open_checkpointer_sync": "sync",
+    "run_task_sync": "sync",
     "SCHEMA_VERSION": "trajectory",
     "Branch": "trajectory",
     "Timings": "trajectory",

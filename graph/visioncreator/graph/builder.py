@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -19,6 +22,7 @@ from visioncreator.policy import Policy, Task
 __all__ = ["Agent", "build_agent", "retry_policy"]
 
 Route = str | list[Send]
+_NodeFunction = Callable[[Any], Coroutine[Any, Any, Any]]
 Agent = CompiledStateGraph[AgentState, None, AgentInput, AgentOutput]
 """The compiled agent: input :class:`AgentInput`, output :class:`AgentOutput`."""
 
@@ -70,6 +74,20 @@ class _Routes:
         return self._dispatch(state, "act")
 
 
+def _both(afunc: _NodeFunction, tools: ToolClient, blocking: _NodeFunction | None = None) -> RunnableCallable:
+    """A node in both forms: ``afunc`` for ``ainvoke``/``astream``, and for ``invoke``/``stream``.
+
+    The sync form runs the same coroutine (or ``blocking``'s) on the tools' event loop, where the
+    MCP session and the policy live.
+    """
+    sync_form = blocking or afunc
+
+    def func(arg: Any) -> Any:
+        return tools.blocking(sync_form(arg))
+
+    return RunnableCallable(func, afunc, name=afunc.__name__, trace=False)
+
+
 def build_agent(
     *,
     policy: Policy,
@@ -104,12 +122,14 @@ def build_agent(
     graph: StateGraph[AgentState, None, AgentInput, AgentOutput] = StateGraph(
         AgentState, input_schema=AgentInput, output_schema=AgentOutput
     )
-    graph.add_node("start", nodes.start)
-    graph.add_node("inspect_inputs", nodes.inspect)  # type: ignore[arg-type]  # a Send payload, not the state
-    graph.add_node("plan", nodes.plan, retry_policy=retry)
-    graph.add_node("act", nodes.act, retry_policy=retry)
-    graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
-    graph.add_node("reflect", nodes.reflect, retry_policy=retry)
+    # Each node runs async or sync (see _both); a Send payload is the input of inspect_inputs and tools.
+    graph.add_node("start", _both(nodes.start, tools), input_schema=AgentState)
+    graph.add_node("inspect_inputs", _both(nodes.inspect, tools), input_schema=Look)
+    graph.add_node("plan", _both(nodes.plan, tools), input_schema=AgentState, retry_policy=retry)
+    graph.add_node("act", _both(nodes.act, tools), input_schema=AgentState, retry_policy=retry)
+    tools_node = _both(nodes.run_tool, tools, partial(nodes.run_tool, blocking=True))
+    graph.add_node("tools", tools_node, input_schema=ToolTask)
+    graph.add_node("reflect", _both(nodes.reflect, tools), input_schema=AgentState, retry_policy=retry)
     graph.add_conditional_edges(START, routes.first, ["start", "plan"])
     graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")

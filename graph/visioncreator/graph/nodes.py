@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,14 +255,14 @@ class Nodes:
 
     # ---- tools ---------------------------------------------------------------------------
 
-    async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
+    async def run_tool(self, payload: ToolTask, *, blocking: bool = False) -> dict[str, Any]:
         """Run one tool call (fanned out with ``Send``: one task per call), then look at its image.
 
         The look runs in the call's own task, so a batch is one graph step. Our tool server looks
         in the call itself (one round trip; this task's write saves both). Another server gets a
         separate ``inspect_image``: the call then runs as a LangGraph task inside this one
         (:func:`_tool_call_task`), its record saved the moment it returns, so a crash during the
-        look re-runs the look, never the call.
+        look re-runs the look, never the call (``blocking``: its sync form, for sync runs).
         """
         pending = typed(PendingCall, payload["call"])
         batch = payload["batch"]
@@ -271,6 +273,8 @@ class Nodes:
             if seen is not None and record.handle:
                 looked = self._look_record(record.handle, batch, seen)
                 return {"tool_calls": [record, looked], "inspections": {record.handle: seen}}
+        elif blocking:
+            record = await asyncio.wrap_future(_tool_call_task_blocking(self, pending, batch))
         else:
             record = await _tool_call_task(self, pending, batch)
         if not (record.ok and record.handle):
@@ -374,6 +378,16 @@ async def _tool_call_task(nodes: Nodes, pending: PendingCall, batch: int) -> Too
     back instead of calling again.
     """
     return await nodes.call_policy_tool(pending, batch)
+
+
+def _blocking_call(nodes: Nodes, pending: PendingCall, batch: int) -> ToolCallRecord:
+    """:func:`_tool_call_task` for sync runs: a worker thread waits, the call runs on the tools' loop."""
+    return nodes.tools.blocking(nodes.call_policy_tool(pending, batch))
+
+
+# Named as the async task, so a thread started one way resumes the other way without repeating the call.
+_tool_call_task_blocking: Callable[[Nodes, PendingCall, int], Future[ToolCallRecord]]
+_tool_call_task_blocking = task(name="_tool_call_task")(_blocking_call)  # type: ignore[arg-type, assignment]
 
 
 def _nothing_to_do(node: Node) -> str:
