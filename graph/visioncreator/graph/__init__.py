@@ -4,6 +4,7 @@
   tool client (:class:`ToolClient`, over stdio, streamable HTTP or in-process);
 - :class:`TaskRunner` is the one path from a task to its :class:`Trajectory` (checkpoints and
   resume, ground truths, timings), used by the CLI, the evals and RL collection;
+- ``langgraph.json`` serves the agent with LangGraph Server (:class:`AgentHost`: one tool session per process);
 - :func:`open_agent_sync` gives the agent to sync code (``invoke``/``stream`` with a ``SqliteSaver``);
 - :func:`append_jsonl` / :func:`read_jsonl` / :func:`repair_jsonl`: the durable record files.
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         inside,
         move_aside,
     )
+    from visioncreator.graph.hosted import AgentHost, HostSettings
     from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
     from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
     from visioncreator.graph.policies import open_policy, served_model
@@ -71,6 +73,7 @@ __all__ = [
     "STATE_TYPES",
     "Agent",
     "AgentConfig",
+    "AgentHost",
     "AgentInput",
     "AgentOutput",
     "AgentState",
@@ -85,6 +88,7 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "GraphError",
+    "HostSettings",
     "InvalidTaskError",
     "JsonlError",
     "PathEscapeError",
@@ -155,6 +159,8 @@ _LAZY = {
     "check_checkpoint": "folder",
     "inside": "folder",
     "move_aside": "folder",
+    "AgentHost": "hosted",
+    "HostSettings": "hosted",
     "JsonlError": "jsonl",
     "append_jsonl": "jsonl",
     "read_jsonl": "jsonl",
