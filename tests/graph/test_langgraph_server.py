@@ -9,6 +9,7 @@ Nothing reaches the internet: no browser, no reload, no tracing, no version chec
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -22,6 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from visioncreator.graph import AgentHost, HostSettings
 
 REPO = Path(__file__).resolve().parents[2]
 LANGGRAPH = REPO / ".venv-lgserver" / "bin" / "langgraph"
@@ -149,3 +152,38 @@ def _assistant(http: httpx.Client) -> str:
     found = http.post("/assistants/search", json={"graph_id": GRAPH, "limit": 1})
     assert found.status_code == 200, found.text
     return str(found.json()[0]["assistant_id"])
+
+
+@pytest.mark.timeout(120)
+async def test_the_host_opens_one_tool_session_for_every_access(tmp_path: Path) -> None:
+    host = AgentHost(HostSettings(store=tmp_path / "store"))
+    first, second = await asyncio.gather(host.agent(), host.agent())  # two first accesses at once
+    assert first is second
+    assert host.opens == 1
+    assert await host.agent() is first
+    assert host.opens == 1
+    await host.close()
+    reopened = await host.agent()  # a closed host opens again on the next access
+    assert reopened is not first
+    assert host.opens == 2
+    await host.close()
+
+
+def test_the_host_settings_come_from_the_environment() -> None:
+    assert HostSettings.from_env({}) == HostSettings()
+    given = HostSettings.from_env(
+        {
+            "VISIONCREATOR_FAULT_RATE": "0.5",
+            "VISIONCREATOR_TOOLS_URL": "http://127.0.0.1:9/mcp",
+            "VISIONCREATOR_TOOLS_TOKEN": "t",
+        }
+    )
+    assert given.fault_rate == 0.5
+    assert given.spec().url == "http://127.0.0.1:9/mcp"
+    assert given.spec().token == "t"
+    spawned = HostSettings.from_env({"VISIONCREATOR_STORE": "s", "VISIONCREATOR_FAULT_RATE": "0.25"}).spec()
+    assert spawned.url is None
+    assert spawned.args[spawned.args.index("--store") + 1] == "s"
+    assert spawned.args[spawned.args.index("--fault-rate") + 1] == "0.25"
+    with pytest.raises(ValueError, match="VISIONCREATOR_FAULT_RATE"):
+        HostSettings.from_env({"VISIONCREATOR_FAULT_RATE": "2"})

@@ -105,6 +105,7 @@ class LoopThread:
             self._thread.join(_STOP_TIMEOUT_S)
         if not self._thread.is_alive():
             self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
 
