@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -386,8 +384,7 @@ def _blocking_call(nodes: Nodes, pending: PendingCall, batch: int) -> ToolCallRe
 
 
 # Named as the async task, so a thread started one way resumes the other way without repeating the call.
-_tool_call_task_blocking: Callable[[Nodes, PendingCall, int], Future[ToolCallRecord]]
-_tool_call_task_blocking = task(name="_tool_call_task")(_blocking_call)  # type: ignore[arg-type, assignment]
+_tool_call_task_blocking: Any = task(name="_tool_call_task")(_blocking_call)  # type: ignore[arg-type]
 
 
 def _nothing_to_do(node: Node) -> str:
