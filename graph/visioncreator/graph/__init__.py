@@ -4,6 +4,8 @@
   tool client (:class:`ToolClient`, over stdio, streamable HTTP or in-process);
 - :class:`TaskRunner` is the one path from a task to its :class:`Trajectory` (checkpoints and
   resume, ground truths, timings), used by the CLI, the evals and RL collection;
+- ``langgraph.json`` serves the agent with LangGraph Server (:class:`AgentHost`: one tool session per process);
+- :func:`open_agent_sync` gives the agent to sync code (``invoke``/``stream`` with a ``SqliteSaver``);
 - :func:`append_jsonl` / :func:`read_jsonl` / :func:`repair_jsonl`: the durable record files.
 
 Importing the face is cheap: each name loads its module on first use (PEP 562 ``__getattr__``),
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
         inside,
         move_aside,
     )
+    from visioncreator.graph.hosted import AgentHost, HostSettings
     from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
     from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
     from visioncreator.graph.policies import open_policy, served_model
@@ -53,6 +56,7 @@ if TYPE_CHECKING:
     )
     from visioncreator.graph.seeds import CallSeeds, call_seed, default_call_seed_base
     from visioncreator.graph.state import AgentInput, AgentOutput, AgentState
+    from visioncreator.graph.sync import open_agent_sync, open_checkpointer_sync, run_task_sync
     from visioncreator.graph.trajectory import (
         SCHEMA_VERSION,
         Branch,
@@ -71,6 +75,7 @@ __all__ = [
     "STATE_TYPES",
     "Agent",
     "AgentConfig",
+    "AgentHost",
     "AgentInput",
     "AgentOutput",
     "AgentState",
@@ -85,6 +90,7 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "GraphError",
+    "HostSettings",
     "InvalidTaskError",
     "JsonlError",
     "PathEscapeError",
@@ -118,12 +124,15 @@ __all__ = [
     "image_handles",
     "inside",
     "move_aside",
+    "open_agent_sync",
     "open_checkpointer",
+    "open_checkpointer_sync",
     "open_policy",
     "read_jsonl",
     "repair_jsonl",
     "retry_policy",
     "run_task",
+    "run_task_sync",
     "served_model",
     "thread_id_for",
 ]
@@ -156,6 +165,8 @@ _LAZY = {
     "check_checkpoint": "folder",
     "inside": "folder",
     "move_aside": "folder",
+    "AgentHost": "hosted",
+    "HostSettings": "hosted",
     "JsonlError": "jsonl",
     "append_jsonl": "jsonl",
     "read_jsonl": "jsonl",
@@ -180,6 +191,9 @@ _LAZY = {
     "AgentInput": "state",
     "AgentOutput": "state",
     "AgentState": "state",
+    "open_agent_sync": "sync",
+    "open_checkpointer_sync": "sync",
+    "run_task_sync": "sync",
     "SCHEMA_VERSION": "trajectory",
     "Branch": "trajectory",
     "Review": "trajectory",

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -21,6 +23,7 @@ from visioncreator.policy import Policy, Task
 __all__ = ["Agent", "build_agent", "retry_policy"]
 
 Route = str | list[Send]
+_NodeFunction = Callable[[Any], Coroutine[Any, Any, Any]]
 Agent = CompiledStateGraph[AgentState, None, AgentInput, AgentOutput]
 """The compiled agent: input :class:`AgentInput`, output :class:`AgentOutput`."""
 
@@ -75,6 +78,20 @@ class _Routes:
         return "review" if state.get("proposed") else self._dispatch(state, "act")
 
 
+def _both(afunc: _NodeFunction, tools: ToolClient, blocking: _NodeFunction | None = None) -> RunnableCallable:
+    """A node in both forms: ``afunc`` for ``ainvoke``/``astream``, and for ``invoke``/``stream``.
+
+    The sync form runs the same coroutine (or ``blocking``'s) on the tools' event loop, where the
+    MCP session and the policy live.
+    """
+    sync_form = blocking or afunc
+
+    def func(arg: Any) -> Any:
+        return tools.blocking(sync_form(arg))
+
+    return RunnableCallable(func, afunc, name=afunc.__name__, trace=False)
+
+
 def build_agent(
     *,
     policy: Policy,
@@ -118,11 +135,13 @@ def build_agent(
     graph: StateGraph[AgentState, None, AgentInput, AgentOutput] = StateGraph(
         AgentState, input_schema=AgentInput, output_schema=AgentOutput
     )
-    graph.add_node("start", nodes.start)
-    graph.add_node("inspect_inputs", nodes.inspect)  # type: ignore[arg-type]  # a Send payload, not the state
-    graph.add_node("plan", nodes.plan, retry_policy=retry)
-    graph.add_node("act", nodes.act, retry_policy=retry)
-    graph.add_node("tools", nodes.run_tool)  # type: ignore[arg-type]  # a Send payload, not the state
+    # Each node runs async or sync (see _both); a Send payload is the input of inspect_inputs and tools.
+    graph.add_node("start", _both(nodes.start, tools), input_schema=AgentState)
+    graph.add_node("inspect_inputs", _both(nodes.inspect, tools), input_schema=Look)
+    graph.add_node("plan", _both(nodes.plan, tools), input_schema=AgentState, retry_policy=retry)
+    graph.add_node("act", _both(nodes.act, tools), input_schema=AgentState, retry_policy=retry)
+    tools_node = _both(nodes.run_tool, tools, partial(nodes.run_tool, blocking=True))
+    graph.add_node("tools", tools_node, input_schema=ToolTask)
     graph.add_conditional_edges(START, routes.first, ["start", "plan"])
     graph.add_conditional_edges("start", routes.after_start, ["inspect_inputs", "plan"])
     graph.add_edge("inspect_inputs", "plan")
@@ -145,12 +164,12 @@ def _add_reflect(
 ) -> None:
     """The reflect node and where it goes; with review, the ``review`` node after it."""
     if not routes.config.review:
-        graph.add_node("reflect", nodes.reflect, retry_policy=retry)
+        graph.add_node("reflect", _both(nodes.reflect, nodes.tools), input_schema=AgentState, retry_policy=retry)
         graph.add_conditional_edges("reflect", routes.after_reflect, ["tools", "act", END])
         return
     reviewing = ReviewNodes(nodes)
-    graph.add_node("reflect", reviewing.propose, retry_policy=retry)
-    graph.add_node("review", reviewing.review)
+    graph.add_node("reflect", _both(reviewing.propose, nodes.tools), input_schema=AgentState, retry_policy=retry)
+    graph.add_node("review", _both(reviewing.review, nodes.tools), input_schema=AgentState)
     graph.add_conditional_edges("reflect", routes.after_propose, ["review", "tools", "act", END])
     graph.add_conditional_edges("review", routes.after_reflect, ["tools", "act", END])
 

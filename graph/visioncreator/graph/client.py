@@ -13,7 +13,7 @@ import asyncio
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
@@ -31,6 +31,7 @@ from mcp.types import (
 
 from visioncreator.graph.connection import Connection, ToolServerSpec, is_closed, is_outage, open_connection
 from visioncreator.graph.errors import InvalidTaskError, ToolServerLost, ToolServerUnavailable
+from visioncreator.graph.loop import run_on
 from visioncreator.policy import ToolSpec
 from visioncreator.tool_servers import INSPECTION_META_KEY, INTERNAL_TOOLS, LOOK_META_KEY, SERVER_NAME, ToolName
 
@@ -56,7 +57,12 @@ _T = TypeVar("_T")
 
 @dataclass(kw_only=True)
 class ToolClient:
-    """An MCP client session to one tool server. Use as an async context manager."""
+    """An MCP client session to one tool server. Use as an async context manager.
+
+    The session belongs to the event loop that entered the client (:attr:`loop`). Calls from
+    another loop are handed to that one, and :meth:`blocking` runs a coroutine there from a thread
+    without a loop (sync LangGraph nodes).
+    """
 
     spec: ToolServerSpec | None = None
     """How to reach the server (ignored when ``server`` is given)."""
@@ -70,6 +76,7 @@ class ToolClient:
     _reconnecting: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
     _generations: int = field(default=0, init=False, repr=False)
     _down: str | None = field(default=None, init=False, repr=False)
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
 
     @property
     def timeout_s(self) -> float:
@@ -91,7 +98,39 @@ class ToolClient:
         """Which session is (or was last) live: 0 for the first, one more for each session opened since."""
         return self._conn.generation if self._conn is not None else self._generations - 1
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the session lives on (``None`` before the client is entered)."""
+        return self._loop
+
+    def blocking(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the session's loop from a thread that is not running it, and wait.
+
+        What the sync forms of the agent's nodes do: the policy and the session live on the
+        client's loop, the caller's context variables (LangGraph's config) go along.
+
+        Raises:
+            ToolServerLost: The client was never entered.
+            RuntimeError: The session's loop is closed, or is the caller's own running loop.
+
+        """
+        if self._loop is None:
+            coro.close()
+            raise ToolServerLost(
+                f"the tool server ({_describe(self._spec)}) is not connected: "
+                "enter the client first (`async with ToolClient(...)`, or `open_agent_sync`)"
+            )
+        return run_on(self._loop, coro)
+
+    def _elsewhere(self) -> asyncio.AbstractEventLoop | None:
+        """The session's loop when the caller runs on another one (else ``None``: call directly)."""
+        home = self._loop
+        if home is None or asyncio.get_running_loop() is home or home.is_closed():
+            return None
+        return home
+
     async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
         self._conn = await self._open()
         self._tools = tuple(
             ToolSpec(name=t.name, description=t.description or "", input_schema=dict(t.input_schema))
@@ -122,6 +161,8 @@ class ToolClient:
         Raises:
             ToolServerUnavailable: The server cannot be started or reached again.
         """
+        if (home := self._elsewhere()) is not None:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.reconnect(lost_generation), home))
         async with self._reconnecting:
             if self._conn is not None and self._conn.generation != lost_generation:
                 return
@@ -191,6 +232,9 @@ class ToolClient:
         (:data:`~visioncreator.tool_servers.LOOK_META_KEY`); the outcome's ``inspection`` then holds
         what ``inspect_image`` would say. A server that does not know the key sends none.
         """
+        if (home := self._elsewhere()) is not None:
+            hop = asyncio.run_coroutine_threadsafe(self.call(name, arguments, look=look), home)
+            return await asyncio.wrap_future(hop)
         started = time.perf_counter()
 
         trusted = self._trusted
@@ -263,6 +307,9 @@ class ToolClient:
         return str(outcome.structured["handle"])
 
     async def _read(self, uri: str) -> Sequence[Any]:
+        if (home := self._elsewhere()) is not None:
+            return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._read(uri), home))
+
         async def send(client: Client) -> Any:
             with anyio.fail_after(self.timeout_s):
                 return await client.read_resource(uri)

@@ -254,21 +254,21 @@ class Nodes:
 
     # ---- tools ---------------------------------------------------------------------------
 
-    async def run_tool(self, payload: ToolTask) -> dict[str, Any]:
+    async def run_tool(self, payload: ToolTask, *, blocking: bool = False) -> dict[str, Any]:
         """Run one tool call and look at its image (see :meth:`_run_tool`); with the task's running time."""
         since = time.perf_counter()
-        update = await self._run_tool(payload)
+        update = await self._run_tool(payload, blocking=blocking)
         update["batch_s"] = {str(payload["batch"]): time.perf_counter() - since}
         return update
 
-    async def _run_tool(self, payload: ToolTask) -> dict[str, Any]:
+    async def _run_tool(self, payload: ToolTask, *, blocking: bool) -> dict[str, Any]:
         """Run one tool call (fanned out with ``Send``: one task per call), then look at its image.
 
         The look runs in the call's own task, so a batch is one graph step. Our tool server looks
         in the call itself (one round trip; this task's write saves both). Another server gets a
         separate ``inspect_image``: the call then runs as a LangGraph task inside this one
         (:func:`_tool_call_task`), its record saved the moment it returns, so a crash during the
-        look re-runs the look, never the call.
+        look re-runs the look, never the call (``blocking``: its sync form, for sync runs).
         """
         pending = typed(PendingCall, payload["call"])
         batch = payload["batch"]
@@ -279,6 +279,8 @@ class Nodes:
             if seen is not None and record.handle:
                 looked = self._look_record(record.handle, batch, seen)
                 return {"tool_calls": [record, looked], "inspections": {record.handle: seen}}
+        elif blocking:
+            record = await asyncio.wrap_future(_tool_call_task_blocking(self, pending, batch))
         else:
             record = await _tool_call_task(self, pending, batch)
         if not (record.ok and record.handle):
@@ -321,29 +323,23 @@ class Nodes:
     async def call_policy_tool(self, pending: PendingCall, batch: int) -> ToolCallRecord:
         """Run one admitted policy call and record it."""
         call = pending.call
-        return await self._call(
-            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=batch, turn=pending.turn
-        )
+        record, _ = await self._call_for(
+            call.name, call.arguments, call_id=call.id, step=call.step, by="policy", batch=batch, turn=pending.turn,
+            look=False,
+        )  # fmt: skip
+        return record
 
     async def inspect(self, payload: Look) -> dict[str, Any]:
         """Look at one image with ``inspect_image`` on the policy's behalf."""
         since = time.perf_counter()
         handle = payload["handle"]
-        record = await self._call(
+        record, _ = await self._call_for(
             ToolName.INSPECT_IMAGE, {"image": handle}, call_id=f"inspect_{handle}_{payload['batch']}", step=None,
-            by="graph", batch=payload["batch"], turn=-1,
+            by="graph", batch=payload["batch"], turn=-1, look=False,
         )  # fmt: skip
         value = record.result if record.ok else {"error": record.error}
         ran = {str(payload["batch"]): time.perf_counter() - since}
         return {"tool_calls": [record], "inspections": {handle: value}, "batch_s": ran}
-
-    async def _call(
-        self, name: str, arguments: dict[str, Any], *, call_id: str, step: int | None, by: str, batch: int, turn: int
-    ) -> ToolCallRecord:
-        record, _ = await self._call_for(
-            name, arguments, call_id=call_id, step=step, by=by, batch=batch, turn=turn, look=False
-        )
-        return record
 
     async def _call_for(
         self,
@@ -384,6 +380,14 @@ async def _tool_call_task(nodes: Nodes, pending: PendingCall, batch: int) -> Too
     back instead of calling again.
     """
     return await nodes.call_policy_tool(pending, batch)
+
+
+def _blocking_call(nodes: Nodes, pending: PendingCall, batch: int) -> ToolCallRecord:
+    """:func:`_tool_call_task` for sync runs (same task name: a thread resumes either way without a repeat)."""
+    return nodes.tools.blocking(nodes.call_policy_tool(pending, batch))
+
+
+_tool_call_task_blocking: Any = task(name="_tool_call_task")(_blocking_call)  # type: ignore[arg-type]
 
 
 def _nothing_to_do(node: Node) -> str:
