@@ -165,3 +165,17 @@ def test_a_closed_agent_says_so(tmp_path: Path) -> None:
         pass
     with pytest.raises(RuntimeError, match="closed"):
         agent.invoke({"task": TASK, "seed": 0}, CONFIG)
+
+
+@pytest.mark.timeout(120)
+def test_sync_stream_in_messages_mode_yields_each_turn_tagged_with_its_node(tmp_path: Path) -> None:
+    with open_agent_sync(tools=_spec(tmp_path), checkpoint=tmp_path / "cp.sqlite") as agent:
+        streamed: dict[str, str] = {}
+        nodes: dict[str, str] = {}
+        for chunk, meta in agent.stream({"task": TASK, "seed": 0}, CONFIG, stream_mode="messages"):
+            assert chunk.id is not None
+            streamed[chunk.id] = streamed.get(chunk.id, "") + str(chunk.content)
+            nodes[chunk.id] = meta["langgraph_node"]
+        turns = agent.get_state(CONFIG).values["turns"]
+    assert [t.node for t in turns] == list(nodes.values())
+    assert [t.text for t in turns] == list(streamed.values())
