@@ -11,11 +11,17 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
+from visioncreator.tool_servers.mcp_compat import (
+    CallToolResult,
+    Context,
+    MCPServer,
+    ToolAnnotations,
+    ToolError,
+    mcp_model,
+    request_meta,
+)
 from visioncreator.tool_servers.names import LOOK_META_KEY, ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
@@ -66,8 +72,7 @@ def _validate(model: type[_ModelT], **fields: Any) -> _ModelT:
 
 def _looks(ctx: Context | None) -> bool:
     """Whether the request's ``_meta`` asks for the new image's inspection too (:data:`LOOK_META_KEY`)."""
-    meta = ctx.request_context.meta if ctx is not None else None
-    return bool(meta and meta.get(LOOK_META_KEY))
+    return bool(request_meta(ctx).get(LOOK_META_KEY))
 
 
 def _tool(server: MCPServer, annotations: ToolAnnotations | None = None) -> Callable[[_FnT], _FnT]:
@@ -188,7 +193,7 @@ def _register_derived_image_tools(server: MCPServer, tools: ToolRunner) -> None:
 def _register_store_tools(server: MCPServer, tools: ToolRunner) -> None:
     """The tools that read an image of the store, or add one to it."""
 
-    @_tool(server, annotations=ToolAnnotations(read_only_hint=True, idempotent_hint=True))
+    @_tool(server, annotations=mcp_model(ToolAnnotations, read_only_hint=True, idempotent_hint=True))
     async def inspect_image(image: Handle, questions: _Questions) -> Annotated[CallToolResult, InspectResult]:
         """Look at an image and report what is in it.
 

@@ -25,13 +25,12 @@ from typing import TypeVar
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError
 
 from visioncreator.tool_servers.backend import ImageBackend
 from visioncreator.tool_servers.errors import (
     UnknownHandleError,
 )
+from visioncreator.tool_servers.mcp_compat import MCPServer, ResourceNotFoundError
 from visioncreator.tool_servers.names import SERVER_NAME
 from visioncreator.tool_servers.registration import register_tools
 from visioncreator.tool_servers.settings import ServerSettings

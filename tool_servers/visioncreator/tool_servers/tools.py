@@ -22,8 +22,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, TextContent
 from PIL import Image
 from pydantic import BaseModel
 
@@ -36,6 +34,14 @@ from visioncreator.tool_servers.errors import (
     UnsupportedImageError,
 )
 from visioncreator.tool_servers.journal import RecipeJournal
+from visioncreator.tool_servers.mcp_compat import (
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    TextContent,
+    ToolError,
+    mcp_model,
+)
 from visioncreator.tool_servers.names import INSPECTION_META_KEY, ToolName
 from visioncreator.tool_servers.recovery import recover
 from visioncreator.tool_servers.schemas import (
@@ -271,8 +277,8 @@ class ToolRunner:
         thumb.thumbnail((self.settings.preview_size, self.settings.preview_size))
         buffer = io.BytesIO()
         thumb.save(buffer, format="PNG")
-        return ImageContent(
-            type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
+        return mcp_model(
+            ImageContent, type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
         )
 
     async def text_to_image(self, args: TextToImageInput, *, look: bool = False) -> CallToolResult:
@@ -383,4 +389,4 @@ def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolRes
     content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured))]
     if thumbnail is not None:
         content.append(thumbnail)
-    return CallToolResult(content=content, structured_content=structured)
+    return mcp_model(CallToolResult, content=content, structured_content=structured)
