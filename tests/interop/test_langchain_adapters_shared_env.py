@@ -2,10 +2,10 @@
 
 ``langchain-mcp-adapters`` 0.3 needs ``mcp<2``, so this runs where the project is installed on
 mcp 1.x beside it (``.ci/mcp1-setup.sh`` makes that environment; CI runs this file there). The
-adapters load the tools of our real stdio tool server; a LangGraph tool-calling agent (an agent
-node and LangGraph's ``ToolNode``) runs text_to_image, then inspect_image on the handle it got,
-then an inspect_image the server refuses. Only the chat model is scripted: it makes those calls,
-reading the handle from the first tool message.
+adapters load the tools of our real tool server (spawned over stdio, or over streamable HTTP with
+a bearer token); a LangGraph tool-calling agent (an agent node and LangGraph's ``ToolNode``) runs
+text_to_image, then inspect_image on the handle it got, then an inspect_image the server refuses.
+Only the chat model is scripted: it makes those calls, reading the handle from the first tool message.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +31,18 @@ from langchain_mcp_adapters.tools import load_mcp_tools
 from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
-from visioncreator.graph import ToolServerSpec
-from visioncreator.tool_servers.synthetic import ObserverSettings
+from tests.security._tool_server import tool_server
 
 pytestmark = pytest.mark.timeout(120)
 
 _HANDLE = re.compile(r"^img_[0-9a-f]{24}$")
 _UNKNOWN = "img_" + "0" * 24
+TOKEN = "shared-env-token-0123456789abcdef"
+# The server's inspect_image reports the ground truth exactly (no perception errors), no faults.
+EXACT = (
+    *("--fault-rate", "0", "--observe-miss-rate", "0", "--observe-count-rate", "0"),
+    *("--observe-color-rate", "0", "--observe-ocr-rate", "0"),
+)
 
 
 class _ScriptedToolCaller(BaseChatModel):
@@ -79,21 +86,35 @@ def _agent(tools: list[Any]) -> Any:
     return graph.compile()
 
 
-async def test_langgraph_agent_runs_our_tools_through_langchain_mcp_adapters(tmp_path: Path) -> None:
-    spec = ToolServerSpec.synthetic(store=tmp_path / "store", observer=ObserverSettings.exact())
-    env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else None
-    connection: Any = {"transport": "stdio", "command": sys.executable, "args": list(spec.args), "env": env}
-    client = MultiServerMCPClient({"visioncreator": connection})
-    async with client.session("visioncreator") as session:
-        tools = await load_mcp_tools(session, server_name="visioncreator")
-        assert {"text_to_image", "edit_image", "reference_to_image", "inspect_image"} <= {t.name for t in tools}
-        inspect_tool = next(t for t in tools if t.name == "inspect_image")
-        assert inspect_tool.metadata is not None
-        assert inspect_tool.metadata.get("readOnlyHint") is True
+@asynccontextmanager
+async def _connection(transport: str, root: Path) -> AsyncIterator[dict[str, Any]]:
+    """How the adapters reach a real tool server: one they spawn over stdio, or one over HTTP with a token."""
+    if transport == "stdio":
+        env = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else None
+        args = ["-m", "visioncreator.tool_servers", "--store", str(root / "store"), *EXACT]
+        yield {"transport": "stdio", "command": sys.executable, "args": args, "env": env}
+        return
+    with tool_server(root, *EXACT, env={"VISIONCREATOR_TOKEN": TOKEN}) as server:
+        yield {"transport": "streamable_http", "url": server.url, "headers": {"Authorization": f"Bearer {TOKEN}"}}
 
-        final = await _agent(tools).ainvoke(
-            {"messages": [{"role": "user", "content": "Two red apples, then check them."}]}, {"recursion_limit": 12}
-        )
+
+@pytest.mark.parametrize("transport", ["stdio", "streamable_http"])
+async def test_langgraph_agent_runs_our_tools_through_langchain_mcp_adapters(transport: str, tmp_path: Path) -> None:
+    async with _connection(transport, tmp_path) as connection:
+        client = MultiServerMCPClient({"visioncreator": connection})
+        # One session for the whole run: get_tools() alone would open a session (and over stdio
+        # start a server) for every call.
+        async with client.session("visioncreator") as session:
+            tools = await load_mcp_tools(session, server_name="visioncreator")
+            assert {"text_to_image", "edit_image", "reference_to_image", "inspect_image"} <= {t.name for t in tools}
+            inspect_tool = next(t for t in tools if t.name == "inspect_image")
+            assert inspect_tool.metadata is not None
+            assert inspect_tool.metadata.get("readOnlyHint") is True
+
+            final = await _agent(tools).ainvoke(
+                {"messages": [{"role": "user", "content": "Two red apples, then check them."}]},
+                {"recursion_limit": 12},
+            )
 
     made, seen, refused = (m for m in final["messages"] if isinstance(m, ToolMessage))
     image = made.artifact["structured_content"]
