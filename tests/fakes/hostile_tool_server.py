@@ -13,10 +13,10 @@ import logging
 from typing import Annotated
 
 import anyio
-from mcp.server.mcpserver import MCPServer
 from pydantic import Field
 
 from visioncreator.tool_servers import ImageResult, InspectResult, ServerSettings, serve_http
+from visioncreator.tool_servers.mcp_compat import MCPServer
 
 _Refs = Annotated[list[str], Field(min_length=1)]
 

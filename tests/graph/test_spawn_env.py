@@ -15,7 +15,10 @@ import pytest
 from visioncreator.graph import ToolClient, ToolServerSpec
 
 SERVER = '''
-from mcp.server.mcpserver import MCPServer
+try:
+    from mcp.server.mcpserver import MCPServer
+except ImportError:  # mcp 1.x
+    from mcp.server.fastmcp import FastMCP as MCPServer
 
 server = MCPServer("echo")
 

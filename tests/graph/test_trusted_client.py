@@ -26,7 +26,9 @@ def validation_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     async def refuse(self: ClientSession, name: str, result: CallToolResult) -> None:
         raise RuntimeError(f"validated {name}")
 
-    monkeypatch.setattr(ClientSession, "validate_tool_result", refuse)
+    # mcp 2.x names the check validate_tool_result, mcp 1.x _validate_tool_result.
+    check = "validate_tool_result" if hasattr(ClientSession, "validate_tool_result") else "_validate_tool_result"
+    monkeypatch.setattr(ClientSession, check, refuse)
 
 
 def test_only_the_bundled_server_is_trusted_by_default(tmp_path: Path) -> None:

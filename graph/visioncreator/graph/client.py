@@ -18,20 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Self, TypeVar
 
 import anyio
-from mcp import Client
-from mcp.shared.exceptions import MCPError
-from mcp.types import (
-    BlobResourceContents,
-    CallToolRequest,
-    CallToolRequestParams,
-    CallToolResult,
-    TextContent,
-    TextResourceContents,
-)
+from mcp.types import BlobResourceContents, TextContent, TextResourceContents
 
 from visioncreator.graph.connection import Connection, ToolServerSpec, is_closed, is_outage, open_connection
 from visioncreator.graph.errors import InvalidTaskError, ToolServerLost, ToolServerUnavailable
 from visioncreator.graph.loop import run_on
+from visioncreator.graph.mcp_compat import Client, MCPError, call_tool_unchecked, model_field
 from visioncreator.policy import ToolSpec
 from visioncreator.tool_servers import INSPECTION_META_KEY, INTERNAL_TOOLS, LOOK_META_KEY, SERVER_NAME, ToolName
 
@@ -133,7 +125,7 @@ class ToolClient:
         self._loop = asyncio.get_running_loop()
         self._conn = await self._open()
         self._tools = tuple(
-            ToolSpec(name=t.name, description=t.description or "", input_schema=dict(t.input_schema))
+            ToolSpec(name=t.name, description=t.description or "", input_schema=dict(model_field(t, "input_schema")))
             for t in self._conn.listed.tools
         )
         return self
@@ -244,8 +236,7 @@ class ToolClient:
             with anyio.fail_after(self.timeout_s):
                 if trusted:
                     # The session's own request, without the SDK's output-schema validation of the result.
-                    params = CallToolRequestParams(name=name, arguments=dict(arguments), meta=meta)
-                    return await client.session.send_request(CallToolRequest(params=params), CallToolResult)
+                    return await call_tool_unchecked(client, name, dict(arguments), meta)
                 return await client.call_tool(name, dict(arguments), meta=meta)
 
         try:
@@ -258,9 +249,9 @@ class ToolClient:
             return ToolOutcome(ok=False, error=f"{name}: {exc}", latency_s=time.perf_counter() - started)
         latency = time.perf_counter() - started
         text = " ".join(c.text for c in result.content if isinstance(c, TextContent))
-        if result.is_error:
+        if model_field(result, "is_error"):
             return ToolOutcome(ok=False, error=text or f"{name} failed", latency_s=latency)
-        structured = result.structured_content
+        structured = model_field(result, "structured_content")
         if structured is None and text:
             try:
                 parsed = json.loads(text)

@@ -23,10 +23,18 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx2
-from mcp import Client, StdioServerParameters
-from mcp.shared.exceptions import MCPError
+from mcp import StdioServerParameters
 from mcp.types import CONNECTION_CLOSED, INTERNAL_ERROR, INVALID_REQUEST, ListToolsResult
+
+from visioncreator.graph.mcp_compat import (
+    Client,
+    MCPError,
+    error_code,
+    error_message,
+    http,
+    readable_error_answer,
+    streamable_http,
+)
 
 if TYPE_CHECKING:
     from visioncreator.tool_servers.synthetic import ObserverSettings
@@ -116,11 +124,12 @@ def is_outage(exc: BaseException) -> bool:
         return True
     if not isinstance(exc, MCPError):
         return False
-    if exc.code == CONNECTION_CLOSED:
+    code, message = error_code(exc), error_message(exc)
+    if code == CONNECTION_CLOSED:
         return True
-    if exc.code == INTERNAL_ERROR and exc.message.startswith("Server returned an error response"):
+    if code == INTERNAL_ERROR and message.startswith("Server returned an error response"):
         return True
-    return exc.code == INVALID_REQUEST and exc.message == "Session terminated"
+    return code == INVALID_REQUEST and message == "Session terminated"
 
 
 def is_closed(exc: BaseException) -> bool:
@@ -128,7 +137,8 @@ def is_closed(exc: BaseException) -> bool:
     if isinstance(exc, (anyio.ClosedResourceError, anyio.BrokenResourceError, anyio.EndOfStream)):
         return True
     return isinstance(exc, MCPError) and (
-        exc.code == CONNECTION_CLOSED or (exc.code == INVALID_REQUEST and exc.message == "Session terminated")
+        error_code(exc) == CONNECTION_CLOSED
+        or (error_code(exc) == INVALID_REQUEST and error_message(exc) == "Session terminated")
     )
 
 
@@ -218,34 +228,33 @@ async def _target(spec: ToolServerSpec, stack: AsyncExitStack, transports: list[
         inherited = {key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}
         env = {**inherited, **spec.env} if spec.env else inherited or None
         return StdioServerParameters(command=spec.command, args=list(spec.args), env=env)
-    from mcp.client.streamable_http import streamable_http_client
-
     headers = {"Authorization": f"Bearer {spec.token}"} if spec.token else None
-    timeout = httpx2.Timeout(spec.call_timeout_s, read=spec.call_timeout_s + 5.0)
-    transport = _OutageTransport(httpx2.AsyncHTTPTransport())
+    timeout = http.Timeout(spec.call_timeout_s, read=spec.call_timeout_s + 5.0)
+    transport = _OutageTransport(http.AsyncHTTPTransport())
     transports.append(transport)
-    http = await stack.enter_async_context(httpx2.AsyncClient(headers=headers, timeout=timeout, transport=transport))
-    return streamable_http_client(spec.url, http_client=http, max_sse_event_size=spec.max_event_bytes)
+    client = await stack.enter_async_context(http.AsyncClient(headers=headers, timeout=timeout, transport=transport))
+    return streamable_http(spec.url, client, spec.max_event_bytes)
 
 
-class _OutageTransport(httpx2.AsyncBaseTransport):
-    """An httpx2 transport that answers 503 where the real one raises (refused, reset, broken)."""
+class _OutageTransport(http.AsyncBaseTransport):
+    """An httpx (httpx2 on mcp 2.x) transport that answers 503 where the real one raises (refused, reset, broken)."""
 
-    def __init__(self, inner: httpx2.AsyncBaseTransport) -> None:
+    def __init__(self, inner: http.AsyncBaseTransport) -> None:
         self._inner = inner
         self.last_failure: str | None = None
         """The last transport error turned into a 503 (None once a request got through again)."""
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    async def handle_async_request(self, request: http.Request) -> http.Response:
         try:
             response = await self._inner.handle_async_request(request)
-        except httpx2.TransportError as exc:
+        except http.TransportError as exc:
             self.last_failure = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
             reason = self.last_failure.encode("utf-8", "replace")
-            return httpx2.Response(503, headers={"content-type": "text/plain"}, content=reason, request=request)
+            failed = http.Response(503, headers={"content-type": "text/plain"}, content=reason, request=request)
+            return await readable_error_answer(request, failed)
         if request.method == "POST":
             self.last_failure = None
-        return response
+        return await readable_error_answer(request, response)
 
     async def aclose(self) -> None:
         await self._inner.aclose()

@@ -7,13 +7,12 @@ import sys
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from visioncreator.tool_servers.bearer import BearerAuth
 from visioncreator.tool_servers.connection import guarded_protocol
 from visioncreator.tool_servers.guard import RequestGuard
+from visioncreator.tool_servers.mcp_compat import MCPServer, TransportSecuritySettings, streamable_http_app
 from visioncreator.tool_servers.readiness import Readiness
 from visioncreator.tool_servers.rebinding import HostGuard
 from visioncreator.tool_servers.settings import ServerSettings
@@ -79,14 +78,15 @@ def _http_app(server: MCPServer, settings: ServerSettings, readiness: Readiness)
     (``/ready``), then the request caps (429 per session, 413 size, 503 body budget, 408 body
     deadline, 409 duplicate JSON-RPC id).
     """
-    app: ASGIApp = server.streamable_http_app(
-        streamable_http_path=settings.path,
+    app: ASGIApp = streamable_http_app(
+        server,
+        path=settings.path,
         host=settings.host,
         max_request_body_size=_max_body_bytes(settings),
         # HostGuard checks Host and Origin for every bind address, against the address each
         # connection arrived on; the SDK's own check (three loopback spellings only, any port)
         # would refuse the extra hosts configured, so it is off here rather than half on.
-        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
     app = RequestGuard(
         app,

@@ -13,12 +13,12 @@ from typing import Protocol
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import ValidationError
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
 from visioncreator.tool_servers.errors import ToolServerError, UnknownHandleError
 from visioncreator.tool_servers.journal import Recipe, RecipeJournal
+from visioncreator.tool_servers.mcp_compat import ToolError
 from visioncreator.tool_servers.names import ToolName
 from visioncreator.tool_servers.schemas import EditImageInput, ReferenceToImageInput, TextToImageInput
 from visioncreator.tool_servers.store import ImageStore

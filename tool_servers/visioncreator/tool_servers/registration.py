@@ -16,13 +16,18 @@ import inspect
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.server.mcpserver.tools import Tool
-from mcp.types import CallToolResult, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from visioncreator.tool_servers.arguments import describe_invalid
+from visioncreator.tool_servers.mcp_compat import (
+    CallToolResult,
+    Context,
+    Tool,
+    ToolAnnotations,
+    ToolError,
+    mcp_model,
+    request_meta,
+)
 from visioncreator.tool_servers.names import LOOK_META_KEY, ToolName
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
@@ -65,11 +70,15 @@ _UploadData = Annotated[str, Field(min_length=1, description="The image file, ba
 # The three generators add a new image and change nothing else. Not idempotent: without a seed
 # each call makes a new variation (with one, the same image and handle come back, but the hint
 # is about the tool, and the seed is optional).
-_GENERATES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+_GENERATES = mcp_model(
+    ToolAnnotations, read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
+)
 # Looking at an image changes nothing, so looking again changes nothing either.
-_LOOKS = ToolAnnotations(read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+_LOOKS = mcp_model(ToolAnnotations, read_only_hint=True, idempotent_hint=True, open_world_hint=False)
 # An upload adds an image; the same file again gives the same handle and adds nothing more.
-_STORES = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+_STORES = mcp_model(
+    ToolAnnotations, read_only_hint=False, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+)
 
 
 def _validate(tool: str, model: type[_ModelT], **fields: Any) -> _ModelT:
@@ -81,8 +90,7 @@ def _validate(tool: str, model: type[_ModelT], **fields: Any) -> _ModelT:
 
 def _looks(ctx: Context | None) -> bool:
     """Whether the request's ``_meta`` asks for the new image's inspection too (:data:`LOOK_META_KEY`)."""
-    meta = ctx.request_context.meta if ctx is not None else None
-    return bool(meta and meta.get(LOOK_META_KEY))
+    return bool(request_meta(ctx).get(LOOK_META_KEY))
 
 
 def _tool(registry: list[Tool], title: str, annotations: ToolAnnotations) -> Callable[[_FnT], _FnT]:

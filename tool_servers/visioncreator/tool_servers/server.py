@@ -32,25 +32,26 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from mcp.server.context import ServerRequestContext
-from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp.server.mcpserver.tools import Tool
-from mcp.shared.exceptions import MCPError
-from mcp.types import (
-    INVALID_PARAMS,
-    CallToolResult,
-    InputRequiredResult,
-    ListResourcesResult,
-    PaginatedRequestParams,
-    Resource,
-)
 from pydantic import ValidationError
 
 from visioncreator.tool_servers.arguments import describe_invalid, unknown_arguments
 from visioncreator.tool_servers.backend import ImageBackend
 from visioncreator.tool_servers.errors import UnknownHandleError
 from visioncreator.tool_servers.listing import list_images
+from visioncreator.tool_servers.mcp_compat import (
+    Context,
+    ListResourcesResult,
+    MCPServer,
+    Resource,
+    ResourceNotFoundError,
+    Tool,
+    ToolError,
+    invalid_params,
+    mcp_model,
+    replace_listings,
+    server_arguments,
+    set_version,
+)
 from visioncreator.tool_servers.names import SERVER_NAME
 from visioncreator.tool_servers.registration import image_tools
 from visioncreator.tool_servers.schemas import HANDLE_PATTERN
@@ -113,52 +114,46 @@ class _ToolServer(MCPServer):
     """
 
     def __init__(self, runner: ToolRunner, tools: list[Tool]) -> None:
+        version = _server_version()
         super().__init__(
-            SERVER_NAME,
-            title="VisionCreator image tools",
-            version=_server_version(),
-            instructions=_INSTRUCTIONS,
-            tools=tools,
-        )
+            **server_arguments(
+                name=SERVER_NAME, title="VisionCreator image tools", version=version, instructions=_INSTRUCTIONS,
+                tools=tools,
+            )
+        )  # fmt: skip
+        set_version(self, version)
         self._runner = runner
         self._arguments = {tool.name: tuple(tool.parameters.get("properties", {})) for tool in tools}
-        # MCPServer serves resources/list without its cursor and prompts/list always, and the
-        # capabilities follow the handlers registered. It has no public hook for either, so the
-        # low-level server's handlers are replaced and removed here (mcp 2.3; test_protocol.py pins
-        # the result: a paged listing, and no prompts capability).
-        lowlevel = self._lowlevel_server
-        lowlevel.add_request_handler("resources/list", PaginatedRequestParams, self._list_images)
-        for method in ("prompts/list", "prompts/get"):
-            lowlevel._request_handlers.pop(method, None)
+        replace_listings(self, self._list_images)
 
-    async def call_tool(
-        self, name: str, arguments: dict[str, Any], context: Context[Any, Any] | None = None
-    ) -> CallToolResult | InputRequiredResult:
-        """Call a tool; unknown or invalid arguments are refused in plain sentences (a tool error)."""
+    async def call_tool(self, name: str, arguments: dict[str, Any], *context: Context[Any, Any] | None) -> Any:
+        """Call a tool; unknown or invalid arguments are refused in plain sentences (a tool error).
+
+        ``context``: mcp 2.x passes the request's context along, mcp 1.x does not.
+        """
         known = self._arguments.get(name)
         if known is not None and (refusal := unknown_arguments(name, arguments, known)) is not None:
             raise ToolError(refusal)
         try:
-            return await super().call_tool(name, arguments, context)
+            return await super().call_tool(name, arguments, *context)
         except ToolError as exc:
             # The SDK's own argument check: the cause is pydantic's error, reworded here.
             if known is not None and isinstance(exc.__cause__, ValidationError):
                 raise ToolError(describe_invalid(name, exc.__cause__)) from exc.__cause__
             raise
 
-    async def _list_images(
-        self, ctx: ServerRequestContext[Any, Any], params: PaginatedRequestParams
-    ) -> ListResourcesResult:
-        cursor = params.cursor
+    async def _list_images(self, cursor: str | None) -> ListResourcesResult:
         if cursor is not None and not _is_handle(cursor):
-            raise MCPError(INVALID_PARAMS, "invalid cursor: pass the nextCursor of the previous resources/list page")
+            raise invalid_params("invalid cursor: pass the nextCursor of the previous resources/list page")
         page_size = self._runner.settings.resource_page_size
         page, more = await anyio.to_thread.run_sync(list_images, self._runner.store.root, cursor, page_size)
         resources = [
-            Resource(uri=f"image://{image.handle}", name=image.handle, mime_type="image/png", size=image.bytes)
+            mcp_model(
+                Resource, uri=f"image://{image.handle}", name=image.handle, mime_type="image/png", size=image.bytes
+            )
             for image in page
         ]
-        return ListResourcesResult(resources=resources, next_cursor=page[-1].handle if more else None)
+        return mcp_model(ListResourcesResult, resources=resources, next_cursor=page[-1].handle if more else None)
 
 
 def _is_handle(text: str) -> bool:

@@ -22,8 +22,6 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.to_thread
-from mcp.server.mcpserver.exceptions import ToolError
-from mcp.types import CallToolResult, ContentBlock, ImageContent, ResourceLink, TextContent
 from PIL import Image
 from pydantic import BaseModel
 
@@ -36,6 +34,15 @@ from visioncreator.tool_servers.errors import (
     UnsupportedImageError,
 )
 from visioncreator.tool_servers.journal import RecipeJournal
+from visioncreator.tool_servers.mcp_compat import (
+    CallToolResult,
+    ContentBlock,
+    ImageContent,
+    ResourceLink,
+    TextContent,
+    ToolError,
+    mcp_model,
+)
 from visioncreator.tool_servers.names import INSPECTION_META_KEY, ToolName
 from visioncreator.tool_servers.recovery import recover
 from visioncreator.tool_servers.schemas import (
@@ -272,8 +279,8 @@ class ToolRunner:
         thumb.thumbnail((self.settings.preview_size, self.settings.preview_size))
         buffer = io.BytesIO()
         thumb.save(buffer, format="PNG")
-        return ImageContent(
-            type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
+        return mcp_model(
+            ImageContent, type="image", data=base64.b64encode(buffer.getvalue()).decode("ascii"), mime_type="image/png"
         )
 
     async def text_to_image(self, args: TextToImageInput, *, look: bool = False) -> CallToolResult:
@@ -383,11 +390,11 @@ def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolRes
     if isinstance(model, ImageResult):
         # ``changed`` appears only where a back end can tell (an edit): no null on every other result.
         structured = model.model_dump(mode="json", exclude={"changed"} if model.changed is None else None)
-        link = ResourceLink(name=model.handle, uri=model.uri, mime_type=model.mime_type, size=model.bytes)
+        link = mcp_model(ResourceLink, name=model.handle, uri=model.uri, mime_type=model.mime_type, size=model.bytes)
         content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured)), link]
     else:
         structured = model.model_dump(mode="json")
         content = [TextContent(type="text", text=json.dumps(structured))]
     if thumbnail is not None:
         content.append(thumbnail)
-    return CallToolResult(content=content, structured_content=structured)
+    return mcp_model(CallToolResult, content=content, structured_content=structured)
