@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from visioncreator.graph.arguments import CommandParser, HelpFormatter, in_range, missing_extra
     from visioncreator.graph.branch import BranchError, BranchPoint, branch_points, fork
     from visioncreator.graph.builder import Agent, build_agent, retry_policy
     from visioncreator.graph.client import ToolClient, ToolOutcome
@@ -35,12 +36,15 @@ if TYPE_CHECKING:
         FolderLockedError,
         PathEscapeError,
         check_checkpoint,
+        folder_entries,
         inside,
         move_aside,
+        remove_new,
     )
     from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
     from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
     from visioncreator.graph.policies import open_policy, served_model
+    from visioncreator.graph.progress import Progress, format_eta
     from visioncreator.graph.runner import (
         STATE_TYPES,
         EventHandler,
@@ -78,16 +82,19 @@ __all__ = [
     "Budgets",
     "CallSeeds",
     "CheckpointCorruptError",
+    "CommandParser",
     "EventHandler",
     "FileLock",
     "FolderLock",
     "FolderLockedError",
     "GraphError",
+    "HelpFormatter",
     "InvalidTaskError",
     "JsonlError",
     "PathEscapeError",
     "PolicyChoiceError",
     "PolicyTurnTimeout",
+    "Progress",
     "RetrySettings",
     "RunResult",
     "TaskRunner",
@@ -108,13 +115,18 @@ __all__ = [
     "check_checkpoint",
     "default_call_seed_base",
     "expert_policy",
+    "folder_entries",
     "fork",
+    "format_eta",
     "image_handles",
+    "in_range",
     "inside",
+    "missing_extra",
     "move_aside",
     "open_checkpointer",
     "open_policy",
     "read_jsonl",
+    "remove_new",
     "repair_jsonl",
     "retry_policy",
     "run_task",
@@ -123,6 +135,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CommandParser": "arguments",
+    "HelpFormatter": "arguments",
+    "in_range": "arguments",
+    "missing_extra": "arguments",
     "BranchError": "branch",
     "BranchPoint": "branch",
     "branch_points": "branch",
@@ -150,6 +166,8 @@ _LAZY = {
     "check_checkpoint": "folder",
     "inside": "folder",
     "move_aside": "folder",
+    "folder_entries": "folder",
+    "remove_new": "folder",
     "JsonlError": "jsonl",
     "append_jsonl": "jsonl",
     "read_jsonl": "jsonl",
@@ -158,6 +176,8 @@ _LAZY = {
     "expert_policy": "offline",
     "open_policy": "policies",
     "served_model": "policies",
+    "Progress": "progress",
+    "format_eta": "progress",
     "STATE_TYPES": "runner",
     "EventHandler": "runner",
     "RunResult": "runner",

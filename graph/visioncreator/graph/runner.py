@@ -206,12 +206,17 @@ async def run_task(
         if snapshot.values:
             # Finished means nothing left to run AND no saved writes waiting: a crash between a step's
             # writes and its checkpoint leaves `next` empty with the step's tasks still pending.
-            if not snapshot.next and not snapshot.tasks:
+            finished = not snapshot.next and not snapshot.tasks
+            if on_event:
+                on_event({
+                    "event": "resume", "thread_id": tid, "next": list(snapshot.next), "finished": finished,
+                    "step": (snapshot.metadata or {}).get("step"), "turns": len(snapshot.values.get("turns", ())),
+                    "tool_calls": len(snapshot.values.get("tool_calls", ())),
+                })  # fmt: skip
+            if finished:
                 return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed = True
             run_input = None
-            if on_event:
-                on_event({"event": "resume", "thread_id": tid, "next": list(snapshot.next)})
     values: dict[str, Any] = {}
     # LangGraph refuses a durability without a checkpointer (there is nothing to save).
     saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}
