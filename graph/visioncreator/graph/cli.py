@@ -198,8 +198,9 @@ async def _run_locked(args: argparse.Namespace, out: Path, checkpoint: str | Pat
         result = await runner.run(task, seed=args.seed, thread_id=args.thread_id, on_event=on_event, record=record)
         trajectory = result.trajectory
         if clock is not None:
+            # The clock started before the runner: its time covers the runner's and every earlier run's.
             total = clock.tick(force=True) if result.wall_s else clock.earlier_s
-            timings = trajectory.timings.model_copy(update={"wall_s": round(max(total, result.wall_s), 3)})
+            timings = trajectory.timings.model_copy(update={"wall_s": total})
             trajectory = trajectory.model_copy(update={"timings": timings})
         written = await write_outputs(tools, trajectory, out)
     summary = {

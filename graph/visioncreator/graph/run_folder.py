@@ -60,14 +60,15 @@ class RunClock:
         return self.earlier_s + time.perf_counter() - self._started
 
     def tick(self, *, force: bool = False) -> float:
-        """Save the time so far (at most every half second unless ``force``); the time saved."""
+        """Save the time so far (at most every half second unless ``force``); that time, in ms steps."""
         now = time.perf_counter()
+        wall_s = round(self.earlier_s + now - self._started, 3)
         if force or now - self._saved >= self._EVERY_S:
             self._saved = now
             partial = self.path.with_name(self.path.name + ".partial")
-            partial.write_text(json.dumps({"thread_id": self.thread_id, "wall_s": round(self.wall_s, 3)}))
+            partial.write_text(json.dumps({"thread_id": self.thread_id, "wall_s": wall_s}))
             partial.replace(self.path)
-        return self.wall_s
+        return wall_s
 
 
 def checked_handles(handles: Iterable[str]) -> list[str]:
