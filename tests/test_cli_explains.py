@@ -209,6 +209,31 @@ def test_a_run_that_never_started_leaves_no_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_a_restart_that_never_started_keeps_the_checkpoint_it_moved_aside(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert _run([*CLI, "run", "a cat", "--out", str(out), "--quiet"]).returncode == 0
+    kept = {p.name for p in out.iterdir()}
+    done = _run([*CLI, "run", "a cat", "--restart", "--tools-url", f"{UNREACHABLE}/mcp", "--out", str(out)])
+    assert done.returncode == 1
+    after = {p.name for p in out.iterdir()}
+    moved = [name for name in after if name.startswith("checkpoints.sqlite.restarted-")]
+    assert moved, after
+    assert after - set(moved) == kept - {"checkpoints.sqlite"}
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    from visioncreator.graph.cli import _stopped
+
+    assert _stopped(ConnectionResetError("peer reset"), debug=False, started=False) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert "ConnectionResetError: peer reset" in err
+    assert "nothing was kept" in err
+    assert "--debug" in err
+    with pytest.raises(ConnectionResetError):
+        _stopped(ConnectionResetError("peer reset"), debug=True)
+
+
 def test_an_eval_that_never_started_leaves_no_folder(tmp_path: Path) -> None:
     out = tmp_path / "eval"
     done = _run([*CLI, "eval", "--tools", f"{UNREACHABLE}/mcp", "--out", str(out), "--limit", "1", "--quiet"])

@@ -253,8 +253,8 @@ def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
             run_eval(settings, on_start=progress.start, on_done=progress.update, restart=args.restart)
         )
     except Exception as exc:
-        if not progress.done and not isinstance(_leaf(exc), FolderLockedError):
-            remove_new(settings.out, before)  # no task finished: leave no folder (or file) behind
+        if before is None and not progress.done and not isinstance(_leaf(exc), FolderLockedError):
+            remove_new(settings.out, before)  # a new folder where no task finished: leave none behind
         if args.debug:
             raise
         if isinstance(exc, EvalsError | GraphError | ValueError | OSError):

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from visioncreator.graph.arguments import CommandParser
 from visioncreator.graph.errors import GraphError, PolicyTurnTimeout, ToolServerLost
 from visioncreator.graph.folder import (
+    LOCK_FILE,
     CheckpointCorruptError,
     FolderLock,
     FolderLockedError,
@@ -146,6 +147,8 @@ async def _run(args: argparse.Namespace, started: list[bool]) -> int:
         try:
             if args.restart and not args.memory:
                 _restart(checkpoint)
+                if before is not None:  # what it moved aside was there before: never removed below
+                    before = before | (folder_entries(out) or frozenset()) - {LOCK_FILE}
             if not args.memory:
                 check_checkpoint(checkpoint)  # a corrupt one is reported before a tool server is spawned
             return await _run_locked(args, out, checkpoint, started)
