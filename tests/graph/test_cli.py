@@ -82,7 +82,7 @@ def test_kill_mid_task_then_resume_runs_no_finished_call_again(tmp_path: Path) -
 
     second = run_cli(*args, timeout=120)
     assert second.returncode == 0, second.stderr
-    assert "resuming thread" in second.stderr
+    assert "resumed thread" in second.stderr
     rerun = re.findall(r"\[(call_\d+_\d+)\] \w+ -> img_", second.stderr)
     assert rerun, "the resumed run made no tool call"
     assert not set(rerun) & set(finished_first)
@@ -150,7 +150,7 @@ def test_img2img_from_a_file(tmp_path: Path) -> None:
 def test_bad_arguments_give_a_clear_error(tmp_path: Path) -> None:
     done = run_cli("run", "a cat", "--n", "0", "--out", str(tmp_path))
     assert done.returncode == 2
-    assert "--n must be between 1 and 16" in done.stderr
+    assert "argument --n: must be an integer from 1 to 16, got 0" in done.stderr
     missing = run_cli("run", "a cat", "--image", str(tmp_path / "nope.png"), "--out", str(tmp_path))
     assert missing.returncode != 0
     assert "nope.png" in missing.stderr

@@ -163,8 +163,8 @@ def test_a_second_run_on_the_same_out_stops_at_once_and_runs_nothing(tmp_path: P
 def test_out_naming_a_file_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "notes.txt"
     target.write_text("keep me")
-    assert main(["run", "a cat", "--out", str(target)]) == 1
-    assert f"--out {target} is a file" in capsys.readouterr().err
+    assert main(["run", "a cat", "--out", str(target)]) == 2
+    assert f"--out: {target} is a file" in capsys.readouterr().err
     assert target.read_text() == "keep me"
     assert files_under(tmp_path) == {target}
 

@@ -23,14 +23,25 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from visioncreator.evals.errors import EvalsError, EvalSettingsError
 from visioncreator.evals.results import TaskError, TaskResult
 from visioncreator.evals.runner import EvalOutcome, outcome_json, run_eval
 from visioncreator.evals.settings import BACKENDS, EvalSettings
 from visioncreator.evals.suites import ALLOW_OUTSIDE_FLAG
-from visioncreator.graph import AgentConfig, Budgets, GraphError
+from visioncreator.graph import (
+    AgentConfig,
+    Budgets,
+    CommandParser,
+    FolderLockedError,
+    GraphError,
+    Progress,
+    folder_entries,
+    in_range,
+    missing_extra,
+    remove_new,
+)
 from visioncreator.policy import ExpertConfig
 from visioncreator.tool_servers.synthetic import ObserverSettings
 
@@ -39,7 +50,8 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``visioncreator eval`` argument parser."""
-    parser = argparse.ArgumentParser(prog="visioncreator eval", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="visioncreator eval", description=__doc__.split("\n\n")[0])
+    rate = in_range(float, 0.0, 1.0)
     parser.add_argument("--suite", type=Path, help="Suite file (JSONL); default: the built-in synthetic suite.")
     parser.add_argument(
         "--policy", default="expert", help="expert (default), an OpenAI-compatible base URL, or a model directory."
@@ -50,28 +62,34 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"Tool back end to spawn ({', '.join(BACKENDS)}; default synthetic) or a streamable HTTP URL "
         "(bearer token from $VISIONCREATOR_TOKEN).",
     )
-    parser.add_argument("--out", type=Path, required=True, help="Run folder (re-use it to resume).")
-    parser.add_argument("--label", default="", help="A name for the run in reports.")
-    parser.add_argument("--concurrency", type=int, default=4, help="Tasks in flight at once (default 4).")
-    parser.add_argument("--fault-rate", type=float, default=0.0, help="Synthetic fault injection rate (0-1).")
+    parser.add_argument("--out", type=Path, required=True, help="Run folder (required; re-use it to resume).")
+    parser.add_argument("--label", default="", help="A name for the run in reports (default: none).")
+    parser.add_argument("--concurrency", type=in_range(int, 1), default=4, help="Tasks in flight at once.")
+    parser.add_argument("--fault-rate", type=rate, default=0.0, help="Synthetic fault injection rate (0-1).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of every task's run.")
     parser.add_argument(
         "--exact-perception", action="store_true", help="inspect_image reports the ground truth (no observer noise)."
     )
     for name in ("miss", "count", "color", "ocr"):
         parser.add_argument(
-            f"--observe-{name}-rate", type=float, help=f"inspect_image's {name} error rate (default: the server's)."
+            f"--observe-{name}-rate", type=rate, help=f"inspect_image's {name} error rate (default: the server's)."
         )
     parser.add_argument("--no-reflect", action="store_true", help="Switch the reflect node off.")
-    parser.add_argument("--max-turns", type=int, default=Budgets().max_turns, help="Budget: policy turns per task.")
     parser.add_argument(
-        "--max-tool-calls", type=int, default=Budgets().max_tool_calls, help="Budget: tool calls per task."
+        "--max-turns", type=in_range(int, 1), default=Budgets().max_turns, help="Budget: policy turns per task."
     )
-    parser.add_argument("--splits", nargs="+", choices=["single", "multi", "img2img"], help="Only these splits.")
-    parser.add_argument("--limit", type=int, help="Only the first N tasks (after --splits).")
-    parser.add_argument("--model", help="Served model name when --policy is a URL.")
-    parser.add_argument("--max-tokens", type=int, default=1024, help="Most tokens per turn of a URL or local policy.")
-    parser.add_argument("--judge", help="OpenAI-compatible base URL of a vision judge (optional).")
+    parser.add_argument(
+        "--max-tool-calls", type=in_range(int, 1), default=Budgets().max_tool_calls, help="Budget: tool calls per task."
+    )
+    parser.add_argument(
+        "--splits", nargs="+", choices=["single", "multi", "img2img"], help="Only these splits (default: all)."
+    )
+    parser.add_argument("--limit", type=in_range(int, 0), help="Only the first N tasks, after --splits (default: all).")
+    parser.add_argument("--model", help="Served model name when --policy is a URL (default: the server's first).")
+    parser.add_argument(
+        "--max-tokens", type=in_range(int, 1), default=1024, help="Most tokens per turn of a URL or local policy."
+    )
+    parser.add_argument("--judge", help="OpenAI-compatible base URL of a vision judge (default: none).")
     parser.add_argument("--judge-model", help="Model name on the judge server (default: its first).")
     parser.add_argument(
         "--judge-mode",
@@ -80,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="image: send the images (a vision model, default); text: send inspect_image's description of each.",
     )
     parser.add_argument(
-        "--tool-latency", type=float, default=0.0, help="Simulated seconds per generated image (spawned server)."
+        "--tool-latency",
+        type=in_range(float, 0.0, 600.0),
+        default=0.0,
+        help="Simulated seconds per generated image (spawned server).",
     )
     parser.add_argument(
         ALLOW_OUTSIDE_FLAG,
@@ -95,12 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(scored tasks stay done).",
     )
     parser.add_argument("--no-report", action="store_true", help="Do not write summary.json and report.html.")
-    parser.add_argument("--quiet", action="store_true", help="No progress bar.")
+    parser.add_argument("--quiet", action="store_true", help="No progress bar or lines.")
+    parser.add_argument("--debug", action="store_true", help="Show tracebacks of unexpected errors.")
     expert = parser.add_argument_group("expert policy error rates (probabilities, 0-1)")
-    expert.add_argument("--expert-skip-reflection", type=float, default=0.0, help="Accept an image without looking.")
-    expert.add_argument("--expert-accept-faulty", type=float, default=0.0, help="Accept a faulty image anyway.")
-    expert.add_argument("--expert-bad-plan", type=float, default=0.0, help="Write a wrong first plan.")
-    expert.add_argument("--expert-over-reflect", type=float, default=0.0, help="Redo a good image needlessly.")
+    expert.add_argument("--expert-skip-reflection", type=rate, default=0.0, help="Accept an image without looking.")
+    expert.add_argument("--expert-accept-faulty", type=rate, default=0.0, help="Accept a faulty image anyway.")
+    expert.add_argument("--expert-bad-plan", type=rate, default=0.0, help="Write a wrong first plan.")
+    expert.add_argument("--expert-over-reflect", type=rate, default=0.0, help="Redo a good image needlessly.")
     return parser
 
 
@@ -153,23 +175,17 @@ def settings_from_args(args: argparse.Namespace) -> EvalSettings:
 
 
 class _Progress:
-    """A tqdm bar on stderr (tasks done / total, success so far); plain lines without tqdm."""
+    """Tasks done out of those to run, with success so far: a bar on a terminal, plain lines otherwise."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.bar: Any = None
+        self.shown: Progress | None = None
         self.done = self.ok = self.failed = 0
 
     def start(self, todo: int, skipped: int) -> None:
-        if self.quiet:
-            return
-        if skipped:
+        if skipped and not self.quiet:
             print(f"resuming: {skipped} task(s) already scored, {todo} to run", file=sys.stderr, flush=True)
-        try:
-            from tqdm import tqdm  # type: ignore[import-untyped]
-        except ImportError:  # the evals extra is not installed: plain lines
-            return
-        self.bar = tqdm(total=todo, file=sys.stderr, unit="task", dynamic_ncols=True)
+        self.shown = Progress(todo, desc="eval", unit="task", enabled=not self.quiet)
 
     def update(self, record: TaskResult | TaskError) -> None:
         self.done += 1
@@ -177,26 +193,19 @@ class _Progress:
             self.ok += record.success
         else:
             self.failed += 1
-        if self.quiet:
-            return
-        scored = self.done - self.failed
-        status = {"success": f"{self.ok}/{scored}", "errors": self.failed}
-        if self.bar is not None:
-            self.bar.set_postfix(status, refresh=False)
-            self.bar.update(1)
-        else:
-            print(f"{self.done} done; success {status['success']}; errors {self.failed}", file=sys.stderr, flush=True)
+        if self.shown is not None:
+            self.shown.update(status={"success": f"{self.ok}/{self.done - self.failed}", "errors": self.failed})
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        if self.shown is not None:
+            self.shown.close()
 
 
 def _compare(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="visioncreator eval compare", description="Compare two run folders.")
-    parser.add_argument("run_a", type=Path)
-    parser.add_argument("run_b", type=Path)
-    parser.add_argument("--out", type=Path, help="Write the comparison (HTML) here instead of printing it.")
+    parser = CommandParser(prog="visioncreator eval compare", description="Compare two run folders.")
+    parser.add_argument("run_a", type=Path, help="The first run folder.")
+    parser.add_argument("run_b", type=Path, help="The second run folder.")
+    parser.add_argument("--out", type=Path, help="Write the comparison (HTML) here (default: print it).")
     args = parser.parse_args(argv)
     for run in (args.run_a, args.run_b):
         if not run.is_dir():
@@ -208,18 +217,52 @@ def _compare(argv: Sequence[str]) -> int:
     return 0
 
 
+def _args_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments beyond their types, checked before anything starts; None if nothing."""
+    if args.out.exists() and not args.out.is_dir():
+        return f"argument --out: {args.out} is a file, not a folder: name a run folder (it is created if missing)"
+    if args.suite is not None and not args.suite.is_file():
+        return f"argument --suite: {args.suite} is not a file"
+    if args.tools in ("tiny", "diffusers"):
+        problem = missing_extra("diffusers", ("torch", "diffusers", "transformers"))
+        if problem:
+            return f"argument --tools: {args.tools} {problem}"
+    if args.policy != "expert" and not args.policy.startswith(("http://", "https://")):
+        if not Path(args.policy).is_dir():
+            return (
+                f"argument --policy: expected 'expert', an http(s):// base URL or a model folder, got {args.policy!r}"
+            )
+        problem = missing_extra("llm", ("torch", "transformers"))
+        if problem:
+            return f"argument --policy: a local model {problem}"
+    return None
+
+
 def _run(args: argparse.Namespace, fail: Callable[[str], NoReturn]) -> int:
+    problem = _args_problem(args)
+    if problem:
+        fail(problem)
     try:
         settings = settings_from_args(args)
     except EvalSettingsError as exc:
         fail(str(exc))
     progress = _Progress(args.quiet)
+    before = folder_entries(settings.out)
     try:
         outcome: EvalOutcome = asyncio.run(
             run_eval(settings, on_start=progress.start, on_done=progress.update, restart=args.restart)
         )
-    except (EvalsError, GraphError, ValueError, OSError) as exc:
-        print(f"visioncreator eval: error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        if before is None and not progress.done and not isinstance(_leaf(exc), FolderLockedError):
+            remove_new(settings.out, before)  # a new folder where no task finished: leave none behind
+        if args.debug:
+            raise
+        if isinstance(exc, EvalsError | GraphError | ValueError | OSError):
+            print(f"visioncreator eval: error: {exc}", file=sys.stderr)
+        else:
+            print(
+                f"visioncreator eval: error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr
+            )
         return 2
     finally:
         progress.close()
@@ -256,6 +299,12 @@ def _nothing_selected(args: argparse.Namespace, outcome: EvalOutcome) -> str:
     if outcome.load_errors:
         return f"suite {suite} has no task that loads ({outcome.load_errors} bad line(s): see errors.jsonl)"
     return f"suite {suite} has no tasks"
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from visioncreator.graph.arguments import CommandParser, HelpFormatter, in_range, missing_extra
     from visioncreator.graph.branch import BranchError, BranchPoint, branch_points, fork
     from visioncreator.graph.builder import Agent, build_agent, retry_policy
     from visioncreator.graph.client import ToolClient, ToolOutcome
@@ -37,13 +38,16 @@ if TYPE_CHECKING:
         FolderLockedError,
         PathEscapeError,
         check_checkpoint,
+        folder_entries,
         inside,
         move_aside,
+        remove_new,
     )
     from visioncreator.graph.hosted import AgentHost, HostSettings
     from visioncreator.graph.jsonl import JsonlError, append_jsonl, read_jsonl, repair_jsonl
     from visioncreator.graph.offline import EXPERT_TOOLS, expert_policy
     from visioncreator.graph.policies import open_policy, served_model
+    from visioncreator.graph.progress import Progress, format_eta
     from visioncreator.graph.review import ReviewDecision, Reviewer, ReviewError
     from visioncreator.graph.runner import (
         STATE_TYPES,
@@ -85,17 +89,20 @@ __all__ = [
     "Budgets",
     "CallSeeds",
     "CheckpointCorruptError",
+    "CommandParser",
     "EventHandler",
     "FileLock",
     "FolderLock",
     "FolderLockedError",
     "GraphError",
+    "HelpFormatter",
     "HostSettings",
     "InvalidTaskError",
     "JsonlError",
     "PathEscapeError",
     "PolicyChoiceError",
     "PolicyTurnTimeout",
+    "Progress",
     "RetrySettings",
     "Review",
     "ReviewDecision",
@@ -120,15 +127,20 @@ __all__ = [
     "check_checkpoint",
     "default_call_seed_base",
     "expert_policy",
+    "folder_entries",
     "fork",
+    "format_eta",
     "image_handles",
+    "in_range",
     "inside",
+    "missing_extra",
     "move_aside",
     "open_agent_sync",
     "open_checkpointer",
     "open_checkpointer_sync",
     "open_policy",
     "read_jsonl",
+    "remove_new",
     "repair_jsonl",
     "retry_policy",
     "run_task",
@@ -138,6 +150,10 @@ __all__ = [
 ]
 
 _LAZY = {
+    "CommandParser": "arguments",
+    "HelpFormatter": "arguments",
+    "in_range": "arguments",
+    "missing_extra": "arguments",
     "BranchError": "branch",
     "BranchPoint": "branch",
     "branch_points": "branch",
@@ -167,6 +183,8 @@ _LAZY = {
     "move_aside": "folder",
     "AgentHost": "hosted",
     "HostSettings": "hosted",
+    "folder_entries": "folder",
+    "remove_new": "folder",
     "JsonlError": "jsonl",
     "append_jsonl": "jsonl",
     "read_jsonl": "jsonl",
@@ -178,6 +196,8 @@ _LAZY = {
     "ReviewDecision": "review",
     "ReviewError": "review",
     "Reviewer": "review",
+    "Progress": "progress",
+    "format_eta": "progress",
     "STATE_TYPES": "runner",
     "EventHandler": "runner",
     "RunResult": "runner",

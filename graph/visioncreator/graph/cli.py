@@ -15,20 +15,25 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 # Only light modules at the top: `--help` and the plugged-in subcommands never import LangGraph,
 # the MCP SDK or a policy back end, and `run` imports them in the order that lets its tool
 # server start early (see `_run`).
+from visioncreator.graph.arguments import CommandParser
 from visioncreator.graph.errors import GraphError, PolicyTurnTimeout, ToolServerLost
 from visioncreator.graph.folder import (
+    LOCK_FILE,
     CheckpointCorruptError,
     FolderLock,
     FolderLockedError,
     check_checkpoint,
+    folder_entries,
     move_aside,
+    remove_new,
 )
-from visioncreator.graph.run_args import EXIT_BUSY, RUN_HELP, add_run_parser
+from visioncreator.graph.progress import event_printer
+from visioncreator.graph.run_args import EXIT_BUSY, RUN_HELP, add_run_parser, run_args_problem
 
 if TYPE_CHECKING:
     from visioncreator.graph.client import ToolClient
@@ -38,33 +43,6 @@ if TYPE_CHECKING:
 
 COMMAND_GROUP = "visioncreator.commands"
 """The entry-point group other packages register their subcommands in."""
-
-
-def _progress_printer(stream: TextIO) -> Any:
-    def show(event: dict[str, Any]) -> None:
-        kind = event.get("event")
-        if kind == "start":
-            line = f"task: {event['request']!r} ({event['split']}, {event['n_images']} image(s))"
-        elif kind == "resume":
-            line = f"resuming thread {event['thread_id']} at {', '.join(event['next'])}"
-        elif kind == "turn":
-            errors = f", {event['errors']} format error(s)" if event.get("errors") else ""
-            line = f"[{event['node']}] turn {event['index']}{errors}"
-        elif kind == "tool_end":
-            result = event["handle"] if event.get("ok") else f"error: {event.get('error')}"
-            line = f"  [{event['id']}] {event['name']} -> {result} ({event['latency_s'] * 1000:.0f} ms)"
-        elif kind == "reflect":
-            faults = f": {'; '.join(event['faults'])}" if event.get("faults") else ""
-            line = f"  reflect {event['verdict']} {event.get('image') or ''}{faults}"
-        elif kind == "tool_server_lost":
-            line = f"tool server lost: {event['error']}; reconnecting and resuming ({event['reconnect']}/{event['of']})"
-        elif kind == "finish":
-            line = f"[finish] {event['termination']}: {', '.join(event['answer']) or '(no images)'}"
-        else:
-            return
-        print(line, file=stream, flush=True)
-
-    return show
 
 
 def _infer_split(images: Sequence[str], n: int) -> Split:
@@ -158,57 +136,88 @@ async def _open_tools(args: argparse.Namespace, out: Path, stack: Any) -> ToolCl
     return tools
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, started: list[bool]) -> int:
+    """Run the task with ``--out`` locked; a run that stops before its first step leaves nothing behind."""
+    out = Path(args.out)
+    before = folder_entries(out)
+    checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
+    # One writer per folder, held from before the checkpoint is opened (or moved aside) and the
+    # tool server spawned (its store is OUT/store) until the last file is written.
+    with FolderLock(out, what="a run"):
+        try:
+            if args.restart and not args.memory:
+                _restart(checkpoint)
+                if before is not None:  # what it moved aside was there before: never removed below
+                    before = before | (folder_entries(out) or frozenset()) - {LOCK_FILE}
+            if not args.memory:
+                check_checkpoint(checkpoint)  # a corrupt one is reported before a tool server is spawned
+            return await _run_locked(args, out, checkpoint, started)
+        except BaseException:
+            if not started:  # nothing was checkpointed: no folder (or file in it) is left behind
+                remove_new(out, before)
+            raise
+
+
+async def _run_locked(args: argparse.Namespace, out: Path, checkpoint: str | Path, started: list[bool]) -> int:
     from contextlib import AsyncExitStack
 
-    from visioncreator.graph.run_folder import OutputFiles, checked_handles, write_outputs
+    from visioncreator.graph.run_folder import OutputFiles, RunClock, checked_handles, write_outputs
 
-    out = Path(args.out)
     config = _agent_config(args)
     record = {"reflect": config.reflect, "observe": config.observe, "budgets": config.budgets.as_dict(),
               "fault_rate": args.fault_rate, "policy": args.policy, "backend": args.backend,
               "policy_timeout_s": config.policy_timeout_s,
               "policy_attempts": config.policy_retry.max_attempts, "review": config.review}  # fmt: skip
-    checkpoint = ":memory:" if args.memory else (args.checkpoint or out / "checkpoints.sqlite")
-    # One writer per folder, held from before the checkpoint is opened (or moved aside) and the
-    # tool server spawned (its store is OUT/store) until the last file is written.
-    with FolderLock(out, what="a run"):
-        if args.restart and not args.memory:
-            _restart(checkpoint)
-        if not args.memory:
-            check_checkpoint(checkpoint)  # a corrupt one is reported before a tool server is spawned
-        async with AsyncExitStack() as stack:
-            tools = await _open_tools(args, out, stack)
-            from visioncreator.graph.policies import open_policy
-            from visioncreator.graph.runner import TaskRunner, open_checkpointer
-            from visioncreator.policy import Task
-
-            saver = await stack.enter_async_context(open_checkpointer(checkpoint))
-            policy = await stack.enter_async_context(
-                open_policy(
-                    args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens,
-                    timeout_s=args.policy_timeout, max_retries=args.policy_retries,
-                )
-            )  # fmt: skip
-            inputs = tuple(checked_handles([await tools.upload(data) for data in args.image_bytes]))
-            split: Split = args.split or _infer_split(inputs, args.n)
-            task = Task(request=args.prompt, n_images=args.n, split=split, inputs=inputs)
-            runner = TaskRunner(policy=policy, tools=tools, config=config, checkpointer=saver)
-            show = (lambda _e: None) if args.quiet else _progress_printer(sys.stderr)
-            from visioncreator.graph.console import console_reviewer
-
-            reviewer = console_reviewer(sys.stdin, sys.stderr, tools=tools, out=out) if args.review else None
-            result = await runner.run(
-                task, seed=args.seed, thread_id=args.thread_id, on_event=show, record=record, reviewer=reviewer
-            )
-            written = await write_outputs(tools, result.trajectory, out)
     files = OutputFiles(out)
+    async with AsyncExitStack() as stack:
+        tools = await _open_tools(args, out, stack)
+        from visioncreator.graph.policies import open_policy
+        from visioncreator.graph.runner import TaskRunner, open_checkpointer, thread_id_for
+        from visioncreator.policy import Task
+
+        resuming = not args.memory and Path(checkpoint).exists()
+        saver = await stack.enter_async_context(open_checkpointer(checkpoint))
+        policy = await stack.enter_async_context(
+            open_policy(
+                args.policy, tools=tools, seed=args.seed, model=args.model, max_tokens=args.max_tokens,
+                timeout_s=args.policy_timeout, max_retries=args.policy_retries,
+            )
+        )  # fmt: skip
+        inputs = tuple(checked_handles([await tools.upload(data) for data in args.image_bytes]))
+        split: Split = args.split or _infer_split(inputs, args.n)
+        task = Task(request=args.prompt, n_images=args.n, split=split, inputs=inputs)
+        runner = TaskRunner(policy=policy, tools=tools, config=config, checkpointer=saver)
+        thread_id = args.thread_id or thread_id_for(task, args.seed)
+        clock = RunClock(files.clock, thread_id=thread_id, resuming=resuming) if not args.memory else None
+        show = (lambda _e: None) if args.quiet else event_printer(sys.stderr)
+
+        def on_event(event: dict[str, Any]) -> None:
+            if not started:
+                started.append(True)
+            if clock is not None and not event.get("finished"):
+                clock.tick()
+            show(event)
+
+        from visioncreator.graph.console import console_reviewer
+
+        reviewer = console_reviewer(sys.stdin, sys.stderr, tools=tools, out=out) if args.review else None
+        result = await runner.run(
+            task, seed=args.seed, thread_id=args.thread_id, on_event=on_event, record=record, reviewer=reviewer
+        )
+        trajectory = result.trajectory
+        if clock is not None:
+            # The clock started before the runner: its time covers the runner's and every earlier run's.
+            total = clock.tick(force=True) if result.wall_s else clock.earlier_s
+            timings = trajectory.timings.model_copy(update={"wall_s": total})
+            trajectory = trajectory.model_copy(update={"timings": timings})
+        written = await write_outputs(tools, trajectory, out)
     summary = {
         "images": written,
         "trajectory": str(files.trajectory),
         "report": str(files.report),
-        "termination": result.trajectory.termination,
+        "termination": trajectory.termination,
         "thread_id": result.thread_id,
+        "wall_s": trajectory.timings.wall_s,
     }
     print(json.dumps(summary, indent=1))
     return 0 if written else 1
@@ -271,7 +280,7 @@ def _source_docstring(module: str, attr: str) -> str | None:
 
 
 def _parser(plugged: dict[str, EntryPoint], *, describe: bool, run: bool = True) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="visioncreator", description="Run one task, or a subcommand another package adds (listed below)."
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,28 +312,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     wants_help = not args_list or args_list[0] in ("-h", "--help")
     parser = _parser(plugged, describe=wants_help, run=bool(args_list) and args_list[0] == "run")
     args = parser.parse_args(args_list)
-    if args.n < 1 or args.n > 16:
-        parser.error("--n must be between 1 and 16")
-    try:
-        args.image_bytes = [Path(p).read_bytes() for p in args.image or []]
-    except OSError as exc:
-        parser.error(f"cannot read input image: {exc}")
+    problem = run_args_problem(args)  # before anything starts: no server, no folder
+    if problem:
+        print(f"visioncreator run: error: {problem} (see visioncreator run --help)", file=sys.stderr)
+        return 2
     import asyncio
 
-    from visioncreator.graph.run_folder import out_folder_problem
-
-    problem = out_folder_problem(Path(args.out))
-    if problem:
-        print(f"visioncreator: error: {problem}", file=sys.stderr)
-        return 1
+    started: list[bool] = []  # holds True once the task's first step ran (then a rerun resumes)
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(args, started))
     except Exception as exc:
-        return _stopped(exc, debug=args.debug)
+        return _stopped(exc, debug=args.debug, started=bool(started))
 
 
-def _stopped(exc: Exception, *, debug: bool) -> int:
-    """Say why the run stopped, advising a rerun only where resuming helps; the exit status."""
+def _stopped(exc: Exception, *, debug: bool, started: bool = True) -> int:
+    """Say why the run stopped in one line, advising a rerun only where resuming helps; the exit status.
+
+    With ``--debug`` an unexpected error (or an invalid value, shown as its fields) is raised with
+    its traceback instead.
+    """
+    from pydantic import ValidationError
+
     leaf = _leaf(exc)
     if isinstance(leaf, FolderLockedError):
         print(f"visioncreator: error: {leaf}", file=sys.stderr)
@@ -336,6 +344,12 @@ def _stopped(exc: Exception, *, debug: bool) -> int:
             file=sys.stderr,
         )
         return 1
+    if isinstance(leaf, ValidationError):
+        if debug:
+            raise exc
+        fields = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in leaf.errors())
+        print(f"visioncreator: error: invalid {leaf.title}: {fields}", file=sys.stderr)
+        return 1
     # A corrupt checkpoint, a bad handle, bad input, an unreachable server: the same command would
     # fail the same way, so no advice to rerun it (each message says what to do instead).
     if isinstance(leaf, GraphError | ValueError) and not isinstance(leaf, PolicyTurnTimeout):
@@ -344,10 +358,14 @@ def _stopped(exc: Exception, *, debug: bool) -> int:
     if debug:
         raise exc
     # A server died or timed out mid-run: the checkpoint keeps what was done.
+    advice = (
+        "what finished is checkpointed: run the same command again to resume"
+        if started
+        else "it stopped before its first step, so nothing was kept"
+    )
     print(
-        f"visioncreator: error: {type(leaf).__name__}: {leaf}\n"
-        "The run stopped; what finished is checkpointed: run the same command again to resume "
-        "(add --debug for the traceback).",
+        f"visioncreator: error: {type(leaf).__name__}: {leaf}. The run stopped; {advice} "
+        "(--debug shows the traceback).",
         file=sys.stderr,
     )
     return 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -28,8 +29,10 @@ __all__ = [
     "FolderLockedError",
     "PathEscapeError",
     "check_checkpoint",
+    "folder_entries",
     "inside",
     "move_aside",
+    "remove_new",
 ]
 
 LOCK_FILE = ".lock"
@@ -172,3 +175,30 @@ def inside(folder: str | Path, *parts: str) -> Path:
     if target != root and root not in target.parents:
         raise PathEscapeError(f"{'/'.join(parts)!r} would leave {root}: refused")
     return target
+
+
+def folder_entries(folder: str | Path) -> frozenset[str] | None:
+    """The names directly in ``folder``, or None when it does not exist (see :func:`remove_new`)."""
+    try:
+        return frozenset(os.listdir(folder))
+    except FileNotFoundError:
+        return None
+
+
+def remove_new(folder: str | Path, before: frozenset[str] | None) -> None:
+    """Remove what a command that never started added to ``folder``: the folder itself if ``before`` is None.
+
+    ``before`` is :func:`folder_entries` from before the command touched the folder; entries that
+    were there are left alone, so a folder the user made (or an earlier run filled) keeps its files.
+    """
+    folder = Path(folder)
+    if before is None:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in set(folder_entries(folder) or ()) - before:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()

@@ -8,7 +8,9 @@ as ``../../x`` is refused twice before a byte is written.
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,20 +20,55 @@ from visioncreator.graph.report import render_report
 from visioncreator.graph.trajectory import Trajectory, image_handles
 from visioncreator.tool_servers import HANDLE_PATTERN
 
-__all__ = ["OutputFiles", "checked_handles", "out_folder_problem", "write_outputs"]
+__all__ = ["OutputFiles", "RunClock", "checked_handles", "write_outputs"]
 
 _HANDLE = re.compile(HANDLE_PATTERN)
 
 
-def out_folder_problem(out: Path) -> str | None:
-    """Why ``out`` cannot be the run's output folder (a file, or a folder that cannot be made), or None."""
-    if out.exists() and not out.is_dir():
-        return f"--out {out} is a file, not a folder: name a folder (it is created if missing)"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return f"--out {out}: cannot create the folder ({exc.strerror or exc})"
-    return None
+class RunClock:
+    """The task's running time across resumes, kept in ``OUT/clock.json`` as the run goes.
+
+    A resumed run starts from the time its thread's earlier runs recorded (a killed run's last
+    progress event included), so ``timings.wall_s`` of the trajectory counts every run's time and
+    never the time between a crash and its resume.
+
+    Args:
+        path: The clock file (``OUT/clock.json``).
+        thread_id: The task's checkpoint thread: a file of another thread counts for nothing.
+        resuming: Whether the checkpoint holds the thread already (a fresh start ignores the file).
+    """
+
+    _EVERY_S = 0.5
+
+    def __init__(self, path: Path, *, thread_id: str, resuming: bool) -> None:
+        self.path = path
+        self.thread_id = thread_id
+        self.earlier_s = self._read() if resuming else 0.0
+        self._started = time.perf_counter()
+        self._saved = 0.0
+
+    def _read(self) -> float:
+        try:
+            data = json.loads(self.path.read_text())
+            return float(data["wall_s"]) if data.get("thread_id") == self.thread_id else 0.0
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return 0.0
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds of every run of the thread so far, this one included."""
+        return self.earlier_s + time.perf_counter() - self._started
+
+    def tick(self, *, force: bool = False) -> float:
+        """Save the time so far (at most every half second unless ``force``); that time, in ms steps."""
+        now = time.perf_counter()
+        wall_s = round(self.earlier_s + now - self._started, 3)
+        if force or now - self._saved >= self._EVERY_S:
+            self._saved = now
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps({"thread_id": self.thread_id, "wall_s": wall_s}))
+            partial.replace(self.path)
+        return wall_s
 
 
 def checked_handles(handles: Iterable[str]) -> list[str]:
@@ -69,6 +106,11 @@ class OutputFiles:
     def trajectory(self) -> Path:
         """The trajectory record."""
         return inside(self.out, "trajectory.json")
+
+    @property
+    def clock(self) -> Path:
+        """The running time of the task's runs so far (:class:`RunClock`)."""
+        return inside(self.out, "clock.json")
 
     @property
     def report(self) -> Path:

@@ -82,8 +82,7 @@ STATE_TYPES: frozenset[tuple[str, str]] = frozenset(
         PendingCall, Review, ReviewDecision,
     )
 )  # fmt: skip
-"""The pydantic types the agent's state holds, as ``(module, name)``: the checkpoint serializer's allowlist
-(``JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)``) for a checkpointer you make yourself."""
+"""The state's pydantic types as ``(module, name)``: ``JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +99,7 @@ class RunResult:
     trajectory: Trajectory
     """The task's record (with ground truths and settings when the run went through :class:`TaskRunner`)."""
     interrupts: tuple[Any, ...] = ()
-    """The payloads of the reviews the run is paused at (no reviewer was given); empty when it finished
-    or stopped at a static breakpoint (``interrupt_before``/``interrupt_after``)."""
+    """The payloads of the reviews the run is paused at (no reviewer given); else empty (also at a breakpoint)."""
 
 
 def thread_id_for(task: Task, seed: int, *scope: object) -> str:
@@ -219,12 +217,17 @@ async def run_task(
         if snapshot.values:
             # Finished means nothing left to run AND no saved writes waiting: a crash between a step's
             # writes and its checkpoint leaves `next` empty with the step's tasks still pending.
-            if not snapshot.next and not snapshot.tasks:
+            finished = not snapshot.next and not snapshot.tasks
+            if on_event:
+                on_event({
+                    "event": "resume", "thread_id": tid, "next": list(snapshot.next), "finished": finished,
+                    "step": (snapshot.metadata or {}).get("step"), "turns": len(snapshot.values.get("turns", ())),
+                    "tool_calls": len(snapshot.values.get("tool_calls", ())),
+                })  # fmt: skip
+            if finished:
                 return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed = True
             run_input = None
-            if on_event:
-                on_event({"event": "resume", "thread_id": tid, "next": list(snapshot.next)})
     values: dict[str, Any] = {}
     # LangGraph refuses a durability without a checkpointer (there is nothing to save).
     saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}

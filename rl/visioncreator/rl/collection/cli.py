@@ -15,6 +15,7 @@ recorded, and running the same command again collects what is missing.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import dataclasses
 import json
@@ -23,8 +24,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from pydantic.fields import FieldInfo
+
 from visioncreator.evals import EvalsError, SuiteTask, load_suite
-from visioncreator.graph import GraphError
+from visioncreator.graph import CommandParser, GraphError, in_range
 from visioncreator.rl.collection.collector import synthetic_tools
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.pool import PoolSettings, collect_pool_to, default_workers
@@ -34,37 +37,83 @@ from visioncreator.rl.collection.workers import PolicySpec
 from visioncreator.rl.errors import RLError
 
 
-def _parser() -> Any:
-    import argparse
+def _bounded(kind: type[int] | type[float], field: FieldInfo) -> Callable[[str], Any]:
+    """An argparse type for ``kind`` within the field's own bounds (its ``ge``/``gt``/``le``)."""
+    low: Any = None
+    high: Any = None
+    above: Any = None
+    for bound in field.metadata:
+        low = getattr(bound, "ge", low)
+        above = getattr(bound, "gt", above)
+        high = getattr(bound, "le", high)
+    base = in_range(kind, low if above is None else above, high)
+    if above is None:
+        return base
 
-    parser = argparse.ArgumentParser(
+    def convert(text: str) -> Any:
+        value = base(text)
+        if value == above:
+            raise argparse.ArgumentTypeError(f"must be a number more than {above:g}, got {text}")
+        return value
+
+    return convert
+
+
+def _parser() -> CommandParser:
+    parser = CommandParser(
         prog="visioncreator collect",
         description="Collect scored expert trajectories of a task suite on the synthetic tools into a JSONL file.",
     )
     parser.add_argument("--suite", help="suite JSONL file (default: the built-in synthetic suite)")
-    parser.add_argument("--splits", nargs="*", default=(), help="only these splits (single, multi, img2img)")
-    parser.add_argument("--limit", type=int, help="at most this many tasks per split")
-    parser.add_argument("--out", required=True, type=Path, help="records file (JSONL); re-running resumes it")
+    parser.add_argument(
+        "--splits", nargs="*", default=(), help="only these splits: single, multi, img2img (default: all)"
+    )
+    parser.add_argument("--limit", type=in_range(int, 0), help="at most this many tasks per split (default: all)")
+    parser.add_argument("--out", required=True, type=Path, help="records file (JSONL; required); re-running resumes it")
     parser.add_argument("--store", type=Path, help="image store (default: OUT's folder / store)")
     parser.add_argument("--checkpoint", type=Path, help="SQLite checkpoint (default: OUT with .sqlite)")
-    parser.add_argument("--ray", help="Ray address ('local' starts a local cluster): run workers on Ray")
+    parser.add_argument(
+        "--ray", help="Ray address ('local' starts a local cluster): run workers on Ray (default: no Ray)"
+    )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=in_range(int, 1),
         help="worker processes (default: one per CPU; 1: one event loop in this process); Ray actors with --ray",
     )
     parser.add_argument("--expert", default="{}", help="ExpertConfig fields as JSON, e.g. '{\"bad_plan_rate\": 0.3}'")
     for name, field in CollectConfig.model_fields.items():
         if name in ("store", "checkpoint", "rewards", "policy_id", "observe") or field.annotation is bool:
             continue
-        kind: Callable[[str], Any] = int if field.annotation is int else float if field.annotation is float else str
+        kind: Callable[[str], Any] = str
+        if field.annotation is int or field.annotation is float:
+            kind = _bounded(int if field.annotation is int else float, field)
         flag = "--" + name.replace("_", "-")
         options = [a for a in get_args(field.annotation) if a is not type(None)] or [field.annotation]
         literal = options[0] if len(options) == 1 and get_origin(options[0]) is Literal else None
         choices = get_args(literal) if literal is not None else None
-        parser.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices, help=field.description)
+        described = field.description if field.default is not None else f"{field.description} (default: none)"
+        parser.add_argument(flag, dest=name, type=kind, default=field.default, choices=choices, help=described)
     parser.add_argument("--no-reflect", action="store_true", help="turn the reflect node off")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or lines")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of unexpected errors")
     return parser
+
+
+def _args_problem(options: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments beyond their types, before anything starts; None if nothing."""
+    from visioncreator.policy import ExpertConfig
+
+    if options.out.is_dir():
+        return f"argument --out: {options.out} is a folder: name the records file (JSONL) to write"
+    if options.suite is not None and not Path(options.suite).is_file():
+        return f"argument --suite: {options.suite} is not a file"
+    try:
+        options.expert_config = ExpertConfig(**json.loads(options.expert))
+    except json.JSONDecodeError as exc:
+        return f"argument --expert: not JSON ({exc})"
+    except (TypeError, ValueError) as exc:
+        return f"argument --expert: {exc}"
+    return None
 
 
 def _suite_tasks(suite: str | None, splits: Sequence[str], limit: int | None) -> list[SuiteTask]:
@@ -83,14 +132,27 @@ def _suite_tasks(suite: str | None, splits: Sequence[str], limit: int | None) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Collect scored expert trajectories of a suite into a JSONL records file (RL data); the exit code."""
-    options = _parser().parse_args(argv)
+    parser = _parser()
+    options = parser.parse_args(argv)
+    problem = _args_problem(options)
+    if problem:
+        parser.error(problem)
     try:
         _collect(options)
     except CollectOutageError as exc:
         print(f"visioncreator collect: error: {exc}", file=sys.stderr)
         return 3
     except (RLError, EvalsError, GraphError, ValueError, OSError) as exc:
+        if options.debug:
+            raise
         print(f"visioncreator collect: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if options.debug:
+            raise
+        print(
+            f"visioncreator collect: error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr
+        )
         return 2
     return 0
 
@@ -108,7 +170,7 @@ def _collect(options: Any) -> None:
         store=options.store or out.parent / "store",
         checkpoint=options.checkpoint or out.with_suffix(".sqlite"),
     )
-    expert = ExpertConfig(**json.loads(options.expert))
+    expert: ExpertConfig = options.expert_config
     tasks = _suite_tasks(options.suite, options.splits, options.limit)
     spec = PolicySpec(kind="expert", settings=dataclasses.asdict(expert))
     workers = options.workers if options.workers is not None else default_workers()
@@ -118,17 +180,23 @@ def _collect(options: Any) -> None:
         from visioncreator.rl.collection.ray import collect_ray_to
 
         written = asyncio.run(
-            collect_ray_to(out, tasks, policy=spec, config=config, address=options.ray, workers=workers, progress=True)
+            collect_ray_to(
+                out, tasks, policy=spec, config=config, address=options.ray, workers=workers, progress=not options.quiet
+            )
         )
     elif workers > 1 and config.branch_at is None:
         settings = PoolSettings(workers=workers)
-        written = asyncio.run(collect_pool_to(out, tasks, policy=spec, config=config, settings=settings, progress=True))
+        written = asyncio.run(
+            collect_pool_to(out, tasks, policy=spec, config=config, settings=settings, progress=not options.quiet)
+        )
     else:
 
         async def local() -> list[TrajectoryRecord]:
             async with synthetic_tools(config) as tools:
                 policy = expert_policy(expert)
-                return await collect_to_locked(out, tasks, policy=policy, tools=tools, config=config, progress=True)
+                return await collect_to_locked(
+                    out, tasks, policy=policy, tools=tools, config=config, progress=not options.quiet
+                )
 
         with records_lock(out):  # before the tool server makes its store: a refused run writes nothing
             written = asyncio.run(local())

@@ -17,13 +17,11 @@ nothing, and running the same collection again collects what is missing.
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph import FileLock, ToolClient, ToolServerUnavailable
+from visioncreator.graph import FileLock, Progress, ToolClient, ToolServerUnavailable
 from visioncreator.policy import Policy
 from visioncreator.rl.collection.collector import CollectError, Collector
 from visioncreator.rl.collection.config import CollectConfig
@@ -57,26 +55,9 @@ RecordHandler = Callable[[TrajectoryRecord], None]
 """Called with each record as it finishes."""
 
 
-class _NoBar:
-    """Stands in for a tqdm bar when there is no bar to show."""
-
-    def update(self, n: int = 1) -> None:
-        """Nothing to draw."""
-
-    def close(self) -> None:
-        """Nothing to close."""
-
-
-def _progress_bar(total: int, show: bool) -> Any:
-    """A tqdm bar on stderr (the ``evals`` extra), or none when not asked for or tqdm is missing."""
-    if not show:
-        return _NoBar()
-    try:
-        tqdm = importlib.import_module("tqdm").tqdm  # untyped; imported late like every optional dependency
-    except ImportError:
-        print(f"collect: {total} trajectories (install tqdm for a progress bar)", file=sys.stderr)
-        return _NoBar()
-    return tqdm(total=total, file=sys.stderr, unit="traj", desc="collect")
+def _progress_bar(total: int, show: bool) -> Progress:
+    """Trajectories done: a bar with rate and ETA on a terminal, plain lines otherwise; nothing unless ``show``."""
+    return Progress(total, desc="collect", unit="traj", enabled=show)
 
 
 async def run_jobs(

@@ -17,7 +17,8 @@ skipped and an interrupted stage continues from its latest checkpoint. ``--no-re
 every selected stage again from its start model.
 
 Progress goes to stderr: one line per stage start and end, one per logged step (step, loss,
-reward), one per held-out evaluation. Exit status: 0 done, 2 bad configuration (the message
+reward, steps per second and time left), one per held-out evaluation; on a terminal a bar per
+stage shows the steps as well. Exit status: 0 done, 2 bad configuration (the message
 names the file and the field), 1 the training failed. ``python -m visioncreator.rl.train`` runs it too.
 """
 
@@ -30,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
+from visioncreator.graph import CommandParser, Progress, format_eta, in_range
 from visioncreator.rl.train.config import ConfigError, TrainConfig, load_train_config
 
 __all__ = ["TRAINING_PACKAGES", "build_parser", "main", "missing_training_packages"]
@@ -39,16 +41,19 @@ _PROG = "visioncreator train"
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``visioncreator train`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog=_PROG, description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = CommandParser(prog=_PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", choices=["sft", "grpo", "rpco"], help="Which stages to run (see above).")
-    parser.add_argument("--config", required=True, help="Training config, TOML or JSON (see configs/).")
-    parser.add_argument("--output-dir", help="Override the config's output_dir.")
-    parser.add_argument("--max-steps", type=int, help="Override every stage's max_steps (a quick run).")
+    parser.add_argument("--config", required=True, help="Training config, TOML or JSON (required; see configs/).")
+    parser.add_argument("--output-dir", help="Override the config's output_dir (default: the config's).")
+    parser.add_argument(
+        "--max-steps",
+        type=in_range(int, 1),
+        help="Override every stage's max_steps, for a quick run (default: the config's).",
+    )
     parser.add_argument(
         "--no-resume", action="store_true", help="Ignore finished stages and checkpoints: train from scratch."
     )
+    parser.add_argument("--debug", action="store_true", help="Show the traceback of a failed training.")
     return parser
 
 
@@ -80,17 +85,22 @@ def _fmt(value: Any) -> str:
 
 
 class _Printer:
-    """Progress events as one line each on stderr."""
+    """Progress events as one line each on stderr; on a terminal, a bar per stage with rate and ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, bar: bool | None = None) -> None:
         self.started = time.perf_counter()
+        self.bar_wanted = sys.stderr.isatty() if bar is None else bar
+        self.stage_started = self.started
+        self.steps: Progress | None = None
 
     def __call__(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         at = f"[{time.perf_counter() - self.started:7.1f}s]"
         if kind == "stage_start":
+            self.stage_started = time.perf_counter()
             line = f"stage {event['index']}/{event['total']} {event['name']} ({event['kind']}) start -> {event['dir']}"
         elif kind == "stage_end":
+            self.close()
             line = (
                 f"stage {event['index']}/{event['total']} {event['name']} done in {event['wall_s']:.1f}s "
                 f"-> {event['model_dir']}"
@@ -100,10 +110,7 @@ class _Printer:
         elif kind == "step":
             if "train_runtime" in event:
                 return
-            values = " ".join(
-                f"{k}={_fmt(event[k])}" for k in ("loss", "reward", "groups/degenerate") if event.get(k) is not None
-            )
-            line = f"{event['stage']} step {event.get('step')}/{event.get('max_steps')} {values}".rstrip()
+            line = self._step(event)
         elif kind == "eval":
             line = (
                 f"eval after {event['after']}: success {event['success_rate']:.3f} "
@@ -111,7 +118,34 @@ class _Printer:
             )
         else:
             return
-        print(f"{at} {line}", file=sys.stderr, flush=True)
+        if self.steps is not None and self.steps.is_bar:
+            self.steps.write(f"{at} {line}")
+        else:
+            print(f"{at} {line}", file=sys.stderr, flush=True)
+
+    def _step(self, event: dict[str, Any]) -> str:
+        step, total = event.get("step"), event.get("max_steps")
+        values = " ".join(
+            f"{k}={_fmt(event[k])}" for k in ("loss", "reward", "groups/degenerate") if event.get(k) is not None
+        )
+        timing = ""
+        if isinstance(step, int) and isinstance(total, int) and total > 0:
+            if self.steps is None or self.steps.desc != event["stage"]:
+                self.close()
+                self.steps = Progress(
+                    total, desc=str(event["stage"]), unit="step", bar=self.bar_wanted, started_at=self.stage_started
+                )
+            self.steps.update(max(0, step - self.steps.done))
+            eta = self.steps.eta_s()
+            if eta is not None:
+                timing = f" ({self.steps.rate():.2f} step/s, ETA {format_eta(eta)})"
+        return f"{event['stage']} step {step}/{total} {values}".rstrip() + timing
+
+    def close(self) -> None:
+        """Finish the current stage's bar."""
+        if self.steps is not None:
+            self.steps.close()
+            self.steps = None
 
 
 TRAINING_PACKAGES = ("torch", "transformers", "trl", "datasets", "peft")
@@ -150,14 +184,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     from visioncreator.rl.train.stages import run_stages
 
     kinds = None if args.mode == "rpco" else [cast(Literal["sft", "grpo"], args.mode)]
+    printer = _Printer()
     try:
-        summary = run_stages(config, kinds=kinds, resume=not args.no_resume, progress=_Printer())
+        summary = run_stages(config, kinds=kinds, resume=not args.no_resume, progress=printer)
     except ModelError as exc:
         print(f"{_PROG}: error: {args.config}: policy.model: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
-        print(f"{_PROG}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"{_PROG}: error: {type(exc).__name__}: {exc} (--debug shows the traceback)", file=sys.stderr)
         return 1
+    finally:
+        printer.close()
     print(f"{_PROG}: done; final model {summary.final_model}; curves {summary.output_dir}/curves.json", file=sys.stderr)
     return 0
 
