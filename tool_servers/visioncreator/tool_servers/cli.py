@@ -182,6 +182,9 @@ def _add_limits(limits: argparse._ArgumentGroup) -> None:
         "--max-session-requests", type=int, help="requests one MCP session may have in flight; then 429 (default 16)"
     )
     limits.add_argument(
+        "--resource-page-size", type=int, help="images per page of resources/list, by handle (default 100)"
+    )
+    limits.add_argument(
         "--allow-host",
         action="append",
         help="extra Host header value to accept (repeatable; name, name:port, name:*; default: none)",
@@ -232,6 +235,7 @@ def _settings(options: argparse.Namespace, token: str | None = None) -> ServerSe
         "max_decoded_pixels": options.max_decoded_pixels,
         "max_inflight_pixels": options.max_inflight_pixels,
         "max_session_requests": options.max_session_requests,
+        "resource_page_size": options.resource_page_size,
         "allowed_hosts": tuple(options.allow_host) if options.allow_host else None,
         "allowed_origins": tuple(options.allow_origin) if options.allow_origin else None,
         "diffusion": {key: value for key, value in diffusion.items() if value is not None},

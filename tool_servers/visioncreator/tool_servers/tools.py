@@ -390,7 +390,14 @@ def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolRes
     if isinstance(model, ImageResult):
         # ``changed`` appears only where a back end can tell (an edit): no null on every other result.
         structured = model.model_dump(mode="json", exclude={"changed"} if model.changed is None else None)
-        link = mcp_model(ResourceLink, name=model.handle, uri=model.uri, mime_type=model.mime_type, size=model.bytes)
+        link = mcp_model(
+            ResourceLink,
+            type="resource_link",
+            name=model.handle,
+            uri=model.uri,
+            mime_type=model.mime_type,
+            size=model.bytes,
+        )
         content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured)), link]
     else:
         structured = model.model_dump(mode="json")
