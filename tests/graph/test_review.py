@@ -300,7 +300,7 @@ def test_run_review_at_the_terminal(tmp_path: Path) -> None:
     assert all(Path(p).is_file() for p in shown)
     resumed = subprocess.run(cli, input="approve\n", capture_output=True, text=True, timeout=120, check=False)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming thread" in resumed.stderr
+    assert "resumed thread" in resumed.stderr
     trajectory = json.loads((out / "trajectory.json").read_text())
     reviews = [t["review"] for t in trajectory["turns"] if t["node"] == "reflect"]
     assert [r["action"] for r in reviews] == ["redo", "approve"]

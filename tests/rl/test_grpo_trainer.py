@@ -29,10 +29,11 @@ pytest.importorskip("trl")
 # TRL 1.16 reads model.is_gradient_checkpointing, deprecated in transformers 5.24 (a FutureWarning).
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 
-# Plan has no weight in the total, so the total is equal across the group (TRL alone would give
+# Plan (and format, which follows whether the plan parsed) has no weight in the total, so the total
+# is equal across the group (TRL alone would give
 # every token advantage 0) while the plan reward is not: plan tokens must carry the plan reward's
 # advantage, act tokens the total's (0), observations 0.
-WEIGHTS = {"format": 1.0, "outcome": 1.0}
+WEIGHTS = {"outcome": 1.0}
 NODE_REWARDS = {"plan": ["plan"]}
 SEED = 4  # a run seed whose group of four holds parsed and unparsed plans, each then an act turn
 

@@ -60,6 +60,10 @@ _PROMPTS = (
     "ten green dogs",
     "make it blue",
     "remove the lamp",
+    # edits the synthetic back end understands (others are refused since it says what it cannot apply)
+    "add a red car",
+    "make the dog blue",
+    "remove the dog",
 )
 
 

@@ -182,7 +182,7 @@ def test_an_http_tool_server_that_stays_down_is_an_error_and_the_rerun_resumes(
     server.start(*SERVER_ARGS)  # the same port and store
     done = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=180, check=False)
     assert done.returncode == 0, done.stderr
-    assert "resuming thread" in done.stderr
+    assert "resumed thread" in done.stderr
     summary = json.loads(done.stdout)
     assert summary["termination"] == "answered"
     assert len(summary["images"]) == 3
