@@ -23,7 +23,6 @@ from contextlib import asynccontextmanager
 import anyio
 import anyio.to_thread
 from PIL import Image
-from pydantic import BaseModel
 
 from visioncreator.tool_servers.backend import Generated, ImageBackend, SourceImage
 from visioncreator.tool_servers.budget import PixelBudget, limit_allocator_retention
@@ -36,15 +35,13 @@ from visioncreator.tool_servers.errors import (
 from visioncreator.tool_servers.journal import RecipeJournal
 from visioncreator.tool_servers.mcp_compat import (
     CallToolResult,
-    ContentBlock,
     ImageContent,
-    ResourceLink,
-    TextContent,
     ToolError,
     mcp_model,
 )
 from visioncreator.tool_servers.names import INSPECTION_META_KEY, ToolName
 from visioncreator.tool_servers.recovery import recover
+from visioncreator.tool_servers.results import tool_result
 from visioncreator.tool_servers.schemas import (
     EditImageInput,
     ImageResult,
@@ -57,7 +54,7 @@ from visioncreator.tool_servers.schemas import (
 from visioncreator.tool_servers.settings import ServerSettings
 from visioncreator.tool_servers.store import ImageStore, StoredImage
 
-__all__ = ["ToolRunner", "default_backend", "tool_result"]
+__all__ = ["ToolRunner", "default_backend"]
 
 _log = logging.getLogger("visioncreator.tool_servers.server")
 _MAX_ERROR_DETAIL = 300
@@ -383,25 +380,3 @@ def _resolve_seed(seed: int | None) -> int:
 def _check_text(name: str, value: str) -> None:
     if not value.strip():
         raise ToolError(f"{name} is empty: describe what you want in words")
-
-
-def tool_result(model: BaseModel, thumbnail: ImageContent | None) -> CallToolResult:
-    """A tool result with structured output, its JSON as text, a link to a new image, and an optional thumbnail."""
-    if isinstance(model, ImageResult):
-        # ``changed`` appears only where a back end can tell (an edit): no null on every other result.
-        structured = model.model_dump(mode="json", exclude={"changed"} if model.changed is None else None)
-        link = mcp_model(
-            ResourceLink,
-            type="resource_link",
-            name=model.handle,
-            uri=model.uri,
-            mime_type=model.mime_type,
-            size=model.bytes,
-        )
-        content: list[ContentBlock] = [TextContent(type="text", text=json.dumps(structured)), link]
-    else:
-        structured = model.model_dump(mode="json")
-        content = [TextContent(type="text", text=json.dumps(structured))]
-    if thumbnail is not None:
-        content.append(thumbnail)
-    return mcp_model(CallToolResult, content=content, structured_content=structured)
