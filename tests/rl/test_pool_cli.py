@@ -54,6 +54,19 @@ def _run(out: Path, *flags: str) -> dict[str, Any]:
     return summary
 
 
+def _first_difference(a: Any, b: Any, path: str = "") -> str:
+    """Where two records first differ (a path of keys and indexes), with both values there."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}/{key}")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(x, y, f"{path}[{i}]")
+    return f"{path}: {str(a)[:300]!r} != {str(b)[:300]!r}"
+
+
 def _records(path: Path) -> dict[str, Any]:
     return {r.trajectory_id: without_timings(r.model_dump(mode="json")) for r in read_records(path)}
 
@@ -81,4 +94,5 @@ def test_a_killed_driver_stops_its_workers_and_a_rerun_resumes_to_the_single_loo
     assert _run(single, "--workers", "1")["written"] == 10
     final = read_records(out)
     assert len({r.trajectory_id for r in final}) == len(final) == 10
-    assert _records(out) == _records(single)
+    pooled, alone = _records(out), _records(single)
+    assert pooled == alone, _first_difference(pooled, alone)

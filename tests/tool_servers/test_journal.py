@@ -143,7 +143,9 @@ async def test_a_remake_with_other_pixels_is_refused(tmp_path: Path, monkeypatch
     monkeypatch.setattr(writes_module, "write_atomic", lost)
     settings = ServerSettings(store_root=tmp_path / "store")
     backend = _Drifting()
-    async with Client(build_server(settings, backend=backend)) as client:
+    killed = build_server(settings, backend=backend)
+    monkeypatch.setattr(killed._runner, "settle", lambda: None)  # type: ignore[attr-defined]  # a killed server never settles
+    async with Client(killed) as client:
         made = await _call(client, "text_to_image", {"prompt": PROMPT, "seed": 2})
         handle = made.structured_content["handle"]  # type: ignore[index]
     assert entered.wait(10)
@@ -172,6 +174,19 @@ async def test_write_behind_answers_first_and_a_clean_exit_leaves_no_journal(tmp
         assert made.structured_content is not None
         assert made.structured_content["bytes"] > 0
     assert not list((store / JOURNAL_DIR).glob("*.jsonl"))
+
+
+async def test_an_in_process_session_ends_with_its_images_on_disk_and_no_journal(tmp_path: Path) -> None:
+    # The RL collector's in-process server: its owner may remove the store as soon as the session ends.
+    store = tmp_path / "store"
+    async with Client(build_server(ServerSettings(store_root=store))) as client:
+        made = [await _call(client, "text_to_image", {"prompt": PROMPT, "seed": seed}) for seed in range(6)]
+        assert all(m.structured_content and m.structured_content["bytes"] is None for m in made)
+        assert len(list((store / JOURNAL_DIR).glob("*.jsonl"))) == 1
+    assert not list((store / JOURNAL_DIR).glob("*.jsonl"))
+    for m in made:
+        assert m.structured_content is not None
+        assert ImageStore(store).path_of(m.structured_content["handle"]).is_file()
 
 
 def test_settings_resolve_write_behind_by_back_end() -> None:

@@ -142,12 +142,14 @@ def streamable_http_app(
     return app
 
 
-def server_arguments(*, name: str, title: str, version: str, instructions: str, tools: list[Tool]) -> dict[str, Any]:
+def server_arguments(
+    *, name: str, title: str, version: str, instructions: str, tools: list[Tool], lifespan: Any
+) -> dict[str, Any]:
     """The keyword arguments of ``MCPServer(...)`` on the installed major.
 
     mcp 1.x's ``FastMCP`` takes no ``title`` or ``version``: :func:`set_version` gives the version there.
     """
-    arguments: dict[str, Any] = {"name": name, "instructions": instructions, "tools": tools}
+    arguments: dict[str, Any] = {"name": name, "instructions": instructions, "tools": tools, "lifespan": lifespan}
     if MCP_MAJOR >= 2:
         arguments.update(title=title, version=version)
     return arguments

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 
@@ -118,7 +119,7 @@ class _ToolServer(MCPServer):
         super().__init__(
             **server_arguments(
                 name=SERVER_NAME, title="VisionCreator image tools", version=version, instructions=_INSTRUCTIONS,
-                tools=tools,
+                tools=tools, lifespan=_settling,
             )
         )  # fmt: skip
         set_version(self, version)
@@ -154,6 +155,19 @@ class _ToolServer(MCPServer):
             for image in page
         ]
         return mcp_model(ListResourcesResult, resources=resources, next_cursor=page[-1].handle if more else None)
+
+
+@asynccontextmanager
+async def _settling(server: Any) -> AsyncIterator[None]:
+    """The server's lifespan (per session): when it ends, its images written behind are on disk.
+
+    An in-process server (``Client(server)``, the RL collector's) otherwise could leave writes
+    in flight past its session, into a store its owner is already removing.
+    """
+    try:
+        yield None
+    finally:
+        await anyio.to_thread.run_sync(server._runner.settle)
 
 
 def _is_handle(text: str) -> bool:

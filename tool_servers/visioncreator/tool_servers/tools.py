@@ -250,7 +250,9 @@ class ToolRunner:
             width=stored.width,
             height=stored.height,
             mime_type=stored.mime_type,
-            bytes=stored.bytes,
+            # With write-behind the size is never known at answer time, even when a backlog made
+            # this write synchronous: the answer must not depend on the load (trajectories replay).
+            bytes=None if self.settings.writes_behind else stored.bytes,
             seed=generated.seed,
             tool=tool,
             uri=f"image://{stored.handle}",
@@ -324,6 +326,16 @@ class ToolRunner:
         started = time.perf_counter()
         result = await self.backend.inspect_image(args or InspectImageInput(image=source.handle, questions=[]), source)
         return result.model_copy(update={"generator_s": time.perf_counter() - started})
+
+    def settle(self, timeout: float | None = 120.0) -> None:
+        """Put every pending write on disk and retire this server's journal (a session is over).
+
+        Raises:
+            TimeoutError: Writes are still pending after ``timeout`` seconds.
+
+        """
+        self.journal.close()
+        self.store.flush(timeout)
 
     async def recover(self, handle: str) -> bool:
         """Make a lost image again from its journal recipe (see :func:`recovery.recover`); whether it is stored now."""
