@@ -21,6 +21,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 from mcp.types import BlobResourceContents, CallToolResult, TextResourceContents
+from PIL import Image
 
 from visioncreator.tool_servers import ServerSettings, build_server
 from visioncreator.tool_servers import writes as writes_module
@@ -176,17 +177,35 @@ async def test_write_behind_answers_first_and_a_clean_exit_leaves_no_journal(tmp
     assert not list((store / JOURNAL_DIR).glob("*.jsonl"))
 
 
-async def test_an_in_process_session_ends_with_its_images_on_disk_and_no_journal(tmp_path: Path) -> None:
+async def test_an_in_process_session_ends_with_its_images_on_disk_and_no_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # The RL collector's in-process server: its owner may remove the store as soon as the session ends.
+    # Writes failing meanwhile in another store (earlier tests remove theirs) must not keep this journal.
+    other = ImageStore(tmp_path / "other")
+    monkeypatch.setattr(writes_module, "write_atomic", _failing_in(other.root, writes_module.write_atomic))
     store = tmp_path / "store"
     async with Client(build_server(ServerSettings(store_root=store))) as client:
         made = [await _call(client, "text_to_image", {"prompt": PROMPT, "seed": seed}) for seed in range(6)]
         assert all(m.structured_content and m.structured_content["bytes"] is None for m in made)
         assert len(list((store / JOURNAL_DIR).glob("*.jsonl"))) == 1
+        failed = writes_module.pending_writes.failed
+        other.put_behind(Image.new("RGB", (8, 8)), None)
+        other.flush(10)
+        assert writes_module.pending_writes.failed == failed + 1
     assert not list((store / JOURNAL_DIR).glob("*.jsonl"))
     for m in made:
         assert m.structured_content is not None
         assert ImageStore(store).path_of(m.structured_content["handle"]).is_file()
+
+
+def _failing_in(root: Path, write: Any) -> Any:
+    def maybe(path: Path, data: bytes, into: Path) -> None:
+        if Path(into) == root:
+            raise OSError("disk full (injected)")
+        write(path, data, into)
+
+    return maybe
 
 
 def test_settings_resolve_write_behind_by_back_end() -> None:

@@ -63,7 +63,8 @@ class RecipeJournal:
     """
 
     def __init__(self, root: Path, exists: Callable[[str], bool], *, max_bytes: int = 4 << 20) -> None:
-        self.directory = Path(root) / JOURNAL_DIR
+        self.root = Path(root)
+        self.directory = self.root / JOURNAL_DIR
         self.max_bytes = max_bytes
         self._exists = exists
         self._fd: int | None = None
@@ -117,14 +118,14 @@ class RecipeJournal:
         if self._path is None:
             atexit.register(self.close)
         self._fd, self._path, self._size = fd, path, 0
-        self._failures = pending_writes.failed
+        self._failures = pending_writes.failed_under(self.root)
 
     def _retire_current(self) -> None:
         """Hand the current journal to the writer thread: deleted after every write queued before it."""
         fd, path, failures = self._fd, self._path, self._failures
         self._fd = None
         if fd is not None and path is not None:
-            pending_writes.after(lambda: _retire(fd, path, failures))
+            pending_writes.after(lambda: _retire(fd, path, self.root, failures))
 
     def close(self) -> None:
         """Delete this server's journal once its pending writes are on disk (kept if one failed)."""
@@ -156,9 +157,9 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _retire(fd: int, path: Path, failures: int) -> None:
+def _retire(fd: int, path: Path, root: Path, failures: int) -> None:
     try:
-        if pending_writes.failed > failures:
+        if pending_writes.failed_under(root) > failures:
             _log.warning("kept journal %s: an image write failed, its recipe can make it again", path.name)
         else:
             path.unlink(missing_ok=True)

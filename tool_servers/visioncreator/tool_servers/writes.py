@@ -65,6 +65,12 @@ class PendingWrites:
         self._writer: ThreadPoolExecutor | None = None
         self.failed = 0
         """Writes that failed (logged; their images live only in memory)."""
+        self._failed_under: dict[Path, int] = {}
+
+    def failed_under(self, root: Path) -> int:
+        """Writes into the store at ``root`` that failed (one store's failures say nothing of another's)."""
+        with self._lock:
+            return self._failed_under.get(Path(root), 0)
 
     def get(self, path: Path) -> Pending | None:
         """The pending write of ``path``, if any."""
@@ -137,7 +143,9 @@ class PendingWrites:
             if not os.path.lexists(path):
                 write_atomic(path, data, root)
         except (OSError, UnknownHandleError):
-            self.failed += 1
+            with self._lock:
+                self.failed += 1
+                self._failed_under[Path(root)] = self._failed_under.get(Path(root), 0) + 1
             _log.exception("writing %s failed: the image lives only in memory until this process ends", path.name)
         except BaseException as exc:
             if not pending.data.done():
