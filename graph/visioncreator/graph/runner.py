@@ -119,6 +119,26 @@ def thread_id_for(task: Task, seed: int, *scope: object) -> str:
     return "traj_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
+def saver_prelude(path: str | Path | None, synchronous: Synchronous) -> tuple[JsonPlusSerializer, Path | None]:
+    """What both checkpointer openers do first: the serializer, and the checked SQLite file (None: in memory).
+
+    Raises:
+        ValueError: ``synchronous`` is not ``NORMAL`` or ``FULL``.
+        CheckpointCorruptError: ``path`` exists and is not a readable SQLite database.
+
+    """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
+    if path is None or str(path) == ":memory:":
+        return serde, None
+    # A malformed or truncated file would fail every resume the same way, or (0 bytes) silently
+    # start over: say so once, with the way out (--restart moves it aside).
+    check_checkpoint(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return serde, Path(path)
+
+
 @asynccontextmanager
 async def open_checkpointer(
     path: str | Path | None, *, synchronous: Synchronous = "NORMAL"
@@ -138,19 +158,13 @@ async def open_checkpointer(
             an earlier step, repeating the calls after it). ``FULL``: each commit waits for the disk
             (fsync), so saved steps survive a power loss too, at a disk flush per step.
     """
-    if synchronous not in ("NORMAL", "FULL"):
-        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
-    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
-    if path is None or str(path) == ":memory:":
+    serde, file = saver_prelude(path, synchronous)
+    if file is None:
         yield InMemorySaver(serde=serde)
         return
     import aiosqlite
 
-    # A malformed or truncated file would fail every resume the same way, or (0 bytes) silently
-    # start over: say so once, with the way out (--restart moves it aside).
-    check_checkpoint(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(str(path))
+    conn = await aiosqlite.connect(str(file))
     saver = AsyncSqliteSaver(conn, serde=serde)
     try:
         # WAL is what AsyncSqliteSaver.setup() sets too; set here so that `synchronous` means the

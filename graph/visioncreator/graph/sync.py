@@ -20,17 +20,15 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from visioncreator.graph.builder import Agent, build_agent
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
-from visioncreator.graph.folder import check_checkpoint
 from visioncreator.graph.loop import LoopThread
 from visioncreator.graph.policies import open_policy
-from visioncreator.graph.runner import STATE_TYPES, EventHandler, RunResult, Synchronous, thread_id_for
+from visioncreator.graph.runner import EventHandler, RunResult, Synchronous, saver_prelude, thread_id_for
 from visioncreator.graph.state import AgentInput
 from visioncreator.graph.trajectory import build_trajectory
 from visioncreator.policy import Policy, Task
@@ -49,16 +47,12 @@ def open_checkpointer_sync(
     ``invoke``/``stream`` (LangGraph's ``SqliteSaver`` has no async methods: async code uses
     ``open_checkpointer``).
     """
-    if synchronous not in ("NORMAL", "FULL"):
-        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
-    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
-    if path is None or str(path) == ":memory:":
+    serde, file = saver_prelude(path, synchronous)
+    if file is None:
         yield InMemorySaver(serde=serde)
         return
-    check_checkpoint(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     # LangGraph's sync runner writes from its worker threads; the saver serializes them with its lock.
-    conn = sqlite3.connect(str(path), check_same_thread=False)
+    conn = sqlite3.connect(str(file), check_same_thread=False)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={synchronous}")
