@@ -33,6 +33,7 @@ tasks = { splits = ["single"], limit = 2, fault_rate = 0.0 }
 kind = "grpo"
 name = "grpo"
 max_steps = 1
+groups_per_step = 1
 num_generations = 2
 max_turns = 2
 max_completion_length = 512

@@ -180,8 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from visioncreator.rl.train.device import process_count, resolve_placement
     from visioncreator.rl.train.models import ModelError
     from visioncreator.rl.train.stages import run_stages
+
+    try:
+        placement = resolve_placement(config.policy)
+    except ConfigError as exc:
+        print(f"{_PROG}: error: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{_PROG}: device {placement.device}, dtype {placement.dtype}, {process_count(placement)} process(es)",
+        file=sys.stderr,
+    )
 
     kinds = None if args.mode == "rpco" else [cast(Literal["sft", "grpo"], args.mode)]
     printer = _Printer()
