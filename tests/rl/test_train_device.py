@@ -3,7 +3,9 @@ tiny SFT and GRPO run under ``accelerate launch`` (one CPU process)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +22,20 @@ pytest.importorskip("trl")
 torch = pytest.importorskip("torch")
 
 ACCELERATE = Path(sys.executable).with_name("accelerate")
+
+
+def _launch(command: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """Run a launcher and its worker processes; on a timeout, stop the whole process group."""
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(f"{command[:3]} did not finish in {timeout} s")
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +59,7 @@ def test_auto_is_the_cpu_in_float32_here_and_the_trl_args_say_so(tmp_path: Path)
 )
 def test_what_cannot_run_here_is_refused_naming_the_field(fields: dict[str, str], named: str) -> None:
     with pytest.raises(ConfigError, match=named):
-        resolve_placement(PolicyModel(model="tiny", **fields))  # type: ignore[arg-type]
+        resolve_placement(PolicyModel(model="tiny", **fields))
 
 
 @pytest.mark.parametrize(("bf16", "dtype"), [(True, "bfloat16"), (False, "float16")])
@@ -124,10 +140,38 @@ def test_sft_and_grpo_run_under_accelerate_launch(tiny_dir: Path, tmp_path: Path
     command = [str(ACCELERATE), "launch", "--num_processes", "1", "--num_machines", "1", "--cpu"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["-m", "visioncreator.rl.train", "rpco", "--config", str(config)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    done = _launch(command, env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "device cpu, dtype float32, 1 process(es)" in done.stderr
     assert "grpo step 1/1" in done.stderr
     for stage in ("01-sft", "02-grpo"):
         assert (run / stage / "stage.json").is_file()
         assert (run / stage / "model" / "config.json").is_file()
+
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun is not installed")
+def test_two_processes_each_roll_out_their_own_groups_of_a_step(tiny_dir: Path, tmp_path: Path) -> None:
+    # accelerate launches several CPU processes only through mpirun; torchrun starts the same
+    # processes (gloo) that `accelerate launch --num_processes 2` starts on two GPUs.
+    config = tmp_path / "train.toml"
+    run = tmp_path / "run"
+    config.write_text(
+        f'output_dir = "{run}"\n[policy]\nmodel = "{tiny_dir}"\nmax_new_tokens = 8\ntorch_threads = 1\n'
+        '[[stages]]\nkind = "grpo"\nname = "grpo"\nmax_steps = 1\ngroups_per_step = 2\nnum_generations = 2\n'
+        'max_turns = 1\nmax_completion_length = 256\ntasks = { splits = ["single"], limit = 2, fault_rate = 0.0 }\n'
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    command = [str(TORCHRUN), "--standalone", "--nproc_per_node", "2", "-m", "visioncreator.rl.train"]
+    command += ["grpo", "--config", str(config)]
+    done = _launch(command, env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("device cpu, dtype float32, 2 process(es)") == 1  # the main process reports
+    record = json.loads((run / "01-grpo" / "stage.json").read_text())
+    # Two groups a step over two processes: the main process rolled out one of them.
+    assert record["metrics"]["groups"] == 1.0
+    assert [e["groups/total"] for e in record["log_history"] if "loss" in e] == [1.0]
+    assert (run / "01-grpo" / "model" / "config.json").is_file()

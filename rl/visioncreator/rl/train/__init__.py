@@ -34,7 +34,13 @@ from visioncreator.rl.train.config import (
     TrainConfig,
     load_train_config,
 )
-from visioncreator.rl.train.device import Placement, main_process_first, process_count, resolve_placement
+from visioncreator.rl.train.device import (
+    Placement,
+    is_main_process,
+    main_process_first,
+    process_count,
+    resolve_placement,
+)
 from visioncreator.rl.train.evaluation import EvalPoint, Event, ToolsFactory, evaluate
 from visioncreator.rl.train.grpo import Batching, batching, build_grpo_trainer, train_grpo
 from visioncreator.rl.train.harness import Progress, StageResult, TrainingError
@@ -131,6 +137,7 @@ __all__ = [
     "expert_lengths",
     "fits",
     "images_seen",
+    "is_main_process",
     "load_policy_model",
     "load_tasks",
     "load_train_config",
