@@ -39,6 +39,7 @@ from visioncreator.rl.train.device import (
     is_main_process,
     main_process_first,
     process_count,
+    process_device,
     resolve_placement,
 )
 from visioncreator.rl.train.evaluation import EvalPoint, Event, ToolsFactory, evaluate
@@ -145,6 +146,7 @@ __all__ = [
     "main_process_first",
     "model_dir_for",
     "process_count",
+    "process_device",
     "refuse",
     "refuse_overlong",
     "resolve_placement",

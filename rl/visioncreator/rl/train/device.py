@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 from visioncreator.rl.train.config import ConfigError, PolicyModel
 
-__all__ = ["Placement", "is_main_process", "main_process_first", "process_count", "resolve_placement"]
+__all__ = [
+    "Placement",
+    "is_main_process",
+    "main_process_first",
+    "process_count",
+    "process_device",
+    "resolve_placement",
+]
 
 Device = Literal["cpu", "cuda"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -92,6 +99,11 @@ def _state(placement: Placement) -> Any:
 def process_count(placement: Placement) -> int:
     """How many training processes run together (``accelerate launch --num_processes N``; else 1)."""
     return int(_state(placement).num_processes)
+
+
+def process_device(placement: Placement) -> str:
+    """This process's torch device: ``cpu``, or its own GPU (``cuda:N``) under ``accelerate launch``."""
+    return str(_state(placement).device)
 
 
 def is_main_process(placement: Placement) -> bool:
