@@ -6,6 +6,13 @@ trains on the recorded ids and masks with :class:`~visioncreator.rl.train.traine
 Checkpoints, resume, progress and the final ``model/`` are the harness's
 (:mod:`visioncreator.rl.train.harness`).
 
+An optimiser step is ``groups_per_step`` whole groups (:func:`batching`: TRL generates them at
+once and accumulates micro-batches of ``batch_size``), anchored to the start model by a KL term
+(``beta``; under LoRA TRL takes the reference log-probs with the adapters switched off, in 1.16's
+``_generate_and_score_completions``, so no copy is made), and ``num_iterations`` steps reuse one
+batch of rollouts, where TRL's clipped importance ratio acts. :func:`build_grpo_trainer` builds the
+trainer without training it (for inspection and tests).
+
 Needs the ``rl`` extra; every heavy import is inside a function.
 """
 

@@ -4,8 +4,8 @@
 load the start model with :func:`load_start_model`, build their TRL config from :func:`trl_args`
 inside :func:`quiet`, report every log through :func:`progress_callback`, and finish with
 :func:`train_and_save`: train (from the latest checkpoint when resuming), then save the final
-weights (LoRA merged) into ``output_dir/model``, a plain model directory that the next stage,
-:class:`~visioncreator.policy.local.TransformersPolicy` and vLLM load.
+weights (LoRA merged; the main process writes them) into ``output_dir/model``, a plain model
+directory that the next stage, :class:`~visioncreator.policy.local.TransformersPolicy` and vLLM load.
 
 Needs the ``rl`` extra; every heavy import is inside a function.
 """
