@@ -41,6 +41,7 @@ SEED = 4  # a run seed whose group of four holds parsed and unparsed plans, each
 def test_per_node_advantages_reach_the_batch_trl_trains_on(warm_dir: Path, tmp_path: Path) -> None:
     stage = GRPOStage(
         tasks=GRPO_TASKS,
+        groups_per_step=1,
         num_generations=4,
         max_steps=1,
         max_turns=2,

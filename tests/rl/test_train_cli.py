@@ -33,6 +33,7 @@ tasks = { splits = ["single"], limit = 2, fault_rate = 0.0 }
 kind = "grpo"
 name = "grpo"
 max_steps = 1
+groups_per_step = 1
 num_generations = 2
 max_turns = 2
 max_completion_length = 512
@@ -108,6 +109,9 @@ def test_two_stages_run_in_order_write_markers_and_curves_and_resume(
         ("rpco", '[[stages]]\nkind = "sft"\nmax_steps = 0\n', "stages.0.sft.max_steps"),
         ("grpo", '[[stages]]\nkind = "sft"\nmax_steps = 1\n', "stages: no 'grpo' stage"),
         ("sft", '[[stages]]\nkind = "sft"\nlearning_rate = "fast"\n', "stages.0.sft.learning_rate"),
+        ("grpo", '[[stages]]\nkind = "grpo"\ngroups_per_step = 0\n', "stages.0.grpo.groups_per_step"),
+        ("grpo", '[[stages]]\nkind = "grpo"\nbatch_size = 3\n', "stages.0.grpo: Value error, batch_size=3 must divide"),
+        ("grpo", '[[stages]]\nkind = "grpo"\nbeta = -1\n', "stages.0.grpo.beta"),
     ],
 )
 def test_a_bad_config_exits_2_naming_the_file_and_field(

@@ -25,8 +25,10 @@ pytest.importorskip("trl")
 def test_two_grpo_steps_on_graph_rollouts_change_the_weights(warm_dir: Path, tmp_path: Path) -> None:
     import torch
 
-    # One policy turn per rollout, four per group: some plans parse, some do not.
-    stage = GRPOStage(tasks=TASKS, num_generations=4, max_steps=2, max_turns=1, max_completion_length=256)
+    # One policy turn per rollout, four per group: some plans parse, some do not (one task: one group a step).
+    stage = GRPOStage(
+        tasks=TASKS, groups_per_step=1, num_generations=4, max_steps=2, max_turns=1, max_completion_length=256
+    )
     logs: list[dict[str, Any]] = []
     result = train_grpo(stage, POLICY, model_dir=warm_dir, output_dir=tmp_path / "grpo", progress=logs.append)
 
@@ -46,7 +48,9 @@ def test_the_batch_trl_trains_on_holds_the_recorded_ids_with_observations_masked
 ) -> None:
     from transformers import AutoTokenizer
 
-    stage = GRPOStage(tasks=TASKS, num_generations=2, max_steps=1, max_turns=2, max_completion_length=1024)
+    stage = GRPOStage(
+        tasks=TASKS, groups_per_step=1, num_generations=2, max_steps=1, max_turns=2, max_completion_length=1024
+    )
     batches: list[Mapping[str, Any]] = []
     train_grpo(stage, POLICY, model_dir=warm_dir, output_dir=tmp_path / "grpo", on_batch=batches.append)
 

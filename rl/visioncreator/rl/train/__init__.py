@@ -6,6 +6,7 @@
 - :mod:`~visioncreator.rl.train.selection`: which trajectories SFT learns from;
 - :mod:`~visioncreator.rl.train.lengths`: trajectory lengths in tokens, the limits derived from them,
   and refusing (not cutting) what is longer;
+- :mod:`~visioncreator.rl.train.device`: where training runs and in which precision (:func:`resolve_placement`);
 - :mod:`~visioncreator.rl.train.harness`: what both trainers share (:class:`StageResult`);
 - :mod:`~visioncreator.rl.train.sft` and :mod:`~visioncreator.rl.train.grpo`: :func:`train_sft` and
   :func:`train_grpo`, one stage each;
@@ -33,8 +34,16 @@ from visioncreator.rl.train.config import (
     TrainConfig,
     load_train_config,
 )
+from visioncreator.rl.train.device import (
+    Placement,
+    is_main_process,
+    main_process_first,
+    process_count,
+    process_device,
+    resolve_placement,
+)
 from visioncreator.rl.train.evaluation import EvalPoint, Event, ToolsFactory, evaluate
-from visioncreator.rl.train.grpo import train_grpo
+from visioncreator.rl.train.grpo import Batching, batching, build_grpo_trainer, train_grpo
 from visioncreator.rl.train.harness import Progress, StageResult, TrainingError
 from visioncreator.rl.train.lengths import (
     LengthReport,
@@ -92,6 +101,7 @@ __all__ = [
     "PLAN_STRONG",
     "REFLECTION_WEIGHTS",
     "RPCO_STAGE_NAMES",
+    "Batching",
     "ConfigError",
     "Curves",
     "EvalPoint",
@@ -102,6 +112,7 @@ __all__ = [
     "LoraSpec",
     "ModelError",
     "Observe",
+    "Placement",
     "PolicyModel",
     "Progress",
     "RolloutSample",
@@ -117,6 +128,8 @@ __all__ = [
     "ToolsFactory",
     "TrainConfig",
     "TrainingError",
+    "batching",
+    "build_grpo_trainer",
     "build_tiny_vlm",
     "curve_steps",
     "default_cache_dir",
@@ -125,13 +138,18 @@ __all__ = [
     "expert_lengths",
     "fits",
     "images_seen",
+    "is_main_process",
     "load_policy_model",
     "load_tasks",
     "load_train_config",
     "lora_config",
+    "main_process_first",
     "model_dir_for",
+    "process_count",
+    "process_device",
     "refuse",
     "refuse_overlong",
+    "resolve_placement",
     "reward_functions",
     "rpco_config",
     "rpco_stages",

@@ -180,13 +180,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    from visioncreator.rl.train.device import is_main_process, process_count, resolve_placement
     from visioncreator.rl.train.models import ModelError
     from visioncreator.rl.train.stages import run_stages
+
+    try:
+        placement = resolve_placement(config.policy)
+    except ConfigError as exc:
+        print(f"{_PROG}: error: {args.config}: {exc}", file=sys.stderr)
+        return 2
+    main_process = is_main_process(placement)  # under accelerate launch, one process reports
+    if main_process:
+        print(
+            f"{_PROG}: device {placement.device}, dtype {placement.dtype}, {process_count(placement)} process(es)",
+            file=sys.stderr,
+        )
 
     kinds = None if args.mode == "rpco" else [cast(Literal["sft", "grpo"], args.mode)]
     printer = _Printer()
     try:
-        summary = run_stages(config, kinds=kinds, resume=not args.no_resume, progress=printer)
+        summary = run_stages(config, kinds=kinds, resume=not args.no_resume, progress=printer if main_process else None)
     except ModelError as exc:
         print(f"{_PROG}: error: {args.config}: policy.model: {exc}", file=sys.stderr)
         return 2
@@ -197,7 +210,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         printer.close()
-    print(f"{_PROG}: done; final model {summary.final_model}; curves {summary.output_dir}/curves.json", file=sys.stderr)
+    if main_process:
+        print(
+            f"{_PROG}: done; final model {summary.final_model}; curves {summary.output_dir}/curves.json",
+            file=sys.stderr,
+        )
     return 0
 
 

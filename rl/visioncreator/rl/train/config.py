@@ -72,6 +72,16 @@ class PolicyModel(_Model):
     temperature: float = Field(default=1.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     torch_threads: int | None = Field(default=None, ge=1, description="torch.set_num_threads (None: leave it).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto",
+        description="Where training runs: auto is cuda when torch sees a GPU, else cpu (under accelerate launch, "
+        "each process's own GPU). cuda without a GPU is refused by name.",
+    )
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        default="auto",
+        description="Compute precision: auto is bfloat16 on a GPU that has it (else float16), float32 on the CPU. "
+        "Trained weights stay float32 (mixed precision); frozen LoRA base weights load in this dtype.",
+    )
 
 
 class TaskSource(_Model):
@@ -131,10 +141,34 @@ class GRPOStage(_Model):
     name: str = "grpo"
     tasks: TaskSource = Field(default_factory=TaskSource)
     num_generations: int = Field(default=4, ge=2, description="Samples per task: the GRPO group.")
-    max_steps: int = Field(default=50, ge=1)
+    groups_per_step: int = Field(
+        default=2,
+        ge=1,
+        description="Groups (tasks) per optimiser step, over all processes: each step's gradient averages "
+        "groups_per_step * num_generations rollouts. With several processes, a multiple of their number "
+        "(every process rolls out whole groups).",
+    )
+    max_steps: int = Field(default=50, ge=1, description="Optimiser steps (num_iterations of them per rollout batch).")
     learning_rate: float = Field(default=1e-5, gt=0.0)
-    beta: float = Field(default=0.0, ge=0.0, description="KL coefficient (0: no reference model).")
-    batch_size: int | None = Field(default=None, ge=1, description="Per-device batch; default num_generations.")
+    beta: float = Field(
+        default=0.04,
+        ge=0.0,
+        description="KL coefficient to the start model (0: no anchor). With LoRA the reference is the start "
+        "model with the adapters switched off (no copy); full fine-tuning keeps a frozen copy.",
+    )
+    num_iterations: int = Field(
+        default=1,
+        ge=1,
+        description="Optimiser steps per rollout batch (GRPO's mu): above 1 the batch is reused, the importance "
+        "ratio to the rollout's model leaves 1 and the clipping (epsilon) acts.",
+    )
+    epsilon: float = Field(default=0.2, gt=0.0, lt=1.0, description="PPO clip range of the importance ratio.")
+    batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        description="Rollouts per forward/backward pass on one process (a memory knob; gradients accumulate "
+        "to the whole step). None: the process's whole share of a step.",
+    )
     rewards: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_WEIGHTS),
         description="Reward name -> weight (the names of visioncreator.rl.REWARDS).",
@@ -176,6 +210,16 @@ class GRPOStage(_Model):
     save_steps: int = Field(default=10, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``GRPOConfig`` fields, passed through.")
+
+    @model_validator(mode="after")
+    def _batch_divides_step(self) -> GRPOStage:
+        step = self.groups_per_step * self.num_generations
+        if self.batch_size is not None and step % self.batch_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} must divide the rollouts of one step, groups_per_step * "
+                f"num_generations = {self.groups_per_step} * {self.num_generations} = {step}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _known_rewards(self) -> GRPOStage:

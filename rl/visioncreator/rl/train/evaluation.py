@@ -51,8 +51,12 @@ class EvalPoint(BaseModel):
 def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed: int) -> TransformersPolicy:
     """``model_dir`` as a local policy, sampling as ``policy`` says at ``temperature``."""
     from visioncreator.policy import LocalPolicySettings, TransformersPolicy
+    from visioncreator.rl.train.device import process_device, resolve_placement
 
+    placement = resolve_placement(policy)  # evaluate where training runs (this process's GPU), in its dtype
     settings = LocalPolicySettings(
+        device=process_device(placement),
+        dtype=placement.dtype,
         temperature=temperature,
         top_p=policy.top_p,
         max_new_tokens=policy.max_new_tokens,

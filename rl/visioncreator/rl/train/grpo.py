@@ -6,6 +6,13 @@ trains on the recorded ids and masks with :class:`~visioncreator.rl.train.traine
 Checkpoints, resume, progress and the final ``model/`` are the harness's
 (:mod:`visioncreator.rl.train.harness`).
 
+An optimiser step is ``groups_per_step`` whole groups (:func:`batching`: TRL generates them at
+once and accumulates micro-batches of ``batch_size``), anchored to the start model by a KL term
+(``beta``; under LoRA TRL takes the reference log-probs with the adapters switched off, in 1.16's
+``_generate_and_score_completions``, so no copy is made), and ``num_iterations`` steps reuse one
+batch of rollouts, where TRL's clipped importance ratio acts. :func:`build_grpo_trainer` builds the
+trainer without training it (for inspection and tests).
+
 Needs the ``rl`` extra; every heavy import is inside a function.
 """
 
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,7 @@ from visioncreator.graph import ToolClient
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.records import CollectTask
 from visioncreator.rl.train.config import GRPOStage, PolicyModel
+from visioncreator.rl.train.device import Placement, process_count, resolve_placement
 from visioncreator.rl.train.harness import (
     Progress,
     StageResult,
@@ -30,52 +39,150 @@ from visioncreator.rl.train.harness import (
     train_and_save,
     trl_args,
 )
+from visioncreator.rl.train.rollout import GraphRollout
 
-__all__ = ["train_grpo"]
+__all__ = ["Batching", "batching", "build_grpo_trainer", "train_grpo"]
 
 
-def _batch_size(stage: GRPOStage) -> int:
-    """The generation batch: ``stage.batch_size`` (default one group), a multiple of ``num_generations``."""
-    batch = stage.batch_size or stage.num_generations
-    if batch % stage.num_generations:
+@dataclass(frozen=True)
+class Batching:
+    """How one optimiser step's rollouts split over processes and forward passes."""
+
+    processes: int
+    """Training processes (``accelerate launch --num_processes``; 1 otherwise)."""
+    per_device: int
+    """Rollouts per forward/backward pass (TRL's ``per_device_train_batch_size``)."""
+    accumulation: int
+    """Passes per optimiser step on each process (TRL's ``gradient_accumulation_steps``)."""
+
+
+def batching(stage: GRPOStage, processes: int = 1) -> Batching:
+    """One step = ``groups_per_step`` whole groups, each process rolling out its own whole groups.
+
+    TRL generates once per ``gradient_accumulation_steps`` passes (its ``steps_per_generation``
+    default), so its generation batch is exactly one step's ``groups_per_step * num_generations``
+    rollouts and, with ``num_iterations=1``, every step is on-policy.
+
+    Raises:
+        TrainingError: ``groups_per_step`` is not a multiple of ``processes``, or ``batch_size`` does
+            not divide one process's share of a step.
+
+    """
+    if stage.groups_per_step % processes:
         raise TrainingError(
-            f"GRPO stage {stage.name!r}: batch_size={batch} must be a multiple of "
-            f"num_generations={stage.num_generations}"
+            f"GRPO stage {stage.name!r}: groups_per_step={stage.groups_per_step} must be a multiple of the "
+            f"{processes} training processes (each process rolls out whole groups)"
         )
-    return batch
+    share = stage.groups_per_step // processes * stage.num_generations
+    per_device = stage.batch_size or share
+    if share % per_device:
+        raise TrainingError(
+            f"GRPO stage {stage.name!r}: batch_size={per_device} must divide each process's {share} rollouts per "
+            f"step (groups_per_step * num_generations / processes)"
+        )
+    return Batching(processes=processes, per_device=per_device, accumulation=share // per_device)
 
 
-def _tasks(stage: GRPOStage, batch: int) -> list[CollectTask]:
-    """The stage's tasks; enough of them for one batch of groups."""
+def _tasks(stage: GRPOStage) -> list[CollectTask]:
+    """The stage's tasks; enough of them for one step's groups (a step's groups are distinct tasks)."""
     from visioncreator.rl.train.tasks import load_tasks
 
     tasks = load_tasks(stage.tasks)
-    if batch // stage.num_generations > len(tasks):
+    if stage.groups_per_step > len(tasks):
         raise TrainingError(
-            f"GRPO stage {stage.name!r}: a batch of {batch} needs {batch // stage.num_generations} tasks "
-            f"({stage.num_generations} generations each), the task source gives {len(tasks)}"
+            f"GRPO stage {stage.name!r}: groups_per_step={stage.groups_per_step} needs as many distinct tasks, "
+            f"the task source gives {len(tasks)}"
         )
     return tasks
 
 
 def _grpo_config(
-    stage: GRPOStage, policy: PolicyModel, output_dir: Path, seed: int, batch: int, weights: list[float]
+    stage: GRPOStage,
+    policy: PolicyModel,
+    output_dir: Path,
+    seed: int,
+    weights: list[float],
+    placement: Placement,
+    batch: Batching,
 ) -> Any:
     """TRL's ``GRPOConfig`` of the stage (build it inside :func:`~visioncreator.rl.train.harness.quiet`)."""
     from trl.trainer.grpo_config import GRPOConfig
 
-    return GRPOConfig(
-        **trl_args(stage, output_dir, seed),
-        per_device_train_batch_size=batch,
-        num_generations=stage.num_generations,
-        max_completion_length=stage.max_completion_length,
-        beta=stage.beta,
+    args: dict[str, Any] = {
+        **trl_args(stage, output_dir, seed, placement),
+        "per_device_train_batch_size": batch.per_device,
+        "gradient_accumulation_steps": batch.accumulation,
+        "num_generations": stage.num_generations,
+        "max_completion_length": stage.max_completion_length,
+        "beta": stage.beta,
+        "num_iterations": stage.num_iterations,
+        "epsilon": stage.epsilon,
+        # Dropout would make the importance ratio and the KL noisy even before any update.
+        "disable_dropout": True,
         # TRL recomputes log-probs as logits / temperature: match the rollouts' sampling.
-        temperature=policy.temperature if policy.temperature > 0 else 1.0,
-        top_p=policy.top_p,
-        reward_weights=weights,
-        **stage.trl,
-    )
+        "temperature": policy.temperature if policy.temperature > 0 else 1.0,
+        "top_p": policy.top_p,
+        "reward_weights": weights,
+    }
+    return GRPOConfig(**(args | stage.trl))
+
+
+def build_grpo_trainer(
+    stage: GRPOStage,
+    policy: PolicyModel,
+    *,
+    model_dir: str | Path | None = None,
+    output_dir: str | Path,
+    seed: int = 0,
+    progress: Progress | None = None,
+    on_batch: Callable[[Mapping[str, Any]], None] | None = None,
+    tools: Callable[[CollectConfig], ToolClient] | None = None,
+) -> tuple[Any, Any, GraphRollout]:
+    """The stage's :class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer`, its tokenizer and its rollout.
+
+    :func:`train_grpo` is this, then training and the final save; the arguments are the same.
+    """
+    from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
+
+    from visioncreator.rl.train.lengths import with_completion_limit
+    from visioncreator.rl.train.models import lora_config
+    from visioncreator.rl.train.rollout import reward_functions
+    from visioncreator.rl.train.tasks import task_prompt
+    from visioncreator.rl.train.trainer import GraphGRPOTrainer
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    placement = resolve_placement(policy)
+    batch = batching(stage, process_count(placement))
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = _tasks(stage)
+    dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
+    _, model, tokenizer = load_start_model(policy, model_dir, placement)
+    stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
+    funcs, weights = reward_functions(stage.rewards)
+    with quiet():
+        args = _grpo_config(stage, policy, out, seed, weights, placement, batch)
+        rollout = GraphRollout(
+            stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
+            call_seeds=stage.call_seeds, branch_at=stage.branch_at,
+        )  # fmt: skip
+        trainer = GraphGRPOTrainer(
+            model=model,
+            reward_funcs=funcs,
+            args=args,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            peft_config=lora_config(policy.lora),
+            callbacks=[progress_callback(progress)],
+            rollout=rollout,
+            per_node_advantages=stage.per_node_advantages,
+            node_rewards=stage.node_rewards,
+            credit=stage.credit,
+            credit_local_weight=stage.credit_local_weight,
+            reward_weights=stage.rewards,
+            on_batch=on_batch,
+        )
+    return trainer, tokenizer, rollout
 
 
 def train_grpo(
@@ -105,49 +212,23 @@ def train_grpo(
         tools: Makes the rollouts' tool client from their collect config; default the in-process
             synthetic server (:func:`visioncreator.rl.collection.collector.synthetic_tools`).
 
+    Each optimiser step trains on ``stage.groups_per_step`` groups of ``num_generations`` rollouts
+    (see :func:`batching`); with ``num_iterations`` above 1 each batch of rollouts serves that many
+    steps. With ``beta > 0`` the loss has a KL term to the start model: under LoRA the start model
+    is the same weights with the adapters off (TRL's way; no second copy), under full fine-tuning a
+    frozen copy. Under ``accelerate launch`` every process rolls out its own groups.
+
     Raises:
-        TrainingError: The batch size is not a multiple of ``num_generations``.
+        TrainingError: ``groups_per_step`` does not split over the processes, ``batch_size`` does
+            not divide a process's share, or there are fewer tasks than ``groups_per_step``.
+        ConfigError: ``policy.device``/``policy.dtype`` cannot run here.
 
     """
-    from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
-
-    from visioncreator.rl.train.lengths import with_completion_limit
-    from visioncreator.rl.train.models import lora_config
-    from visioncreator.rl.train.rollout import GraphRollout, reward_functions
-    from visioncreator.rl.train.tasks import task_prompt
-    from visioncreator.rl.train.trainer import GraphGRPOTrainer
-
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    batch = _batch_size(stage)
+    trainer, tokenizer, rollout = build_grpo_trainer(
+        stage, policy, model_dir=model_dir, output_dir=output_dir, seed=seed, progress=progress,
+        on_batch=on_batch, tools=tools,
+    )  # fmt: skip
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tasks = _tasks(stage, batch)
-    dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
-    _, model, tokenizer = load_start_model(policy, model_dir)
-    stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
-    funcs, weights = reward_functions(stage.rewards)
-    with quiet():
-        args = _grpo_config(stage, policy, out, seed, batch, weights)
-        rollout = GraphRollout(
-            stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
-            call_seeds=stage.call_seeds, branch_at=stage.branch_at,
-        )  # fmt: skip
-        trainer = GraphGRPOTrainer(
-            model=model,
-            reward_funcs=funcs,
-            args=args,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=lora_config(policy.lora),
-            callbacks=[progress_callback(progress)],
-            rollout=rollout,
-            per_node_advantages=stage.per_node_advantages,
-            node_rewards=stage.node_rewards,
-            credit=stage.credit,
-            credit_local_weight=stage.credit_local_weight,
-            reward_weights=stage.rewards,
-            on_batch=on_batch,
-        )
     final, metrics = train_and_save(trainer, tokenizer, out, resume)
     metrics |= {
         "groups": float(rollout.groups),

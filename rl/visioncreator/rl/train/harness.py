@@ -4,8 +4,8 @@
 load the start model with :func:`load_start_model`, build their TRL config from :func:`trl_args`
 inside :func:`quiet`, report every log through :func:`progress_callback`, and finish with
 :func:`train_and_save`: train (from the latest checkpoint when resuming), then save the final
-weights (LoRA merged) into ``output_dir/model``, a plain model directory that the next stage,
-:class:`~visioncreator.policy.local.TransformersPolicy` and vLLM load.
+weights (LoRA merged; the main process writes them) into ``output_dir/model``, a plain model
+directory that the next stage, :class:`~visioncreator.policy.local.TransformersPolicy` and vLLM load.
 
 Needs the ``rl`` extra; every heavy import is inside a function.
 """
@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from visioncreator.rl.errors import RLError
 from visioncreator.rl.train.config import GRPOStage, PolicyModel, SFTStage
+from visioncreator.rl.train.device import Placement, resolve_placement
 
 __all__ = [
     "MODEL_SUBDIR",
@@ -95,9 +96,10 @@ def _last_checkpoint(output_dir: Path, resume: bool) -> str | None:
     return last
 
 
-def trl_args(stage: SFTStage | GRPOStage, output_dir: Path, seed: int) -> dict[str, Any]:
-    """The TRL config arguments both stages share: steps, learning rate, checkpoints, logging, CPU."""
+def trl_args(stage: SFTStage | GRPOStage, output_dir: Path, seed: int, placement: Placement) -> dict[str, Any]:
+    """The TRL config arguments both stages share: steps, learning rate, checkpoints, logging, device and dtype."""
     return {
+        **placement.trl_args(),
         "output_dir": str(output_dir),
         "max_steps": stage.max_steps,
         "learning_rate": stage.learning_rate,
@@ -105,19 +107,25 @@ def trl_args(stage: SFTStage | GRPOStage, output_dir: Path, seed: int) -> dict[s
         "save_strategy": "steps",
         "logging_steps": stage.logging_steps,
         "seed": seed,
-        "use_cpu": True,
-        "bf16": False,
         "report_to": "none",
         "disable_tqdm": True,
     }
 
 
-def load_start_model(policy: PolicyModel, model_dir: str | Path | None) -> tuple[Path, Any, Any]:
-    """The start model's directory, model and tokenizer: ``model_dir``, else the model ``policy.model`` names."""
+def load_start_model(
+    policy: PolicyModel, model_dir: str | Path | None, placement: Placement | None = None
+) -> tuple[Path, Any, Any]:
+    """The start model's directory, model and tokenizer: ``model_dir``, else the model ``policy.model`` names.
+
+    The weights load in ``placement.weight_dtype`` (default: ``policy``'s resolved placement):
+    float32 when they train, the compute dtype under LoRA. The trainer moves them to the device.
+    """
     from visioncreator.rl.train.models import load_policy_model, model_dir_for
 
+    placement = placement or resolve_placement(policy)
     start = Path(model_dir) if model_dir is not None else model_dir_for(policy)
-    model, tokenizer = load_policy_model(start, torch_threads=policy.torch_threads)
+    dtype = placement.weight_dtype(trained=policy.lora is None)
+    model, tokenizer = load_policy_model(start, torch_threads=policy.torch_threads, dtype=dtype)
     return start, model, tokenizer
 
 
@@ -126,8 +134,11 @@ def _save_final_model(
 ) -> tuple[Path, dict[str, float]]:
     from visioncreator.rl.train.models import save_policy_model
 
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    final = save_policy_model(model, tokenizer, output_dir / MODEL_SUBDIR)
+    accelerator = trainer.accelerator
+    final = output_dir / MODEL_SUBDIR
+    if accelerator.is_main_process:  # one writer under accelerate launch; the others wait for it
+        save_policy_model(accelerator.unwrap_model(trainer.model), tokenizer, final)
+    accelerator.wait_for_everyone()
     metrics = {k: float(v) for k, v in train_metrics.items() if isinstance(v, int | float)}
     return final, metrics
 

@@ -106,8 +106,13 @@ def lora_config(spec: LoraSpec | None) -> Any:
     )
 
 
-def load_policy_model(model_dir: str | Path, *, torch_threads: int | None = None) -> tuple[Any, Any]:
-    """Load ``(model, tokenizer)`` from a model directory, in float32 on the CPU, ready to train.
+def load_policy_model(
+    model_dir: str | Path, *, torch_threads: int | None = None, dtype: str = "float32"
+) -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` from a model directory, on the CPU in ``dtype`` (float32, bfloat16, float16).
+
+    The trainer moves the model to its device; ``dtype`` is the weights' (see
+    :meth:`visioncreator.rl.train.device.Placement.weight_dtype`).
 
     Raises:
         ModelError: The directory does not hold a loadable causal LM.
@@ -122,7 +127,7 @@ def load_policy_model(model_dir: str | Path, *, torch_threads: int | None = None
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: not a model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

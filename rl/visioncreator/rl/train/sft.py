@@ -19,6 +19,7 @@ from typing import Any
 
 from visioncreator.graph import Trajectory
 from visioncreator.rl.train.config import PolicyModel, SFTStage
+from visioncreator.rl.train.device import Placement, main_process_first, resolve_placement
 from visioncreator.rl.train.harness import (
     Progress,
     StageResult,
@@ -110,19 +111,21 @@ def _fit_examples(stage: SFTStage, dataset: Any, context: int | None) -> tuple[A
     return (dataset.select(keep) if dropped else dataset), limit, metrics
 
 
-def _sft_config(stage: SFTStage, output_dir: Path, seed: int, dataset: Any, max_length: int) -> Any:
+def _sft_config(
+    stage: SFTStage, output_dir: Path, seed: int, dataset: Any, max_length: int, placement: Placement
+) -> Any:
     """TRL's ``SFTConfig`` of the stage (build it inside :func:`~visioncreator.rl.train.harness.quiet`)."""
     from trl.trainer.sft_config import SFTConfig
 
-    return SFTConfig(
-        **trl_args(stage, output_dir, seed),
-        per_device_train_batch_size=stage.batch_size,
-        gradient_accumulation_steps=stage.gradient_accumulation_steps,
-        max_length=max_length,
+    args: dict[str, Any] = {
+        **trl_args(stage, output_dir, seed, placement),
+        "per_device_train_batch_size": stage.batch_size,
+        "gradient_accumulation_steps": stage.gradient_accumulation_steps,
+        "max_length": max_length,
         # A pre-tokenized completion_mask only becomes labels with completion_only_loss.
-        completion_only_loss="completion_mask" in dataset.column_names,
-        **stage.trl,
-    )
+        "completion_only_loss": "completion_mask" in dataset.column_names,
+    }
+    return SFTConfig(**(args | stage.trl))
 
 
 def train_sft(
@@ -151,7 +154,11 @@ def train_sft(
     An example longer than ``stage.max_length`` is dropped, never cut: the metrics count them
     (``dropped_too_long``, with ``max_length`` and ``longest_example``) and a warning names how many.
 
+    Under ``accelerate launch`` the main process collects the expert's trajectories (when
+    needed) and the others read them; each process trains on its share of every step's batch.
+
     Raises:
+        ConfigError: ``policy.device``/``policy.dtype`` cannot run here.
         TrainingError: No trajectory passes the selections, none can be tokenized, or every one is
             longer than ``stage.max_length``.
 
@@ -161,18 +168,23 @@ def train_sft(
     from visioncreator.rl.exports import sft_dataset
     from visioncreator.rl.train.models import lora_config
 
+    placement = resolve_placement(policy)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trajectories = list(records) if records is not None else _sft_trajectories(stage, out, seed)
+    if records is not None:
+        trajectories = list(records)
+    else:
+        with main_process_first(placement):  # the others then read what the main process collected
+            trajectories = _sft_trajectories(stage, out, seed)
     chosen = _selected(stage, trajectories)
-    _, model, tokenizer = load_start_model(policy, model_dir)
+    _, model, tokenizer = load_start_model(policy, model_dir, placement)
     dataset, max_length, length_metrics = _fit_examples(
         stage, sft_dataset(chosen, tokenizer), context_length(tokenizer)
     )
     with quiet():
         trainer = SFTTrainer(
             model=model,
-            args=_sft_config(stage, out, seed, dataset, max_length),
+            args=_sft_config(stage, out, seed, dataset, max_length, placement),
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora_config(policy.lora),
