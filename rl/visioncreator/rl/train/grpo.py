@@ -58,6 +58,18 @@ def _tasks(stage: GRPOStage, batch: int) -> list[CollectTask]:
     return tasks
 
 
+def _processor(stage: GRPOStage, policy: PolicyModel, tokenizer: Any) -> Any:
+    """The VLM processor a vision-language model loads with (rollouts show it images), else None."""
+    if hasattr(tokenizer, "image_processor"):
+        return tokenizer
+    if stage.observe != "inspect":
+        raise TrainingError(
+            f"GRPO stage {stage.name!r}: observe={stage.observe!r} shows the policy images, but "
+            f"{policy.model!r} is a text model: use a vision-language model (e.g. tiny-vlm) or observe='inspect'"
+        )
+    return None
+
+
 def _grpo_config(
     stage: GRPOStage, policy: PolicyModel, output_dir: Path, seed: int, batch: int, weights: list[float]
 ) -> Any:
@@ -106,7 +118,8 @@ def train_grpo(
             synthetic server (:func:`visioncreator.rl.collection.collector.synthetic_tools`).
 
     Raises:
-        TrainingError: The batch size is not a multiple of ``num_generations``.
+        TrainingError: The batch size is not a multiple of ``num_generations``, or the stage shows
+            images (``observe``) to a text model.
 
     """
     from datasets import Dataset  # type: ignore[import-untyped,unused-ignore]
@@ -124,13 +137,15 @@ def train_grpo(
     tasks = _tasks(stage, batch)
     dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
     _, model, tokenizer = load_start_model(policy, model_dir)
-    stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
+    processor = _processor(stage, policy, tokenizer)
+    text_tokenizer = tokenizer if processor is None else processor.tokenizer
+    stage, _ = with_completion_limit(stage, text_tokenizer, seed=seed)  # no-op when the stage sets it
     funcs, weights = reward_functions(stage.rewards)
     with quiet():
         args = _grpo_config(stage, policy, out, seed, batch, weights)
         rollout = GraphRollout(
             stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
-            call_seeds=stage.call_seeds, branch_at=stage.branch_at,
+            call_seeds=stage.call_seeds, branch_at=stage.branch_at, observe=stage.observe, processor=processor,
         )  # fmt: skip
         trainer = GraphGRPOTrainer(
             model=model,
