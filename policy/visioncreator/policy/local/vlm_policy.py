@@ -127,6 +127,16 @@ class TransformersVLMPolicy:
         model.to(s.device).eval()
         return cls(model, processor, images=images, settings=s)
 
+    @property
+    def model(self) -> Any:
+        """The model it samples from (the very object it was given: live weights)."""
+        return self._model
+
+    @property
+    def processor(self) -> Any:
+        """The processor that renders and expands its prompts."""
+        return self._processor
+
     async def respond(self, request: PolicyRequest) -> PolicyTurn:
         """One assistant turn. Raises only :class:`PolicyContextError` (``on_context_overflow='raise'``)."""
         return (await self.sample(request, 1))[0]
