@@ -23,7 +23,7 @@ pytest.importorskip("trl")
 import torch
 
 from visioncreator.policy import PolicyRequest, TransformersVLMPolicy
-from visioncreator.rl.train.config import GRPOStage, PolicyModel, TaskSource
+from visioncreator.rl.train.config import GRPOStage, LoraSpec, PolicyModel, TaskSource
 from visioncreator.rl.train.rollout import images_seen, load_tasks
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
@@ -111,8 +111,8 @@ def vision_calls() -> Iterator[list[dict[str, Any]]]:
     handle.remove()
 
 
-def _policy(vlm_dir: Path) -> PolicyModel:
-    return PolicyModel(model=str(vlm_dir), max_new_tokens=40, temperature=0.7, torch_threads=1)
+def _policy(vlm_dir: Path, lora: LoraSpec | None = None) -> PolicyModel:
+    return PolicyModel(model=str(vlm_dir), lora=lora, max_new_tokens=40, temperature=0.7, torch_threads=1)
 
 
 def _same_images(seen: torch.Tensor, expected: torch.Tensor) -> bool:
@@ -124,8 +124,9 @@ def _same_images(seen: torch.Tensor, expected: torch.Tensor) -> bool:
     return all(torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5) for a, b in zip(left, right, strict=True))
 
 
+@pytest.mark.parametrize("lora", [None, LoraSpec(r=4, alpha=8)], ids=["full", "lora"])
 def test_a_grpo_step_through_the_graph_feeds_the_observed_images_to_the_forward_passes(
-    vlm_dir: Path, tmp_path: Path, vision_calls: list[dict[str, Any]]
+    vlm_dir: Path, tmp_path: Path, vision_calls: list[dict[str, Any]], lora: LoraSpec | None
 ) -> None:
     from transformers import AutoProcessor
 
@@ -135,7 +136,7 @@ def test_a_grpo_step_through_the_graph_feeds_the_observed_images_to_the_forward_
         tasks=TASKS, num_generations=2, max_steps=1, max_turns=2, max_completion_length=1024, observe="image", beta=0.1
     )
     batches: list[Mapping[str, Any]] = []
-    result = train_grpo(stage, _policy(vlm_dir), output_dir=tmp_path / "grpo", on_batch=batches.append)
+    result = train_grpo(stage, _policy(vlm_dir, lora), output_dir=tmp_path / "grpo", on_batch=batches.append)
 
     [batch] = batches
     processor = AutoProcessor.from_pretrained(vlm_dir)
@@ -152,8 +153,8 @@ def test_a_grpo_step_through_the_graph_feeds_the_observed_images_to_the_forward_
     expected_pixels = expected["pixel_values"].flatten(0, 1)  # one image a sample: (n, 3, H, W)
     passes = {mode: [c["pixels"] for c in vision_calls if c["mode"] == mode] for mode in ("generate", "score", "loss")}
     assert {mode: len(calls) for mode, calls in passes.items()} == {"generate": 2, "score": 1, "loss": 1}
-    # The rollouts' reflect turns (one generate each), the reference log-probabilities (beta > 0) and
-    # TRL's loss all saw exactly those images.
+    # The rollouts' reflect turns (one generate each), the reference log-probabilities (beta > 0; with
+    # LoRA the adapters switched off) and TRL's loss all saw exactly those images.
     for mode, calls in passes.items():
         assert _same_images(torch.cat(calls), expected_pixels), mode
     assert batch["pixel_values"].shape[:2] == (2, 1)
