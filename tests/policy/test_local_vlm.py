@@ -119,3 +119,14 @@ def test_it_refuses_a_processor_without_images(vlm_dir: Path) -> None:
         TransformersVLMPolicy(object(), AutoTokenizer.from_pretrained(vlm_dir), images=_Images())
     with pytest.raises(TypeError, match="processor with image_token"):
         TransformersVLMPolicy(_Model(), AutoTokenizer.from_pretrained(vlm_dir), images=_Images())
+
+
+async def test_n_samples_share_the_prompt_and_its_images(policy: TransformersVLMPolicy) -> None:
+    messages = (*_opening(), Message(role="tool", content="<observation/>", images=("img_red",)))
+    with anyio.fail_after(60):
+        turns = await policy.sample(PolicyRequest(messages=messages, node="reflect", seed=2), 3)
+        [alone] = await policy.sample(PolicyRequest(messages=messages, node="reflect", seed=2), 1)
+    assert len(turns) == 3
+    assert {t.prompt_token_ids for t in turns} == {alone.prompt_token_ids}
+    assert _image_tokens(policy, alone.prompt_token_ids) == policy.processor.image_seq_len
+    assert all(len(t.logprobs or ()) == len(t.completion_token_ids or ()) > 0 for t in turns)

@@ -198,11 +198,13 @@ class GraphRollout:
     forked at its first reflect node; the samples hold only the continuations' own turns."""
     policy_factory: Callable[[Any, Any], Policy] | None = None
     """Makes the rollouts' policy from the trainer's current model and its tokenizer; default a
-    :class:`~visioncreator.policy.TransformersPolicy` over them. Whatever it makes must record token
+    :class:`~visioncreator.policy.TransformersPolicy` over them (a
+    :class:`~visioncreator.policy.TransformersVLMPolicy` over the model and ``processor`` when
+    :attr:`shows_images`). Whatever it makes must record token
     ids (``prompt_token_ids``, ``completion_token_ids``) that chain from turn to turn."""
     processor: Any = None
-    """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
-    are returned (see the module docstring). None: text rollouts."""
+    """A VLM processor: with ``observe`` ``"image"``/``"both"``, the policy is shown the images and each
+    sample's ``trajectory_images`` are returned (see the module docstring). None: text rollouts."""
     last: list[RolloutSample] = field(default_factory=list, init=False)
     groups: int = field(default=0, init=False)
     """Groups rolled out so far."""
