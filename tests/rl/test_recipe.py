@@ -73,7 +73,7 @@ def test_configs_rpco_toml_is_the_recipe() -> None:
     assert config.stages[0].rewards == REFLECTION_WEIGHTS
 
 
-@pytest.mark.parametrize("name", ["rpco.toml", "sft-smollm2.toml", "grpo-tiny.toml"])
+@pytest.mark.parametrize("name", ["rpco.toml", "sft-smollm2.toml", "grpo-tiny.toml", "grpo-tiny-vlm.toml"])
 def test_every_example_config_validates(name: str) -> None:
     config = load_train_config(CONFIGS / name)
     assert config.stages

@@ -3,7 +3,7 @@
 Usage::
 
     visioncreator train sft  --config FILE [--output-dir DIR] [--max-steps N] [--no-resume]
-    visioncreator train grpo --config FILE ...
+    visioncreator train grpo --config FILE [--observe inspect|image|both] ...
     visioncreator train rpco --config FILE ...
 
 ``sft`` and ``grpo`` run the file's stages of that kind, in file order (a GRPO stage after an SFT
@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="Override every stage's max_steps, for a quick run (default: the config's).",
     )
     parser.add_argument(
+        "--observe",
+        choices=["inspect", "image", "both"],
+        help="Override every GRPO stage's observe: how rollouts show the policy a new image; image/both need a "
+        "vision-language policy model, e.g. tiny-vlm (default: the config's).",
+    )
+    parser.add_argument(
         "--no-resume", action="store_true", help="Ignore finished stages and checkpoints: train from scratch."
     )
     parser.add_argument("--debug", action="store_true", help="Show the traceback of a failed training.")
@@ -72,6 +78,11 @@ def _load(args: argparse.Namespace) -> TrainConfig:
         if args.max_steps < 1:
             raise ConfigError(f"{args.config}: --max-steps must be at least 1, got {args.max_steps}")
         update["stages"] = tuple(s.model_copy(update={"max_steps": args.max_steps}) for s in config.stages)
+    if args.observe is not None:
+        stages = update.get("stages", config.stages)
+        update["stages"] = tuple(
+            s.model_copy(update={"observe": args.observe}) if s.kind == "grpo" else s for s in stages
+        )
     if update:
         config = config.model_copy(update=update)
     if args.mode in ("sft", "grpo") and not any(s.kind == args.mode for s in config.stages):

@@ -64,7 +64,8 @@ class PolicyModel(_Model):
     """The model being trained, and how it writes turns during rollouts."""
 
     model: str = Field(
-        description="`tiny` (a random Qwen2 built on the spot), `smollm2` (the packaged SmolLM2-135M-Instruct) "
+        description="`tiny` (a random Qwen2 built on the spot), `tiny-vlm` (a random Idefics3 VLM built on the spot), "
+        "`smollm2` (the packaged SmolLM2-135M-Instruct) "
         "or a model directory (a previous stage's output included)."
     )
     lora: LoraSpec | None = None
@@ -200,6 +201,11 @@ class GRPOStage(_Model):
         "next (its first such point); samples hold the continuations' own turns.",
     )
     max_turns: int = Field(default=12, ge=1, description="Policy turns per rollout.")
+    observe: Literal["inspect", "image", "both"] = Field(
+        default="inspect",
+        description="How rollouts show the policy a new image (AgentConfig.observe): image/both need a vision-language "
+        "policy model, whose forward passes then see the images (visioncreator.rl.train.vlm).",
+    )
     max_completion_length: int | None = Field(
         default=None,
         ge=16,

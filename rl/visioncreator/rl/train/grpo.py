@@ -96,6 +96,18 @@ def _tasks(stage: GRPOStage) -> list[CollectTask]:
     return tasks
 
 
+def _processor(stage: GRPOStage, policy: PolicyModel, tokenizer: Any) -> Any:
+    """The VLM processor a vision-language model loads with (rollouts show it images), else None."""
+    if hasattr(tokenizer, "image_processor"):
+        return tokenizer
+    if stage.observe != "inspect":
+        raise TrainingError(
+            f"GRPO stage {stage.name!r}: observe={stage.observe!r} shows the policy images, but "
+            f"{policy.model!r} is a text model: use a vision-language model (e.g. tiny-vlm) or observe='inspect'"
+        )
+    return None
+
+
 def _grpo_config(
     stage: GRPOStage,
     policy: PolicyModel,
@@ -158,13 +170,15 @@ def build_grpo_trainer(
     tasks = _tasks(stage)
     dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
     _, model, tokenizer = load_start_model(policy, model_dir, placement)
-    stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
+    processor = _processor(stage, policy, tokenizer)
+    text_tokenizer = tokenizer if processor is None else processor.tokenizer
+    stage, _ = with_completion_limit(stage, text_tokenizer, seed=seed)  # no-op when the stage sets it
     funcs, weights = reward_functions(stage.rewards)
     with quiet():
         args = _grpo_config(stage, policy, out, seed, weights, placement, batch)
         rollout = GraphRollout(
             stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
-            call_seeds=stage.call_seeds, branch_at=stage.branch_at,
+            call_seeds=stage.call_seeds, branch_at=stage.branch_at, observe=stage.observe, processor=processor,
         )  # fmt: skip
         trainer = GraphGRPOTrainer(
             model=model,
@@ -222,6 +236,7 @@ def train_grpo(
         TrainingError: ``groups_per_step`` does not split over the processes, ``batch_size`` does
             not divide a process's share, or there are fewer tasks than ``groups_per_step``.
         ConfigError: ``policy.device``/``policy.dtype`` cannot run here.
+        TrainingError: The stage shows images (``observe``) to a text model.
 
     """
     trainer, tokenizer, rollout = build_grpo_trainer(

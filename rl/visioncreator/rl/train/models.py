@@ -23,9 +23,18 @@ from visioncreator.rl.errors import RLError
 from visioncreator.rl.train.config import LoraSpec, PolicyModel
 from visioncreator.tool_servers import POLICY_TOOLS
 
-__all__ = ["ModelError", "default_cache_dir", "load_policy_model", "lora_config", "model_dir_for", "save_policy_model"]
+__all__ = [
+    "ModelError",
+    "default_cache_dir",
+    "is_vlm_dir",
+    "load_policy_model",
+    "lora_config",
+    "model_dir_for",
+    "save_policy_model",
+]
 
 _TINY_DIR = "tiny-qwen2"
+_TINY_VLM_DIR = "tiny-idefics3"
 # Bump when what build_tiny_lm is given changes, so that old caches are rebuilt.
 _TINY_LAYOUT = "1"
 
@@ -65,11 +74,29 @@ def _build_tiny(out: Path) -> Path:
     return out
 
 
+def _build_tiny_vlm(out: Path, tiny_dir: Path) -> Path:
+    from visioncreator.rl.train.tiny_vlm import write_tiny_vlm
+
+    marker = out / ".visioncreator-layout"
+    if marker.is_file() and marker.read_text().strip() == _TINY_LAYOUT:
+        return out
+    with staged_dir(out) as staging:
+        write_tiny_vlm(staging, tiny_dir)
+        (staging / ".visioncreator-layout").write_text(_TINY_LAYOUT + "\n")
+    return out
+
+
+def is_vlm_dir(path: str | Path) -> bool:
+    """Whether a model directory holds a vision-language model (it has a processor config)."""
+    return (Path(path) / "processor_config.json").is_file() or (Path(path) / "preprocessor_config.json").is_file()
+
+
 def model_dir_for(policy: PolicyModel, cache_dir: Path | None = None) -> Path:
     """The model directory ``policy.model`` names, building or converting it on first use.
 
     Args:
-        policy: The policy; ``model`` is ``tiny``, ``smollm2`` or a directory.
+        policy: The policy; ``model`` is ``tiny``, ``tiny-vlm`` (a random Idefics3 over the tiny
+            model's tokenizer, :func:`~visioncreator.rl.train.tiny_vlm.write_tiny_vlm`), ``smollm2`` or a directory.
         cache_dir: Where ``tiny`` and ``smollm2`` are kept; default :func:`default_cache_dir`.
 
     Raises:
@@ -79,6 +106,8 @@ def model_dir_for(policy: PolicyModel, cache_dir: Path | None = None) -> Path:
     cache = cache_dir or default_cache_dir()
     if policy.model == "tiny":
         return _build_tiny(cache / _TINY_DIR)
+    if policy.model == "tiny-vlm":
+        return _build_tiny_vlm(cache / _TINY_VLM_DIR, _build_tiny(cache / _TINY_DIR))
     if policy.model == "smollm2":
         from visioncreator.policy import load_smollm
 
@@ -86,7 +115,8 @@ def model_dir_for(policy: PolicyModel, cache_dir: Path | None = None) -> Path:
     path = Path(policy.model).expanduser()
     if not (path / "config.json").is_file():
         raise ModelError(
-            f"policy model {policy.model!r} is not 'tiny', 'smollm2' or a model directory (no config.json there)"
+            f"policy model {policy.model!r} is not 'tiny', 'tiny-vlm', 'smollm2' or a model directory "
+            "(no config.json there)"
         )
     return path
 
@@ -114,6 +144,9 @@ def load_policy_model(
     The trainer moves the model to its device; ``dtype`` is the weights' (see
     :meth:`visioncreator.rl.train.device.Placement.weight_dtype`).
 
+    A vision-language directory (:func:`is_vlm_dir`) gives ``(model, processor)`` instead, loaded
+    with ``AutoModelForImageTextToText`` and ``AutoProcessor``.
+
     Raises:
         ModelError: The directory does not hold a loadable causal LM.
 
@@ -126,6 +159,13 @@ def load_policy_model(
     path = Path(model_dir)
     if not (path / "config.json").is_file():
         raise ModelError(f"{path}: not a model directory (no config.json)")
+    if is_vlm_dir(path):
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(path)  # type: ignore[no-untyped-call]
+        if processor.tokenizer.pad_token is None:
+            processor.tokenizer.pad_token = processor.tokenizer.eos_token
+        return AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32), processor
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
     if tokenizer.pad_token is None:

@@ -22,11 +22,11 @@ Images. When the agent shows the policy images (``observe`` ``"image"`` or ``"bo
 ``processor`` is given, each sample also carries ``trajectory_images``
 (:data:`visioncreator.rl.train.vlm.TRAJECTORY_IMAGES`): the images it saw, read from the store by
 handle, in placeholder order (:func:`images_seen`), which
-:class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer` feeds to its forward passes. Only the
-plumbing exists: our local policy is text-only (it reads handles, its prompt ids hold no image
-placeholders), so such a rollout cannot be trained on until a local VLM policy writes ids with
-each image expanded by that processor; the trainer then refuses the mismatch by name. Text
-rollouts (every other case) return no images and train as before.
+:class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer` feeds to its forward passes. The rollouts'
+policy is then a :class:`~visioncreator.policy.TransformersVLMPolicy` over the trainer's model and
+that processor, reading the images from the same store: its recorded ids hold every image it saw
+expanded by the processor, in the same order, so the trainer's placeholders and images pair up (a
+mismatch is refused by name). Text rollouts (every other case) return no images and train as before.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from visioncreator.graph import ToolClient, Trajectory
-from visioncreator.policy import LocalPolicySettings, Policy, TransformersPolicy
+from visioncreator.policy import LocalPolicySettings, Policy, TransformersPolicy, TransformersVLMPolicy
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.records import CollectTask, TrajectoryRecord
 from visioncreator.rl.rewards.base import RewardContext
@@ -198,11 +198,13 @@ class GraphRollout:
     forked at its first reflect node; the samples hold only the continuations' own turns."""
     policy_factory: Callable[[Any, Any], Policy] | None = None
     """Makes the rollouts' policy from the trainer's current model and its tokenizer; default a
-    :class:`~visioncreator.policy.TransformersPolicy` over them. Whatever it makes must record token
+    :class:`~visioncreator.policy.TransformersPolicy` over them (a
+    :class:`~visioncreator.policy.TransformersVLMPolicy` over the model and ``processor`` when
+    :attr:`shows_images`). Whatever it makes must record token
     ids (``prompt_token_ids``, ``completion_token_ids``) that chain from turn to turn."""
     processor: Any = None
-    """A VLM processor: with ``observe`` ``"image"``/``"both"``, each sample's ``trajectory_images``
-    are returned (see the module docstring). None: text rollouts."""
+    """A VLM processor: with ``observe`` ``"image"``/``"both"``, the policy is shown the images and each
+    sample's ``trajectory_images`` are returned (see the module docstring). None: text rollouts."""
     last: list[RolloutSample] = field(default_factory=list, init=False)
     groups: int = field(default=0, init=False)
     """Groups rolled out so far."""
@@ -246,7 +248,7 @@ class GraphRollout:
         """Whether rollouts return ``trajectory_images``: the policy observes images and a processor is given."""
         return self.processor is not None and self.observe in ("image", "both")
 
-    def _policy(self, model: Any, tokenizer: Any) -> TransformersPolicy:
+    def _policy(self, model: Any, tokenizer: Any) -> Policy:
         p = self.policy
         settings = LocalPolicySettings(
             max_new_tokens=p.max_new_tokens,
@@ -256,6 +258,8 @@ class GraphRollout:
             flush_denormal=False,
             name=f"train:{self.stage.name}",
         )
+        if self.shows_images:
+            return TransformersVLMPolicy(model, self.processor, images=_StoreImages(self.store), settings=settings)
         return TransformersPolicy.from_model(model, _text_tokenizer(tokenizer), settings=settings)
 
     async def _roll(
@@ -314,6 +318,18 @@ class GraphRollout:
             totals.setdefault(b.group, set()).add(round(total, 9))
         self.groups += len(totals)
         self.degenerate_groups += sum(len(values) == 1 for values in totals.values())
+
+
+@dataclass(frozen=True)
+class _StoreImages:
+    """The rollouts' image store as the VLM policy's image source (``async read(handle) -> bytes``)."""
+
+    store: Path
+
+    async def read(self, handle: str) -> bytes:
+        from visioncreator.tool_servers import ImageStore
+
+        return ImageStore(self.store).read_bytes(handle)
 
 
 def _text_tokenizer(processing_class: Any) -> Any:

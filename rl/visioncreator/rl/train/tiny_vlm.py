@@ -11,11 +11,12 @@ Needs the ``rl`` extra (torch, transformers, tokenizers).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from visioncreator.tool_servers import POLICY_TOOLS
 
-__all__ = ["IMAGE_TOKEN", "TinyVLM", "build_tiny_vlm"]
+__all__ = ["IMAGE_TOKEN", "TinyVLM", "build_tiny_vlm", "write_tiny_vlm"]
 
 IMAGE_TOKEN = "<image>"
 """The placeholder an Idefics3 processor expands into ``image_seq_len`` image tokens per image tile."""
@@ -111,7 +112,24 @@ def _tokenizer() -> Any:
     return hf_tok
 
 
-def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 32, seed: int = 0) -> TinyVLM:
+def _layers(hidden: int, layers: int) -> dict[str, int]:
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": 2,
+    }
+
+
+def build_tiny_vlm(
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden: int = 32,
+    text_layers: int = 1,
+    seed: int = 0,
+    tokenizer: Any = None,
+) -> TinyVLM:
     """Build a tiny random Idefics3 model and its processor, in memory, without downloads.
 
     Every image is resized to ``image_size`` square (no splitting into tiles), so each image in a
@@ -122,7 +140,11 @@ def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 3
         image_size: Side of the (square) image the vision encoder sees, in pixels.
         patch_size: Side of a vision patch; must divide ``image_size`` into an even grid.
         hidden: Hidden size of both the vision and the text transformer (two heads each).
+        text_layers: Layers of the text transformer (the vision transformer has one).
         seed: Seeds the weights; the caller's torch random state is left as it was.
+        tokenizer: The text tokenizer (e.g. the tiny text model's, trained on our format, with our
+            chat template, which the processor then carries); the four Idefics3 special tokens are
+            added to it in place. None: a word-level tokenizer of a few dozen words, no chat template.
 
     Returns:
         The model (float32, training mode off) and its processor.
@@ -140,7 +162,10 @@ def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 3
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    tokenizer = _tokenizer()
+    if tokenizer is None:
+        tokenizer = _tokenizer()
+    else:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(_SPECIAL)})
     scale_factor = 2
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,
@@ -148,25 +173,19 @@ def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 3
         max_image_size={"longest_edge": image_size},
     )
     processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=grid * grid // scale_factor**2
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=grid * grid // scale_factor**2,
+        chat_template=getattr(tokenizer, "chat_template", None),
     )
     config = Idefics3Config(
-        vision_config={
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": patch_size,
-        },
-        text_config={
+        vision_config=_layers(hidden, 1) | {"image_size": image_size, "patch_size": patch_size},
+        text_config=_layers(hidden, text_layers)
+        | {
             "model_type": "llama",
             "vocab_size": len(tokenizer),
-            "hidden_size": hidden,
-            "intermediate_size": 2 * hidden,
-            "num_hidden_layers": 1,
-            "num_attention_heads": 2,
             "num_key_value_heads": 2,
+            "max_position_embeddings": 8192,
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
         },
@@ -180,3 +199,30 @@ def build_tiny_vlm(*, image_size: int = 32, patch_size: int = 8, hidden: int = 3
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.train(False)
     return TinyVLM(model=model, processor=processor)
+
+
+def write_tiny_vlm(out: str | Path, tokenizer_dir: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny random Idefics3 model directory whose text side uses the tokenizer in ``tokenizer_dir``.
+
+    The model has a 64-wide, two-layer text transformer (the tiny text model's shape) and a
+    32-wide vision tower over 32-pixel images (four image tokens an image). ``AutoProcessor`` and
+    ``AutoModelForImageTextToText`` load the directory; so does
+    :func:`~visioncreator.rl.train.models.load_policy_model`.
+
+    Args:
+        out: The directory to write (created).
+        tokenizer_dir: A tokenizer directory, e.g. the tiny text model's (``model_dir_for(PolicyModel(model="tiny"))``).
+        seed: Seeds the weights.
+
+    Returns:
+        ``out``.
+
+    """
+    from transformers import AutoTokenizer
+
+    tiny = build_tiny_vlm(hidden=64, text_layers=2, seed=seed, tokenizer=AutoTokenizer.from_pretrained(tokenizer_dir))
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    tiny.model.save_pretrained(path)
+    tiny.processor.save_pretrained(path)
+    return path

@@ -44,7 +44,8 @@ The fix, :class:`TrajectoryImagesGRPOTrainer`, is three thin overrides around TR
 
 Supported: processors whose image processor pads ``pixel_values`` per sample (Idefics3, SmolVLM);
 others are refused with :class:`TrajectoryImagesError`. Without the key (every text policy) all three
-overrides fall through to TRL's own code. :class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer`, the
+overrides fall through to TRL's own code. A batch with the key logs ``rollouts/images``, the number of
+images its rollouts showed the policy. :class:`~visioncreator.rl.train.trainer.GraphGRPOTrainer`, the
 trainer ``train_grpo`` uses, inherits this class; :class:`~visioncreator.rl.train.rollout.GraphRollout` returns
 the key when the agent shows the policy images and a processor is given. Needs the ``rl`` extra (torch, trl).
 """
@@ -98,6 +99,8 @@ class TrajectoryImagesGRPOTrainer(GRPOTrainer):
 
     _trajectory_inputs: dict[str, torch.Tensor] | None = None
     """The encoded trajectory images of the batch being scored (set by ``_generate``)."""
+    _shown_images: int | None = None
+    """How many trajectory images the batch being scored holds (logged as ``rollouts/images``)."""
 
     def _generate(self, prompts: list[Any]) -> Any:
         result = super()._generate(prompts)
@@ -105,10 +108,12 @@ class TrajectoryImagesGRPOTrainer(GRPOTrainer):
         images = extra_fields.get(TRAJECTORY_IMAGES)
         if images is not None:
             self._trajectory_inputs = self._encode_trajectory_images(images, prompt_ids, completion_ids)
+            self._shown_images = sum(len(entry or ()) for entry in images)
         return result
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._trajectory_inputs = None
+        self._shown_images = None
         try:
             output = super()._generate_and_score_completions(inputs)
             trajectory = self._trajectory_inputs
@@ -118,6 +123,9 @@ class TrajectoryImagesGRPOTrainer(GRPOTrainer):
             for key in _IMAGE_KEYS:
                 output.pop(key, None)
             output.update(trajectory)
+        if self._shown_images is not None:
+            mode = "train" if self.model is not None and self.model.training else "eval"
+            self._metrics[mode]["rollouts/images"].append(float(self._shown_images))
         return output
 
     def _get_per_token_logps_and_entropies(  # TRL's signature, spelled out
