@@ -133,7 +133,14 @@ def test_a_grpo_step_through_the_graph_feeds_the_observed_images_to_the_forward_
     from visioncreator.rl.train.grpo import train_grpo
 
     stage = GRPOStage(
-        tasks=TASKS, num_generations=2, max_steps=1, max_turns=2, max_completion_length=1024, observe="image", beta=0.1
+        tasks=TASKS,
+        num_generations=2,
+        groups_per_step=1,
+        max_steps=1,
+        max_turns=2,
+        max_completion_length=1024,
+        observe="image",
+        beta=0.1,
     )
     batches: list[Mapping[str, Any]] = []
     result = train_grpo(stage, _policy(vlm_dir, lora), output_dir=tmp_path / "grpo", on_batch=batches.append)
@@ -167,7 +174,9 @@ def test_observing_images_with_a_text_model_is_refused(tmp_path: Path) -> None:
     from visioncreator.rl.train.models import model_dir_for
 
     tiny = model_dir_for(PolicyModel(model="tiny"), tmp_path / "models")
-    stage = GRPOStage(tasks=TASKS, num_generations=2, max_steps=1, max_completion_length=64, observe="image")
+    stage = GRPOStage(
+        tasks=TASKS, num_generations=2, groups_per_step=1, max_steps=1, max_completion_length=64, observe="image"
+    )
     with pytest.raises(TrainingError, match=r"observe='image' shows the policy images, but .* is a text model"):
         train_grpo(stage, PolicyModel(model=str(tiny)), output_dir=tmp_path / "grpo")
 
@@ -181,13 +190,19 @@ def test_the_cli_trains_a_vlm_with_observe_image(
     config.write_text(
         f'output_dir = "{tmp_path / "run"}"\n'
         f'[policy]\nmodel = "{vlm_dir}"\nmax_new_tokens = 40\ntemperature = 0.7\ntorch_threads = 1\n'
-        '[[stages]]\nkind = "grpo"\nname = "grpo"\nmax_steps = 1\nnum_generations = 2\nmax_turns = 2\n'
+        '[[stages]]\nkind = "grpo"\nname = "grpo"\nmax_steps = 1\nnum_generations = 2\ngroups_per_step = 1\n'
+        "max_turns = 2\n"
         "max_completion_length = 1024\nsave_steps = 1\n"
         'tasks = { splits = ["single"], limit = 1, fault_rate = 0.0 }\n'
     )
     assert main(["grpo", "--config", str(config), "--observe", "image"]) == 0, capsys.readouterr().err
     record = json.loads((tmp_path / "run" / "01-grpo" / "stage.json").read_text())
     assert [e["rollouts/images"] for e in record["log_history"] if "rollouts/images" in e] == [2.0]
-    assert [c["mode"] for c in vision_calls] == ["generate", "generate", "loss"]
+    assert [c["mode"] for c in vision_calls] == [
+        "generate",
+        "generate",
+        "score",
+        "loss",
+    ]  # score: the KL reference (beta 0.04 by default)
     # The stage's model is a VLM directory again (processor saved with it).
     assert (Path(record["model_dir"]) / "processor_config.json").is_file()
