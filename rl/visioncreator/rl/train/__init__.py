@@ -13,6 +13,8 @@
 - :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
   :func:`evaluate`, and :func:`run_stages`;
 - :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
+- :mod:`~visioncreator.rl.train.scratch`: a random model with a tokenizer trained on the trajectories it
+  will learn, the starting point where no pretrained model can travel (:func:`build_scratch_model`);
 - :mod:`~visioncreator.rl.train.cli`: ``visioncreator train`` (``python -m visioncreator.rl.train``).
 
 Importing this package loads no torch, transformers, TRL or datasets. Two modules import TRL and
@@ -73,6 +75,7 @@ from visioncreator.rl.train.rollout import (
     task_of_prompt,
     task_prompt,
 )
+from visioncreator.rl.train.scratch import SIZES, ScratchSize, build_scratch_model, conversation_texts, parameter_count
 from visioncreator.rl.train.selection import select_trajectories
 from visioncreator.rl.train.sft import train_sft
 from visioncreator.rl.train.stages import (
@@ -92,6 +95,7 @@ __all__ = [
     "PLAN_STRONG",
     "REFLECTION_WEIGHTS",
     "RPCO_STAGE_NAMES",
+    "SIZES",
     "ConfigError",
     "Curves",
     "EvalPoint",
@@ -107,6 +111,7 @@ __all__ = [
     "RolloutSample",
     "RunSummary",
     "SFTStage",
+    "ScratchSize",
     "Selection",
     "Stage",
     "StageCurve",
@@ -117,7 +122,9 @@ __all__ = [
     "ToolsFactory",
     "TrainConfig",
     "TrainingError",
+    "build_scratch_model",
     "build_tiny_vlm",
+    "conversation_texts",
     "curve_steps",
     "default_cache_dir",
     "derive_max_completion_length",
@@ -130,6 +137,7 @@ __all__ = [
     "load_train_config",
     "lora_config",
     "model_dir_for",
+    "parameter_count",
     "refuse",
     "refuse_overlong",
     "reward_functions",
