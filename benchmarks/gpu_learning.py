@@ -322,6 +322,12 @@ def run(args: argparse.Namespace) -> None:
     work.mkdir(parents=True)
     result: dict[str, Any] = {"environment": environment(args), "args": {k: v for k, v in vars(args).items()}}
     log(f"environment: {json.dumps(result['environment'])}")
+    from visioncreator.policy import LocalPolicySettings
+
+    if "batch_size" not in LocalPolicySettings.model_fields and not args.tiny:
+        # One sequence at a time: 32 rollouts a step would spend GRPO's whole share on its first chunk.
+        args.groups_per_step = min(args.groups_per_step, 2)
+        log("note: this local policy generates one sequence at a time (no batch_size): 2 groups a GRPO step")
     held, train = make_tasks(args, work)
     expert = collect_expert(args, work, train)
     start = build_model(args, work, expert)

@@ -7,8 +7,9 @@ on the spot and SFT-trains it from scratch on expert trajectories (``benchmarks/
 with seeded random weights and a byte-level BPE tokenizer trained on :func:`conversation_texts` of
 the trajectories (with :func:`visioncreator.policy.build_tiny_lm`, so the tokenizer, chat template
 and generation config are exactly those of the ``tiny`` model: transformers, TRL and vLLM load it).
-A tokenizer trained on the text it will see makes every prompt short: the system prompt, the
-tags, the JSON keys and the tool names become a few tokens each.
+A tokenizer trained on the text it will see makes its words single tokens: the tags, the JSON keys,
+the tool names and the request vocabulary (the Qwen2 pre-tokenizer still splits text into words, so
+an expert trajectory is about 3k tokens, 2.2k of them the system prompt).
 
 Needs the ``rl`` extra (torch, transformers, tokenizers); imports them lazily.
 """
@@ -44,7 +45,7 @@ SIZES: dict[str, ScratchSize] = {
     "small": ScratchSize(hidden=256, layers=4, heads=4),
     "base": ScratchSize(hidden=512, layers=8, heads=8, vocab_size=8192),
 }
-"""Named sizes: ``tiny`` for tests on a CPU (~0.3M parameters), ``small`` (~4M) and ``base`` (~30M) for a GPU."""
+"""Named sizes: ``tiny`` for tests on a CPU (~0.2M parameters), ``small`` (~3M) and ``base`` (~22M) for a GPU."""
 
 
 def conversation_texts(trajectories: Iterable[Trajectory]) -> Iterator[str]:
