@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata as md
 import json
 import os
 import shutil
@@ -275,21 +274,6 @@ def evaluate_arms(args: argparse.Namespace, work: Path, held: Path, models: dict
 # ---- main -------------------------------------------------------------------------------------
 
 
-def environment(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    info: dict[str, Any] = {"python": sys.version.split()[0], "device": args.device, "dtype": args.dtype}
-    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "langgraph", "visioncreator"):
-        try:
-            info[name] = md.version(name)
-        except md.PackageNotFoundError:
-            info[name] = None
-    if args.device == "cuda":
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
-    return info
-
-
 def finish(args: argparse.Namespace, work: Path, out: Path, result: dict[str, Any], clocks: list[Clock]) -> None:
     records = {arm: [r for s in args.tool_seeds for r in _records(work / f"eval-{arm}-seed{s}.jsonl")] for arm in ARMS}
     keys = set.intersection(*(set(report.outcomes(rs)) for rs in records.values()))
@@ -320,7 +304,7 @@ def run(args: argparse.Namespace) -> None:
     work, out = Path(args.work), Path(args.out)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result: dict[str, Any] = {"environment": environment(args), "args": {k: v for k, v in vars(args).items()}}
+    result: dict[str, Any] = {"environment": report.environment(args.device, args.dtype), "args": dict(vars(args))}
     log(f"environment: {json.dumps(result['environment'])}")
     from visioncreator.policy import LocalPolicySettings
 
@@ -334,17 +318,28 @@ def run(args: argparse.Namespace) -> None:
     left = args.budget_s - (time.perf_counter() - _STARTED) - args.report_reserve_s
     budget = {k: share * left for k, share in SHARES.items()}
     log("budgets: " + ", ".join(f"{k} {v:.0f} s" for k, v in budget.items()))
+    phases: dict[str, Any] = {"scratch": json.loads((start / "scratch.json").read_text())}
     sft_model, sft_clock, step_s = timed_sft(args, work, expert, start, budget["sft"])
+    phases |= {"sft_step_s": step_s, "sft_steps": sft_clock.log[-1]["step"], "sft": sft_clock.log}
+    partial(out, result | {"phases": phases})
     began = time.perf_counter()
     grpo_model, grpo_clock = timed_grpo(args, work, train, sft_model, budget["grpo"])
     grpo_wall = time.perf_counter() - began
+    phases |= {"grpo_wall_s": grpo_wall, "grpo_steps": grpo_clock.log[-1]["step"], "grpo": grpo_clock.log}
+    partial(out, result | {"phases": phases})
     control_model, control_clock = control(args, work, expert, sft_model, grpo_wall, step_s)
-    result["phases"] = {"grpo_wall_s": grpo_wall, "sft_step_s": step_s, "sft_steps": sft_clock.log[-1]["step"],
-                        "grpo_steps": grpo_clock.log[-1]["step"] if grpo_clock.log else 0,
-                        "control_steps": control_clock.log[-1]["step"] if control_clock.log else 0}  # fmt: skip
+    phases |= {"control_steps": control_clock.log[-1]["step"] if control_clock.log else 0}
+    result["phases"] = {k: v for k, v in phases.items() if k not in ("sft", "grpo")}
+    partial(out, result | {"phases": phases})
     eval_budget = args.budget_s - (time.perf_counter() - _STARTED) - args.report_reserve_s
     evaluate_arms(args, work, held, {"sft": sft_model, "control": control_model, "grpo": grpo_model}, eval_budget)
     finish(args, work, out, result, [sft_clock, grpo_clock, control_clock])
+
+
+def partial(out: Path, result: dict[str, Any]) -> None:
+    """What is measured so far, in ``gpu_learning.json``: a run cut short still returns it (``finish`` rewrites it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_learning.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
@@ -395,6 +390,11 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_learning: --device cuda, but torch sees no GPU (use --device cpu for a dry run)")
     torch.set_flush_denormal(True)
+    import datasets  # type: ignore[import-untyped,unused-ignore]
+    import transformers
+
+    datasets.disable_progress_bars()  # the log keeps our lines, one per phase and every 10th step
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     run(args)
 
 

@@ -7,7 +7,9 @@ paired bootstrap of the difference.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,11 +115,12 @@ def plot_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path) -
     except ImportError:
         return None
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    offset = {"control": max((e["step"] for e in curves.get("sft", ())), default=0)}  # control continues SFT
     for name, log in curves.items():
         rows = [e for e in log if "loss" in e and "step" in e]
-        if rows:
-            left.plot([e["step"] for e in rows], [e["loss"] for e in rows], label=name)
-    left.set(title="training loss", xlabel="step", yscale="log")
+        if rows and name != "grpo":  # GRPO's loss is not a likelihood: its rewards are on the right
+            left.plot([e["step"] + offset.get(name, 0) for e in rows], [e["loss"] for e in rows], label=name)
+    left.set(title="SFT loss (the control continues it)", xlabel="SFT step", yscale="log")
     left.legend()
     grpo = [e for e in curves.get("grpo", ()) if "reward" in e]
     for key in sorted({k for e in grpo for k in e if k == "reward" or k.startswith("rewards/")}):
@@ -155,3 +158,19 @@ def table(arms: Mapping[str, Mapping[str, Any]], tests: Mapping[str, Mapping[str
             f"p={t['bootstrap_p']:.4f}"
         )
     return "\n".join(lines)
+
+
+def environment(device: str, dtype: str) -> dict[str, Any]:
+    """Versions of what ran, and the GPU."""
+    import torch
+
+    info: dict[str, Any] = {"python": sys.version.split()[0], "device": device, "dtype": dtype}
+    for name in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "langgraph", "visioncreator"):
+        try:
+            info[name] = md.version(name)
+        except md.PackageNotFoundError:
+            info[name] = None
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    return info
