@@ -17,11 +17,9 @@ Then the arms of ``benchmarks/rl_learning.py``, on the same held-out tasks:
 7. ``eval``: SFT, control and GRPO, greedy, all at once, on every (held-out task, tool seed) pair,
    within the evaluation budget; the statistics use the pairs every arm finished.
 
-Every phase has a wall-time share of ``--budget-s`` (the whole run, wheel installation excluded).
-Output (``--out``, default ``$OUT``): ``gpu_learning.json`` (every figure), ``curves.png``, each
-arm's evaluation trajectories (``eval-ARM.jsonl``) and the log. Here, a dry run of every phase at
-tiny scale: ``python benchmarks/gpu_learning.py --device cpu --tiny`` (a few minutes). On a GPU,
-through ``bash benchmarks/gpu_learning.sh`` (see there).
+Every phase has a wall-time share of ``--budget-s``. Output (``--out``, default ``$OUT``):
+``gpu_learning.json``, ``curves.png`` and each arm's evaluation trajectories (``eval-ARM.jsonl``).
+A dry run of every phase: ``--device cpu --tiny``. On a GPU: ``bash benchmarks/gpu_learning.sh``.
 """
 
 from __future__ import annotations
@@ -275,7 +273,8 @@ def evaluate_arms(args: argparse.Namespace, work: Path, held: Path, models: dict
 
 
 def finish(args: argparse.Namespace, work: Path, out: Path, result: dict[str, Any], clocks: list[Clock]) -> None:
-    records = {arm: [r for s in args.tool_seeds for r in _records(work / f"eval-{arm}-seed{s}.jsonl")] for arm in ARMS}
+    files = {arm: [work / f"eval-{arm}-seed{s}.jsonl" for s in args.tool_seeds] for arm in ARMS}
+    records = {arm: [r for f in fs if f.is_file() for r in read_records(f)] for arm, fs in files.items()}
     keys = set.intersection(*(set(report.outcomes(rs)) for rs in records.values()))
     arms = {arm: report.arm_summary(rs, keys) for arm, rs in records.items()}
     outcome = {arm: {k: v for k, v in report.outcomes(rs).items() if k in keys} for arm, rs in records.items()}
@@ -294,10 +293,6 @@ def finish(args: argparse.Namespace, work: Path, out: Path, result: dict[str, An
                 sink.write(path.read_text() if path.is_file() else "")
     print("\n" + report.table(arms, tests), flush=True)
     log(f"total {result['wall_s']:.0f} s; figures in {out}")
-
-
-def _records(path: Path) -> list[TrajectoryRecord]:
-    return list(read_records(path)) if path.is_file() else []
 
 
 def run(args: argparse.Namespace) -> None:
@@ -389,6 +384,8 @@ def main() -> None:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("gpu_learning: --device cuda, but torch sees no GPU (use --device cpu for a dry run)")
+    if args.device == "cuda" and "device" not in PolicyModel.model_fields:
+        sys.exit("gpu_learning: this checkout's trainers run on the CPU only (PolicyModel has no device field)")
     torch.set_flush_denormal(True)
     import datasets  # type: ignore[import-untyped,unused-ignore]
     import transformers
