@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import shutil
 import sys
@@ -42,8 +43,7 @@ from visioncreator.rl.collection import synthetic_tools
 from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource
 
 ARMS = ("sft", "control", "grpo")
-SHARES = {"sft": 0.34, "grpo": 0.22, "control": 0.22, "eval": 0.22}
-"""Each phase's share of the time left after the data and the model are made (control: GRPO's wall, at most)."""
+SHARES = {"sft": 0.34, "grpo": 0.22, "control": 0.22, "eval": 0.22}  # of the time left once the model is built
 _STARTED = time.perf_counter()
 
 
@@ -166,7 +166,7 @@ def timed_sft(
     train_sft(sft_stage(args, "timing", args.timing_steps, args.sft_lr, "constant"), policy(args, str(start)),
               output_dir=work / "sft-timing", records=expert, progress=probe)  # fmt: skip
     shutil.rmtree(work / "sft-timing", ignore_errors=True)
-    step_s = probe.step_s()
+    step_s = probe.step_s() if math.isfinite(probe.step_s()) else budget_s  # no second logged step: one more
     left = budget_s - (time.perf_counter() - began) - args.stage_overhead_s
     steps = max(args.timing_steps, min(args.max_sft_steps, int(left / step_s)))
     log(f"sft: {step_s * 1000:.0f} ms a step (batch {args.sft_batch}) -> {steps} steps in {left:.0f} s")
@@ -204,7 +204,8 @@ def timed_grpo(args: argparse.Namespace, work: Path, train: Path, start: Path, b
 
     first = max(2, args.num_iterations)
     model = chunk(first)
-    per_step = clock.step_s()
+    # The whole chunk over its steps: with num_iterations > 1 some steps reuse a batch and roll out nothing.
+    per_step = max(time.perf_counter() - began - args.stage_overhead_s, 0.1) / first
     more = int((budget_s - (time.perf_counter() - began) - args.stage_overhead_s) / per_step)
     more = min(more, args.max_grpo_steps - first)
     log(f"grpo: {per_step:.1f} s a step -> {max(more, 0)} more")
