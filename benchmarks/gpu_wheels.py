@@ -33,7 +33,7 @@ DEFAULT_DEST = ROOT / "build" / "gpu-wheels"
 LIMIT_BYTES = 64 * 2**20
 """What one device call may carry: the working tree and the carried wheels together."""
 EXTRAS = ("diffusers",)
-"""The project's extras the GPU run needs besides its runtime dependencies."""
+"""The project's extras the GPU run needs besides its runtime dependencies (``--extras`` picks others)."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
 TARGET = {
@@ -81,10 +81,10 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def project_requirements() -> list[Requirement]:
+def project_requirements(extras: tuple[str, ...] = EXTRAS) -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = list(project["dependencies"])
-    for extra in EXTRAS:
+    for extra in extras:
         names += project["optional-dependencies"][extra]
     return [Requirement(text) for text in names]
 
@@ -171,12 +171,13 @@ def tree_bytes() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help="wheel folder (emptied of wheels first)")
+    parser.add_argument("--extras", default=",".join(EXTRAS), help="the project's extras to bundle, comma-separated")
     args = parser.parse_args()
     dest: Path = args.dest.resolve()
     dest.mkdir(parents=True, exist_ok=True)
     for old in dest.glob("*.whl"):
         old.unlink()
-    pins, on_image = closure(project_requirements())
+    pins, on_image = closure(project_requirements(tuple(e for e in args.extras.split(",") if e)))
     pins.pop("visioncreator", None)
     print(f"bundling {len(pins)} packages the GPU image lacks, plus the project's wheel, into {dest}")
     download(pins, dest)

@@ -14,6 +14,8 @@
 - :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
   :func:`evaluate`, and :func:`run_stages`;
 - :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
+- :mod:`~visioncreator.rl.train.scratch`: a random model with a tokenizer trained on the trajectories it
+  will learn, the starting point where no pretrained model can travel (:func:`build_scratch_model`);
 - :mod:`~visioncreator.rl.train.cli`: ``visioncreator train`` (``python -m visioncreator.rl.train``).
 
 Importing this package loads no torch, transformers, TRL or datasets. Two modules import TRL and
@@ -82,6 +84,7 @@ from visioncreator.rl.train.rollout import (
     task_of_prompt,
     task_prompt,
 )
+from visioncreator.rl.train.scratch import SIZES, ScratchSize, build_scratch_model, conversation_texts, parameter_count
 from visioncreator.rl.train.selection import select_trajectories
 from visioncreator.rl.train.sft import train_sft
 from visioncreator.rl.train.stages import (
@@ -101,6 +104,7 @@ __all__ = [
     "PLAN_STRONG",
     "REFLECTION_WEIGHTS",
     "RPCO_STAGE_NAMES",
+    "SIZES",
     "Batching",
     "ConfigError",
     "Curves",
@@ -118,6 +122,7 @@ __all__ = [
     "RolloutSample",
     "RunSummary",
     "SFTStage",
+    "ScratchSize",
     "Selection",
     "Stage",
     "StageCurve",
@@ -130,7 +135,9 @@ __all__ = [
     "TrainingError",
     "batching",
     "build_grpo_trainer",
+    "build_scratch_model",
     "build_tiny_vlm",
+    "conversation_texts",
     "curve_steps",
     "default_cache_dir",
     "derive_max_completion_length",
@@ -145,6 +152,7 @@ __all__ = [
     "lora_config",
     "main_process_first",
     "model_dir_for",
+    "parameter_count",
     "process_count",
     "process_device",
     "refuse",
