@@ -202,3 +202,22 @@ def remove_new(folder: str | Path, before: frozenset[str] | None) -> None:
         else:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def checkpoint_file(path: str | Path | None, synchronous: str) -> Path | None:
+    """What both checkpointer openers check first: the SQLite file to open, made ready; None: in memory.
+
+    Raises:
+        ValueError: ``synchronous`` is not ``NORMAL`` or ``FULL``.
+        CheckpointCorruptError: ``path`` exists and is not a readable SQLite database.
+
+    """
+    if synchronous not in ("NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
+    if path is None or str(path) == ":memory:":
+        return None
+    # A malformed or truncated file would fail every resume the same way, or (0 bytes) silently
+    # start over: say so once, with the way out (--restart moves it aside).
+    check_checkpoint(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return Path(path)

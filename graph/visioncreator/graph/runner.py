@@ -34,7 +34,7 @@ from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.errors import ToolServerLost, ToolServerUnavailable
-from visioncreator.graph.folder import check_checkpoint
+from visioncreator.graph.folder import checkpoint_file
 from visioncreator.graph.review import ReviewDecision, Reviewer, answer_review
 from visioncreator.graph.state import AgentInput, PendingCall
 from visioncreator.graph.trajectory import (
@@ -119,26 +119,6 @@ def thread_id_for(task: Task, seed: int, *scope: object) -> str:
     return "traj_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:16]
 
 
-def saver_prelude(path: str | Path | None, synchronous: Synchronous) -> tuple[JsonPlusSerializer, Path | None]:
-    """What both checkpointer openers do first: the serializer, and the checked SQLite file (None: in memory).
-
-    Raises:
-        ValueError: ``synchronous`` is not ``NORMAL`` or ``FULL``.
-        CheckpointCorruptError: ``path`` exists and is not a readable SQLite database.
-
-    """
-    if synchronous not in ("NORMAL", "FULL"):
-        raise ValueError(f"synchronous must be NORMAL or FULL, got {synchronous!r}")
-    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
-    if path is None or str(path) == ":memory:":
-        return serde, None
-    # A malformed or truncated file would fail every resume the same way, or (0 bytes) silently
-    # start over: say so once, with the way out (--restart moves it aside).
-    check_checkpoint(path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    return serde, Path(path)
-
-
 @asynccontextmanager
 async def open_checkpointer(
     path: str | Path | None, *, synchronous: Synchronous = "NORMAL"
@@ -158,7 +138,8 @@ async def open_checkpointer(
             an earlier step, repeating the calls after it). ``FULL``: each commit waits for the disk
             (fsync), so saved steps survive a power loss too, at a disk flush per step.
     """
-    serde, file = saver_prelude(path, synchronous)
+    file = checkpoint_file(path, synchronous)
+    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
     if file is None:
         yield InMemorySaver(serde=serde)
         return

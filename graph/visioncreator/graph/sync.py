@@ -20,15 +20,17 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from visioncreator.graph.builder import Agent, build_agent
 from visioncreator.graph.client import ToolClient
 from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
+from visioncreator.graph.folder import checkpoint_file
 from visioncreator.graph.loop import LoopThread
 from visioncreator.graph.policies import open_policy
-from visioncreator.graph.runner import EventHandler, RunResult, Synchronous, saver_prelude, thread_id_for
+from visioncreator.graph.runner import STATE_TYPES, EventHandler, RunResult, Synchronous, thread_id_for
 from visioncreator.graph.state import AgentInput
 from visioncreator.graph.trajectory import build_trajectory
 from visioncreator.policy import Policy, Task
@@ -47,7 +49,8 @@ def open_checkpointer_sync(
     ``invoke``/``stream`` (LangGraph's ``SqliteSaver`` has no async methods: async code uses
     ``open_checkpointer``).
     """
-    serde, file = saver_prelude(path, synchronous)
+    file = checkpoint_file(path, synchronous)
+    serde = JsonPlusSerializer(allowed_msgpack_modules=STATE_TYPES)
     if file is None:
         yield InMemorySaver(serde=serde)
         return
