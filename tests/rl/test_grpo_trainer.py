@@ -21,7 +21,7 @@ from visioncreator.rl import CollectTask
 from visioncreator.rl.advantages import group_advantages, per_token_advantages, weighted_total
 from visioncreator.rl.train.config import GRPOStage, TaskSource
 from visioncreator.rl.train.grpo import train_grpo
-from visioncreator.rl.train.rollout import GraphRollout, images_seen, load_tasks, task_prompt
+from visioncreator.rl.train.rollout import GraphRollout, load_tasks, task_prompt
 from visioncreator.tool_servers.schemas import TextToImageInput
 
 pytest.importorskip("trl")
@@ -125,12 +125,13 @@ def _trainer(model_dir: Path, out: Path, rollout: GraphRollout, task: CollectTas
     )
 
 
-@pytest.mark.parametrize(("observe", "with_processor"), [("image", True), ("inspect", True), ("image", False)])
-def test_a_rollout_returns_the_images_its_policy_saw_only_when_it_sees_images(
+# A rollout that does show images needs a VLM policy over a VLM model: tests/rl/test_vlm_graph_train.py
+# checks its images, read back from the store, reach every forward pass.
+@pytest.mark.parametrize(("observe", "with_processor"), [("inspect", True), ("image", False)])
+def test_a_rollout_returns_no_images_unless_its_policy_sees_them(
     warm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observe: Any, with_processor: bool
 ) -> None:
     from visioncreator.rl.train.tiny_vlm import build_tiny_vlm
-    from visioncreator.tool_servers.store import ImageStore
 
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     stage = GRPOStage(tasks=TaskSource(fault_rate=0.0), num_generations=2, max_turns=1, max_completion_length=512)
@@ -140,19 +141,9 @@ def test_a_rollout_returns_the_images_its_policy_saw_only_when_it_sees_images(
     trainer = _trainer(warm_dir, tmp_path / "out", rollout, IMG2IMG)
     out = rollout([task_prompt(IMG2IMG)] * 2, trainer)
 
-    assert rollout.shows_images is (observe == "image" and with_processor)
-    if not rollout.shows_images:
-        assert "trajectory_images" not in out
-        return
-    images = out["trajectory_images"]
-    assert len(images) == 2
-    for record, shown in zip(out["trajectory"], images, strict=True):
-        inputs = record.task.inputs
-        assert len(inputs) == 2
-        # One policy turn: it saw the task's input images, in order, as the store holds them.
-        assert [im.tobytes() for im in shown] == [ImageStore(store).load(h)[1].tobytes() for h in inputs]
-    first = rollout.last[0]
-    assert [im.tobytes() for im in images_seen(first.record, first.sample, store)] == [im.tobytes() for im in images[0]]
+    assert rollout.shows_images is False
+    assert "trajectory_images" not in out
+    assert len(out["completion_ids"]) == 2
 
 
 # ---- credit per image call and per reflect turn ----------------------------------------------
