@@ -11,6 +11,7 @@ Needs the ``rl`` extra; every heavy import is inside a function.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -114,6 +115,7 @@ def train_grpo(
     from visioncreator.rl.train.lengths import with_completion_limit
     from visioncreator.rl.train.models import lora_config
     from visioncreator.rl.train.rollout import GraphRollout, reward_functions
+    from visioncreator.rl.train.served import ServedSession
     from visioncreator.rl.train.tasks import task_prompt
     from visioncreator.rl.train.trainer import GraphGRPOTrainer
 
@@ -123,7 +125,7 @@ def train_grpo(
     out.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(stage, batch)
     dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
-    _, model, tokenizer = load_start_model(policy, model_dir)
+    start, model, tokenizer = load_start_model(policy, model_dir)
     stage, _ = with_completion_limit(stage, tokenizer, seed=seed)  # no-op when the stage sets it
     funcs, weights = reward_functions(stage.rewards)
     with quiet():
@@ -132,6 +134,7 @@ def train_grpo(
             stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
             call_seeds=stage.call_seeds, branch_at=stage.branch_at,
         )  # fmt: skip
+        served = ServedSession.attach(stage, policy, rollout, model_dir=start, output_dir=out)  # rollouts="served"
         trainer = GraphGRPOTrainer(
             model=model,
             reward_funcs=funcs,
@@ -139,7 +142,7 @@ def train_grpo(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora_config(policy.lora),
-            callbacks=[progress_callback(progress)],
+            callbacks=[progress_callback(progress), *([served.callback()] if served is not None else [])],
             rollout=rollout,
             per_node_advantages=stage.per_node_advantages,
             node_rewards=stage.node_rewards,
@@ -148,7 +151,8 @@ def train_grpo(
             reward_weights=stage.rewards,
             on_batch=on_batch,
         )
-    final, metrics = train_and_save(trainer, tokenizer, out, resume)
+    with served or contextlib.nullcontext():  # the served session starts its server first, stops it after
+        final, metrics = train_and_save(trainer, tokenizer, out, resume)
     metrics |= {
         "groups": float(rollout.groups),
         "degenerate_groups": float(rollout.degenerate_groups),
