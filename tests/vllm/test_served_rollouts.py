@@ -129,11 +129,23 @@ def test_served_ids_and_logprobs_match_the_trainer(lora_server: VLLMServer, tiny
     served.sync(model, step=0)
     stage = GRPOStage(tasks=TASKS, num_generations=2, max_turns=4, max_completion_length=4096)
     settings = policy_settings(lora_server, model=ADAPTER, max_tokens=48, temperature=1.0)
+    policies: list[TokenPolicy] = []
+
+    def factory(_model: Any, tok: Any) -> TokenPolicy:
+        policies.append(TokenPolicy(settings, tok, group_window_s=0.5))
+        return policies[-1]
+
     rollout = GraphRollout(
-        stage=stage, policy=policy_model(tiny_model), store=tmp_path / "store",
-        policy_factory=lambda _model, tok: TokenPolicy(settings, tok),
-    )  # fmt: skip
+        stage=stage, policy=policy_model(tiny_model), store=tmp_path / "store", policy_factory=factory
+    )
     out = rollout(rollout_prompts(stage), _Trainer(model))
+    [policy] = policies
+    # each group's first turn (two members, one prompt) went as one request with n=2
+    print(f"turns {policy.turns}, requests {policy.requests}")
+    assert policy.turns == sum(len(r.record.turns) for r in rollout.last)
+    assert policy.turns - policy.requests >= 2
+    first = [r.record.turns[0] for r in rollout.last]
+    assert len({t.completion_token_ids for t in first}) > 1  # distinct samples, not one copied
 
     worst, checked = 0.0, 0
     for prompt, completion, logprobs, mask in zip(

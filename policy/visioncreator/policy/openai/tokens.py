@@ -25,6 +25,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -53,6 +54,10 @@ class TokenPolicy:
         render_tools: Pass ``request.tools`` to the template (as ``LocalPolicySettings.render_tools``).
         stitch_cache_size: Sampled turns remembered for stitching.
         extra_body: Per-request additions to the body (e.g. a structured-output constraint per node).
+        group_window_s: Turns asked for the same prompt within this many seconds of the first go
+            to the server as one request with ``n`` (a GRPO group's shared first turn: one prefill,
+            one request); each caller gets one of the choices, in arrival order, and the request
+            carries the first caller's seed. 0: every turn is its own request.
 
     """
 
@@ -64,6 +69,7 @@ class TokenPolicy:
         render_tools: bool = False,
         stitch_cache_size: int = 4096,
         extra_body: Callable[[PolicyRequest], Mapping[str, Any]] | None = None,
+        group_window_s: float = 0.0,
     ) -> None:
         self.settings = settings
         self.name = settings.policy_name
@@ -75,6 +81,12 @@ class TokenPolicy:
         self._stitched: OrderedDict[str, tuple[int, ...]] = OrderedDict()
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._window = group_window_s
+        self._pending: dict[str, _Group] = {}
+        self.requests = 0
+        """Requests sent to the server so far."""
+        self.turns = 0
+        """Turns returned so far (more than :attr:`requests` when turns were grouped)."""
 
     async def __aenter__(self) -> TokenPolicy:
         return self
@@ -105,8 +117,38 @@ class TokenPolicy:
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, got {n}")
-        started = time.perf_counter()
         text, ids = self.prompt(request)
+        if self._window <= 0 or n > 1:
+            return await self._sample(request, text, ids, n)
+        key = _key(f"{request.node}\x1f{text}")
+        group = self._pending.get(key)
+        if group is None:
+            group = self._pending[key] = _Group(request, text, ids)
+            group.task = asyncio.create_task(self._flush(key, group))
+        waiter: asyncio.Future[PolicyTurn] = asyncio.get_running_loop().create_future()
+        group.waiters.append(waiter)
+        return [await waiter]
+
+    async def _flush(self, key: str, group: _Group) -> None:
+        """After the window, one request for everyone waiting on ``group``; each gets a choice."""
+        await asyncio.sleep(self._window)
+        del self._pending[key]
+        try:
+            turns = await self._sample(group.request, group.text, group.ids, len(group.waiters))
+        except BaseException as exc:
+            for waiter in group.waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for waiter, turn in zip(group.waiters, turns, strict=True):
+            if not waiter.done():
+                waiter.set_result(turn)
+
+    async def _sample(self, request: PolicyRequest, text: str, ids: tuple[int, ...], n: int) -> list[PolicyTurn]:
+        started = time.perf_counter()
+        self.requests += 1
         data = await self._post(self._body(request, ids, n))
         choices = data.get("choices")
         if not isinstance(choices, list) or len(choices) < n:
@@ -128,6 +170,7 @@ class TokenPolicy:
                     latency_s=latency,
                 )
             )
+        self.turns += len(turns)
         return turns
 
     def prompt(self, request: PolicyRequest) -> tuple[str, tuple[int, ...]]:
@@ -223,6 +266,17 @@ class TokenPolicy:
         except httpx.TransportError as exc:
             raise PolicyConnectionError(f"cannot reach the model server at {url}: {type(exc).__name__}: {exc}") from exc
         return json_object(raw, url)
+
+
+@dataclass
+class _Group:
+    """Turns waiting for one shared request."""
+
+    request: PolicyRequest
+    text: str
+    ids: tuple[int, ...]
+    waiters: list[asyncio.Future[PolicyTurn]] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
 
 
 def _key(text: str) -> str:

@@ -86,6 +86,12 @@ class ServedRollouts(BaseModel):
         description="OpenAIPolicySettings fields of the rollouts' policy, over those derived from the PolicyModel "
         "(temperature, top_p, max_tokens, model = adapter_name).",
     )
+    group_window_s: float = Field(
+        default=0.05,
+        ge=0.0,
+        description="Turns of one prompt asked within this window share one request with n (a group's first turn; "
+        "TokenPolicy.group_window_s); 0: one request per turn.",
+    )
     keep_adapters: int = Field(default=2, ge=1, description="Synced adapter folders kept on disk (the newest).")
     load_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for the server to load an adapter.")
     ray_workers: int = Field(
@@ -103,15 +109,17 @@ class ServedPolicy:
 
     """
 
-    def __init__(self, settings: OpenAIPolicySettings, tokenizer_dir: str | Path) -> None:
+    def __init__(self, settings: OpenAIPolicySettings, tokenizer_dir: str | Path, group_window_s: float = 0.0) -> None:
         self.settings = settings
         self.tokenizer_dir = str(tokenizer_dir)
+        self.group_window_s = group_window_s
 
     def __call__(self, tools: ToolClient) -> Policy:
         """The policy (text only: it reads image handles, not bytes)."""
         from transformers import AutoTokenizer
 
-        return TokenPolicy(self.settings, AutoTokenizer.from_pretrained(self.tokenizer_dir))
+        tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_dir)
+        return TokenPolicy(self.settings, tokenizer, group_window_s=self.group_window_s)
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,7 @@ class RayCollect:
 
         policy = self.policy
         if isinstance(policy, ServedSession):
-            policy = ServedPolicy(policy.policy_settings, policy.model_dir)
+            policy = ServedPolicy(policy.policy_settings, policy.model_dir, policy.spec.group_window_s)
         return await collect_ray(tasks, policy=policy, config=config, address=self.address, workers=self.workers)
 
 
@@ -247,7 +255,8 @@ class ServedSession:
 
     def policy_factory(self, model: Any, tokenizer: Any) -> Policy:
         """``GraphRollout.policy_factory``: the served policy (the trainer's weights reach it by :meth:`sync`)."""
-        return TokenPolicy(self.policy_settings, getattr(tokenizer, "tokenizer", tokenizer))
+        text_tokenizer = getattr(tokenizer, "tokenizer", tokenizer)  # a VLM processor's
+        return TokenPolicy(self.policy_settings, text_tokenizer, group_window_s=self.spec.group_window_s)
 
     def collect_with(self) -> RayCollect | None:
         """``GraphRollout.collect_with``: Ray actors when ``ray_workers`` is set, else None (in-process)."""
