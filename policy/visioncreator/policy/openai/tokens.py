@@ -56,8 +56,9 @@ class TokenPolicy:
         extra_body: Per-request additions to the body (e.g. a structured-output constraint per node).
         group_window_s: Turns asked for the same prompt within this many seconds of the first go
             to the server as one request with ``n`` (a GRPO group's shared first turn: one prefill,
-            one request); each caller gets one of the choices, in arrival order, and the request
-            carries the first caller's seed. 0: every turn is its own request.
+            one request); the callers are ordered by run seed, the request carries the lowest, and
+            the k-th caller gets the k-th choice (so a seeded run gets the same turns whatever order
+            its members arrived in). 0: every turn is its own request.
 
     """
 
@@ -126,7 +127,7 @@ class TokenPolicy:
             group = self._pending[key] = _Group(request, text, ids)
             group.task = asyncio.create_task(self._flush(key, group))
         waiter: asyncio.Future[PolicyTurn] = asyncio.get_running_loop().create_future()
-        group.waiters.append(waiter)
+        group.waiters.append((request.seed if request.seed is not None else -1, waiter))
         return [await waiter]
 
     async def _flush(self, key: str, group: _Group) -> None:
@@ -134,15 +135,22 @@ class TokenPolicy:
         await asyncio.sleep(self._window)
         del self._pending[key]
         try:
-            turns = await self._sample(group.request, group.text, group.ids, len(group.waiters))
+            # Ordered by run seed: the same members get the same choices, whatever order they came in.
+            group.waiters.sort(key=lambda item: item[0])
+            request = (
+                group.request.model_copy(update={"seed": group.waiters[0][0]})
+                if group.waiters[0][0] >= 0
+                else group.request
+            )
+            turns = await self._sample(request, group.text, group.ids, len(group.waiters))
         except BaseException as exc:
-            for waiter in group.waiters:
+            for _, waiter in group.waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for waiter, turn in zip(group.waiters, turns, strict=True):
+        for (_, waiter), turn in zip(group.waiters, turns, strict=True):
             if not waiter.done():
                 waiter.set_result(turn)
 
@@ -275,7 +283,8 @@ class _Group:
     request: PolicyRequest
     text: str
     ids: tuple[int, ...]
-    waiters: list[asyncio.Future[PolicyTurn]] = field(default_factory=list)
+    waiters: list[tuple[int, asyncio.Future[PolicyTurn]]] = field(default_factory=list)
+    """(run seed, -1 for none; the caller's future)."""
     task: asyncio.Task[None] | None = None
 
 
