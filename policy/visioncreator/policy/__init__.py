@@ -84,7 +84,8 @@ if TYPE_CHECKING:
         load_smollm,
         staged_dir,
     )
-    from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings
+    from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings, TokenPolicy
+    from visioncreator.policy.vllm import VLLMServer, VLLMServerSettings, load_lora_adapter, serve_policy
 
 __all__ = [
     "CHAT_TEMPLATE",
@@ -134,23 +135,28 @@ __all__ = [
     "StreamingPolicy",
     "Task",
     "TextSink",
+    "TokenPolicy",
     "ToolCall",
     "ToolRoles",
     "ToolSpec",
     "TransformersPolicy",
     "TransformersVLMPolicy",
+    "VLLMServer",
+    "VLLMServerSettings",
     "Verdict",
     "build_tiny_lm",
     "chat_messages",
     "corpus_tools",
     "error_message",
     "first_divergence",
+    "load_lora_adapter",
     "load_smollm",
     "node_instruction",
     "observation_message",
     "parse_observations",
     "parse_task",
     "parse_turn",
+    "serve_policy",
     "staged_dir",
     "system_message",
     "task_message",
@@ -175,6 +181,11 @@ _LAZY = {
     "ImageSource": "openai",
     "OpenAIPolicy": "openai",
     "OpenAIPolicySettings": "openai",
+    "TokenPolicy": "openai",
+    "VLLMServer": "vllm",
+    "VLLMServerSettings": "vllm",
+    "load_lora_adapter": "vllm",
+    "serve_policy": "vllm",
 }
 
 

@@ -10,12 +10,14 @@ from visioncreator.policy.openai.messages import (
 )
 from visioncreator.policy.openai.policy import OpenAIPolicy, turn_seed
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
+from visioncreator.policy.openai.tokens import TokenPolicy
 
 __all__ = [
     "TOOL_RESULTS_PREFIX",
     "ImageSource",
     "OpenAIPolicy",
     "OpenAIPolicySettings",
+    "TokenPolicy",
     "encode_image",
     "native_tools",
     "to_chat_messages",

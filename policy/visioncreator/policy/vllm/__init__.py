@@ -7,7 +7,7 @@ from visioncreator.policy.vllm.cli import main
 from visioncreator.policy.vllm.command import build_command
 from visioncreator.policy.vllm.errors import VLLMNotFoundError, VLLMServerError, VLLMStartError
 from visioncreator.policy.vllm.install import VLLMInstall, find_vllm_python, probe_install
-from visioncreator.policy.vllm.server import VLLMServer, serve_policy
+from visioncreator.policy.vllm.server import VLLMServer, load_lora_adapter, serve_policy
 from visioncreator.policy.vllm.settings import VLLMServerSettings
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "VLLMStartError",
     "build_command",
     "find_vllm_python",
+    "load_lora_adapter",
     "main",
     "probe_install",
     "serve_policy",

@@ -67,8 +67,13 @@ def build_command(
         structured = {"backend": "xgrammar", "disable_any_whitespace": True}
     if structured is not None:
         argv += ["--structured-outputs-config", json.dumps(dict(structured))]
+    if settings.lora:
+        argv += ["--enable-lora", "--max-lora-rank", str(settings.max_lora_rank)]
+        argv += ["--max-loras", str(settings.max_loras)]
     argv += list(settings.extra_args)
     env = dict(_OFFLINE_ENV)
+    if settings.lora:
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     if install.cpu:
         env |= _CPU_ENV | {
             "OMP_NUM_THREADS": str(settings.cpu_omp_threads),

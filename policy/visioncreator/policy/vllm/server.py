@@ -29,7 +29,7 @@ from visioncreator.policy.vllm.errors import VLLMServerError, VLLMStartError
 from visioncreator.policy.vllm.install import VLLMInstall, find_vllm_python, probe_install
 from visioncreator.policy.vllm.settings import VLLMServerSettings
 
-__all__ = ["VLLMServer", "serve_policy"]
+__all__ = ["VLLMServer", "load_lora_adapter", "serve_policy"]
 
 
 def _is_loopback(host: str) -> bool:
@@ -99,6 +99,13 @@ class VLLMServer:
         if self._owns_log:
             self.log_path.unlink(missing_ok=True)
 
+    def load_adapter(self, name: str, path: str | Path, *, timeout_s: float = 120.0) -> None:
+        """Load the LoRA adapter in ``path`` under ``name``, replacing any (see :func:`load_lora_adapter`).
+
+        Needs a server started with ``settings.lora``.
+        """
+        load_lora_adapter(self.url, name, path, api_key=self._settings.api_key, timeout_s=timeout_s)
+
     def __enter__(self) -> VLLMServer:
         return self
 
@@ -128,6 +135,44 @@ class VLLMServer:
                         f"log tail:\n{self.log_tail()}"
                     )
                 time.sleep(settings.poll_interval_s)
+
+
+def load_lora_adapter(
+    url: str, name: str, path: str | Path, *, api_key: str | None = None, timeout_s: float = 120.0
+) -> None:
+    """Load the LoRA adapter in ``path`` (a peft ``save_pretrained`` folder) into a running vLLM server as ``name``.
+
+    An adapter already loaded under ``name`` is replaced in place. Requests whose ``model`` is
+    ``name`` use the new weights from then on; requests in flight finish with those they started
+    with. vLLM keys its prefix cache by the adapter's path, so give every new version of the
+    weights a new folder (the same path again would reuse KV blocks computed with the old weights).
+    The server must run with ``--enable-lora`` and ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``
+    (``VLLMServerSettings.lora``).
+
+    Args:
+        url: The server's root URL, ``http://host:port``.
+        name: The adapter's served name.
+        path: The adapter folder, on a file system the server reads.
+        api_key: The server's bearer token, if it has one.
+        timeout_s: Longest wait for the load.
+
+    Raises:
+        VLLMServerError: The server refused the adapter (the message quotes its answer) or did not answer.
+
+    """
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    body = {"lora_name": name, "lora_path": str(Path(path).resolve()), "load_inplace": True}
+    try:
+        reply = httpx.post(
+            f"{url.rstrip('/')}/v1/load_lora_adapter", json=body, headers=headers, timeout=timeout_s, trust_env=False
+        )
+    except httpx.HTTPError as exc:
+        raise VLLMServerError(f"loading LoRA adapter {name!r} from {path}: {type(exc).__name__}: {exc}") from exc
+    if reply.status_code != 200:
+        hint = " (is it started with VLLMServerSettings.lora?)" if reply.status_code == 404 else ""
+        raise VLLMServerError(
+            f"vLLM refused LoRA adapter {name!r} from {path}: HTTP {reply.status_code} {reply.text[:500]}{hint}"
+        )
 
 
 def serve_policy(model_dir: str | Path, *, settings: VLLMServerSettings | None = None) -> VLLMServer:

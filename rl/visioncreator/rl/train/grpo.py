@@ -18,6 +18,7 @@ Needs the ``rl`` extra; every heavy import is inside a function.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def build_grpo_trainer(
     from visioncreator.rl.train.lengths import with_completion_limit
     from visioncreator.rl.train.models import lora_config
     from visioncreator.rl.train.rollout import reward_functions
+    from visioncreator.rl.train.served import ServedSession
     from visioncreator.rl.train.tasks import task_prompt
     from visioncreator.rl.train.trainer import GraphGRPOTrainer
 
@@ -169,7 +171,7 @@ def build_grpo_trainer(
     out.mkdir(parents=True, exist_ok=True)
     tasks = _tasks(stage)
     dataset = Dataset.from_list([{"prompt": task_prompt(t), "task_id": t.task_id} for t in tasks])
-    _, model, tokenizer = load_start_model(policy, model_dir, placement)
+    start, model, tokenizer = load_start_model(policy, model_dir, placement)
     processor = _processor(stage, policy, tokenizer)
     text_tokenizer = tokenizer if processor is None else processor.tokenizer
     stage, _ = with_completion_limit(stage, text_tokenizer, seed=seed)  # no-op when the stage sets it
@@ -180,6 +182,7 @@ def build_grpo_trainer(
             stage=stage, policy=policy, store=out / "store", seed=seed, tools=tools,
             call_seeds=stage.call_seeds, branch_at=stage.branch_at, observe=stage.observe, processor=processor,
         )  # fmt: skip
+        served = ServedSession.attach(stage, policy, rollout, model_dir=start, output_dir=out)  # rollouts="served"
         trainer = GraphGRPOTrainer(
             model=model,
             reward_funcs=funcs,
@@ -187,7 +190,7 @@ def build_grpo_trainer(
             train_dataset=dataset,
             processing_class=tokenizer,
             peft_config=lora_config(policy.lora),
-            callbacks=[progress_callback(progress)],
+            callbacks=[progress_callback(progress), *([served.callback()] if served is not None else [])],
             rollout=rollout,
             per_node_advantages=stage.per_node_advantages,
             node_rewards=stage.node_rewards,
@@ -196,6 +199,7 @@ def build_grpo_trainer(
             reward_weights=stage.rewards,
             on_batch=on_batch,
         )
+    trainer.served_session = served
     return trainer, tokenizer, rollout
 
 
@@ -244,7 +248,8 @@ def train_grpo(
         on_batch=on_batch, tools=tools,
     )  # fmt: skip
     out = Path(output_dir)
-    final, metrics = train_and_save(trainer, tokenizer, out, resume)
+    with trainer.served_session or contextlib.nullcontext():  # a served stage starts its server first, stops it after
+        final, metrics = train_and_save(trainer, tokenizer, out, resume)
     metrics |= {
         "groups": float(rollout.groups),
         "degenerate_groups": float(rollout.degenerate_groups),

@@ -33,13 +33,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from visioncreator.graph import ToolClient, Trajectory
-from visioncreator.policy import LocalPolicySettings, Policy, TransformersPolicy, TransformersVLMPolicy
+from visioncreator.policy import (
+    LocalPolicySettings,
+    OpenAIPolicy,
+    Policy,
+    TokenPolicy,
+    TransformersPolicy,
+    TransformersVLMPolicy,
+)
 from visioncreator.rl.collection.config import CollectConfig
 from visioncreator.rl.collection.records import CollectTask, TrajectoryRecord
 from visioncreator.rl.rewards.base import RewardContext
@@ -202,6 +209,9 @@ class GraphRollout:
     :class:`~visioncreator.policy.TransformersVLMPolicy` over the model and ``processor`` when
     :attr:`shows_images`). Whatever it makes must record token
     ids (``prompt_token_ids``, ``completion_token_ids``) that chain from turn to turn."""
+    collect_with: Callable[[Sequence[CollectTask], CollectConfig], Awaitable[list[TrajectoryRecord]]] | None = None
+    """Runs the collection instead of this process (e.g. :class:`~visioncreator.rl.train.served.RayCollect`:
+    Ray actors that each build their own policy; ``policy_factory`` is then unused). None: in-process."""
     processor: Any = None
     """A VLM processor: with ``observe`` ``"image"``/``"both"``, the policy is shown the images and each
     sample's ``trajectory_images`` are returned (see the module docstring). None: text rollouts."""
@@ -281,9 +291,14 @@ class GraphRollout:
             call_seeds=self.call_seeds,
             branch_at=self.branch_at,
         )
-        policy = (self.policy_factory or self._policy)(model, tokenizer)
-        async with (self.tools or synthetic_tools)(config) as tools:
-            records = await collect([t for t, _ in runs], policy=policy, tools=tools, config=config)
+        if self.collect_with is not None:
+            records = await self.collect_with([t for t, _ in runs], config)
+        else:
+            policy = (self.policy_factory or self._policy)(model, tokenizer)
+            async with (self.tools or synthetic_tools)(config) as tools:
+                records = await collect([t for t, _ in runs], policy=policy, tools=tools, config=config)
+            if isinstance(policy, OpenAIPolicy | TokenPolicy):
+                await policy.aclose()  # its connections belong to this rollout's event loop
         if len(records) != group_size * len(runs):
             raise RuntimeError(f"the collector returned {len(records)} records for {len(runs)} groups of {group_size}")
         batch = []

@@ -30,6 +30,7 @@ Imports TRL at module level: only heavy code paths (``train_grpo``, tests) impor
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal, get_args
 
 import torch
@@ -94,6 +95,8 @@ class GraphGRPOTrainer(TrajectoryImagesGRPOTrainer):
         self.node_rewards = {node: list(names) for node, names in (node_rewards or {}).items()}
         self.graph_reward_weights = dict(reward_weights or rollout.stage.rewards)
         self.on_batch = on_batch
+        self.served_session: AbstractContextManager[Any] | None = None
+        """With served rollouts: the session whose server the rollouts use (entered around training)."""
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         rollout = self.graph_rollout
