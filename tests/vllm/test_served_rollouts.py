@@ -224,7 +224,7 @@ def test_grpo_takes_its_rollouts_from_the_server_and_syncs_every_step(
             turns = rollout.record.turns
             assert turns
             assert all(t.model == ADAPTER and t.logprobs is not None for t in turns)
-    assert result.metrics["groups"] == 2
+    assert result.metrics["groups"] == stage.max_steps * stage.groups_per_step  # 2 steps of 2 groups
     assert (result.model_dir / "config.json").is_file()
 
 
