@@ -12,6 +12,8 @@
 - :mod:`~visioncreator.rl.train.rollout`: GRPO generation by replaying the graph (:class:`GraphRollout`);
 - :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
   :func:`evaluate`, and :func:`run_stages`;
+- :mod:`~visioncreator.rl.train.significance`: 95% intervals of a success rate and paired tests of
+  two models (exact McNemar, paired bootstrap);
 - :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
 - :mod:`~visioncreator.rl.train.cli`: ``visioncreator train`` (``python -m visioncreator.rl.train``).
 
@@ -75,6 +77,14 @@ from visioncreator.rl.train.rollout import (
 )
 from visioncreator.rl.train.selection import select_trajectories
 from visioncreator.rl.train.sft import train_sft
+from visioncreator.rl.train.significance import (
+    McNemarResult,
+    PairedDifference,
+    bootstrap_interval,
+    mcnemar_exact,
+    paired_bootstrap,
+    wilson_interval,
+)
 from visioncreator.rl.train.stages import (
     Curves,
     RunSummary,
@@ -100,8 +110,10 @@ __all__ = [
     "GraphRollout",
     "LengthReport",
     "LoraSpec",
+    "McNemarResult",
     "ModelError",
     "Observe",
+    "PairedDifference",
     "PolicyModel",
     "Progress",
     "RolloutSample",
@@ -117,6 +129,7 @@ __all__ = [
     "ToolsFactory",
     "TrainConfig",
     "TrainingError",
+    "bootstrap_interval",
     "build_tiny_vlm",
     "curve_steps",
     "default_cache_dir",
@@ -129,7 +142,9 @@ __all__ = [
     "load_tasks",
     "load_train_config",
     "lora_config",
+    "mcnemar_exact",
     "model_dir_for",
+    "paired_bootstrap",
     "refuse",
     "refuse_overlong",
     "reward_functions",
@@ -145,5 +160,6 @@ __all__ = [
     "train_grpo",
     "train_sft",
     "trajectory_lengths",
+    "wilson_interval",
     "with_completion_limit",
 ]
