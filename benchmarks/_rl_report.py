@@ -141,7 +141,7 @@ def write_curves(work: Path, curves: dict[str, list[dict[str, float]]]) -> Path:
     offset = max((r["step"] for r in curves.get("sft", [])), default=0.0)
     for arm, shift in (("sft", 0.0), ("control", offset)):
         rows = [r for r in curves.get(arm, []) if "loss" in r]
-        right.plot([r["step"] + shift for r in rows], [r["loss"] for r in rows], label=arm)
+        right.plot([r["step"] + shift for r in rows], [r["loss"] for r in rows], marker=".", label=arm)
     right.set(title="SFT loss (the control continues SFT)", xlabel="SFT step", ylabel="loss")
     right.legend()
     fig.tight_layout()
