@@ -1,102 +1,55 @@
-"""Learning works, on this CPU: SmolLM2-135M-Instruct before training, after SFT, after GRPO on top.
+"""Does GRPO beat more SFT? SmolLM2-135M-Instruct: SFT to convergence, then GRPO vs an SFT control.
 
-The policy is the packaged SmolLM2-135M-Instruct (``load_smollm``). Held-out tasks: the first
-``--held-out`` single-image tasks of the built-in synthetic suite. Training tasks: single-image
-tasks of ``build_synthetic_suite`` at other seeds (ids renamed, any request equal to a held-out
-one dropped). Phases, each resumable and each writing into ``--work``:
+The policy is the packaged SmolLM2-135M-Instruct. Held-out: ``--held-out`` single-image tasks
+(built-in synthetic generator, seed 0) x ``--tool-seeds`` tool seeds, faults injected at
+``--fault-rate`` (0.5), greedy decoding. Training tasks: single-image tasks of other generator
+seeds, none whose request equals a held-out one. Phases, each resumable, each writing into ``--work``:
 
-1. ``baseline``: the untrained model on the held-out tasks (greedy; success = the outcome
-   reward's full success, plus the mean weighted reward);
-2. ``sft``: expert trajectories on the training tasks (collector, synthetic faults on), the
-   successful ones kept, TRL SFT (``train_sft``), then the held-out evaluation;
-3. ``grpo``: a few GRPO steps on top of the SFT model (``train_grpo``: generation replays the
-   graph), then the held-out evaluation;
-4. ``report``: the curves (loss and reward per step, success per stage).
+1. ``data``: the held-out and training suites, expert trajectories on the training tasks (faults
+   at the same rate: the expert redoes faulty images, so SFT sees redos);
+2. ``sft``: SFT on the expert's successful trajectories to convergence: chunks of
+   ``--sft-chunk`` steps until the chunk's mean loss improves by less than ``--sft-plateau``
+   (relative) on the previous chunk's, or ``--sft-max-epochs`` epochs;
+3. ``grpo``: GRPO on top of the SFT model, groups branched at the first reflect node
+   (``branch_at="reflect"``), every member of a group with the same tool randomness
+   (``call_seeds="shared"``), ``per_turn`` credit (each reflect turn by its own verdicts, each
+   image call by its image: what the policy decided at that turn, not the trajectory's luck);
+   stopped by wall time (``--budget-min``), checked between chunks of ``--grpo-chunk`` steps;
+4. ``control``: SFT continued from the SFT model on the same data for the same wall time as the
+   GRPO phase took (converted to steps at the SFT phase's measured seconds per step);
+5. ``eval``: every arm (``--arms``; ``initial`` is the untrained model) on every held-out task at
+   every tool seed; every trajectory kept in ``evals/ARM-seedK.jsonl``;
+6. ``report``: success with 95% intervals, GRPO vs control paired (exact McNemar, paired
+   bootstrap over tasks), reward curves (``curves.png``), reflection verdicts and the redo rate on
+   faulty images, the evals HTML report of each arm's trajectories, and the cost of each step
+   (:mod:`_rl_report`).
 
-Prompt length is the cost on two shared cores: the real tool server's descriptions and JSON
-schemas make a ~2.4k-token system prompt for SmolLM2 and each observation ~500 tokens. So the
-benchmark runs every phase on :class:`BriefTools`: the same in-process synthetic server, with
-one-line tool descriptions and minimal schemas in the system prompt, and tool results without
-bookkeeping fields (generator seconds, byte counts, URIs). Training and evaluation see the same
-prompts (GRPO's rollouts get :func:`brief_tools` through ``train_grpo(tools=...)``).
+Prompt length is the cost on two shared cores, so every phase runs on :class:`BriefTools`: the
+same in-process synthetic server with one-line tool descriptions and minimal schemas, and tool
+results without bookkeeping fields. Training and evaluation see the same prompts.
 
-Usage: .venv/bin/python benchmarks/rl_learning.py --work /tmp/rl-learning [--phase all]
+Usage: .venv/bin/python benchmarks/rl_learning.py --work /tmp/rl-learning [--phase all] [--budget-min 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
-import sys
+import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from visioncreator.graph import ToolClient, ToolOutcome
-from visioncreator.policy import ToolSpec
+from _brief_tools import BRIEF, BriefTools, brief_tools
 from visioncreator.rl import CollectConfig
-from visioncreator.rl.train import (
-    Curves,
-    EvalPoint,
-    GRPOStage,
-    PolicyModel,
-    SFTStage,
-    StageCurve,
-    StageRecord,
-    TaskSource,
-    evaluate,
-)
+from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource, evaluate
 
-_STRING = {"type": "string"}
-_SEED = {"type": "integer"}
-BRIEF: dict[str, tuple[str, dict[str, Any]]] = {
-    "text_to_image": ("Make one image from a prompt.", {"prompt": _STRING, "seed": _SEED}),
-    "edit_image": ("Change an image by an instruction.", {"image": _STRING, "instruction": _STRING, "seed": _SEED}),
-    "reference_to_image": (
-        "Make an image whose subjects look like the reference images.",
-        {"prompt": _STRING, "references": {"type": "array", "items": _STRING}, "seed": _SEED},
-    ),
-    "inspect_image": ("Describe what is in an image.", {"image": _STRING}),
-}
-_DROP = frozenset({"generator_s", "bytes", "uri", "mime_type", "tool", "answers", "analysis", "preview"})
+__all__ = ["BRIEF", "BriefTools", "brief_tools"]  # where other benchmarks found them
 
-
-@dataclasses.dataclass(kw_only=True)
-class BriefTools(ToolClient):
-    """The synthetic tool server with short tool descriptions and results without bookkeeping fields."""
-
-    def policy_tools(self) -> tuple[ToolSpec, ...]:
-        """One-line descriptions and minimal schemas (the server still validates the full ones)."""
-        specs = []
-        for tool in super().policy_tools():
-            description, properties = BRIEF.get(tool.name, (tool.description, {}))
-            schema = {"type": "object", "properties": properties} if properties else tool.input_schema
-            specs.append(ToolSpec(name=tool.name, description=description, input_schema=schema))
-        return tuple(specs)
-
-    async def call(self, name: str, arguments: Mapping[str, Any], *, look: bool = False) -> ToolOutcome:
-        """The server's outcome, minus fields no policy needs."""
-        outcome = await super().call(name, arguments, look=look)
-        if outcome.structured is None:
-            return outcome
-        kept = {k: v for k, v in outcome.structured.items() if k not in _DROP}
-        seen = outcome.inspection
-        seen = None if seen is None else {k: v for k, v in seen.items() if k not in _DROP}
-        return dataclasses.replace(outcome, structured=kept, inspection=seen)
-
-
-def brief_tools(config: CollectConfig, *, max_queue: int = 4096) -> ToolClient:
-    """Like ``collector.synthetic_tools``, as :class:`BriefTools`."""
-    from visioncreator.tool_servers import ServerSettings, build_server
-
-    assert config.store is not None
-    settings = ServerSettings(
-        store_root=config.store, fault_rate=config.fault_rate, tool_seed=config.tool_seed, max_queue=max_queue
-    )
-    return BriefTools(server=build_server(settings))
+ARMS = ("initial", "sft", "control", "grpo")
+"""Every arm: the untrained model, SFT to convergence, SFT continued (the control), GRPO on SFT."""
+STAGE_DIRS = {"sft": "01-sft", "grpo": "02-grpo", "control": "03-control"}
 
 
 def log(message: str) -> None:
@@ -105,7 +58,8 @@ def log(message: str) -> None:
 
 def step_printer(stage: str) -> Any:
     def show(entry: dict[str, Any]) -> None:
-        shown = {k: entry[k] for k in ("loss", "reward", "grad_norm", "groups/degenerate") if k in entry}
+        keys = ("loss", "reward", "rewards/plan/mean", "rewards/reflection/mean", "groups/degenerate")
+        shown = {k.split("/")[-2] if "/" in k else k: entry[k] for k in keys if k in entry}
         if shown and "train_runtime" not in entry:
             values = " ".join(f"{k}={v:.4g}" for k, v in shown.items())
             log(f"{stage} step {entry.get('step')}/{entry.get('max_steps')} {values}")
@@ -113,212 +67,304 @@ def step_printer(stage: str) -> Any:
     return show
 
 
-def train_suite(path: Path, held_out: TaskSource, n_tasks: int) -> None:
-    """Single-image training tasks from other suite seeds, none equal to a held-out request."""
-    from visioncreator.evals import build_synthetic_suite, load_suite, write_suite
-
-    if path.is_file():
-        return
-    held = {t.request for t in load_suite(held_out.suite) if t.split == "single"}
-    tasks: list[Any] = []
-    seed = 1
-    while len(tasks) < n_tasks:
-        suite = asyncio.run(build_synthetic_suite(per_split=40, seed=seed))
-        for t in suite:
-            if t.split == "single" and t.request not in held and len(tasks) < n_tasks:
-                tasks.append(t.model_copy(update={"id": f"train-s{seed}-{t.id}"}))
-                held.add(t.request)
-        seed += 1
-    write_suite(tasks, path)
-
-
-def eval_point(
-    args: argparse.Namespace, policy: PolicyModel, model_dir: Path, path: Path, after: str, tool_seed: int = 0
-) -> EvalPoint:
-    if path.is_file():
-        return EvalPoint.model_validate_json(path.read_text())
-    log(f"evaluating {after} on {args.held_out} held-out tasks ...")
-
-    def done(event: dict[str, Any]) -> None:
-        log(f"  eval {after} {event['task']} success={event['success']:.0f}")
-
-    point = evaluate(
-        model_dir, held_out_tasks(args), policy=policy, store=Path(args.work) / "store", after=after,
-        seed=0, tool_seed=tool_seed, max_turns=args.eval_max_turns, tools=brief_tools, progress=done,
-    )  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(point.model_dump_json(indent=2))
-    log(f"{after}: success {point.success_rate:.3f} mean reward {point.mean_reward:.3f} ({point.wall_s:.0f} s)")
-    return point
-
-
-def held_out_tasks(args: argparse.Namespace) -> TaskSource:
-    return TaskSource(splits=("single",), limit=args.held_out, fault_rate=0.3)
-
-
 def policy_model(args: argparse.Namespace) -> PolicyModel:
     return PolicyModel(model="smollm2", max_new_tokens=args.max_new_tokens, temperature=1.0, torch_threads=1)
 
 
-def phase_baseline(args: argparse.Namespace) -> None:
-    from visioncreator.rl.train import model_dir_for
-
-    policy = policy_model(args)
-    eval_point(args, policy, model_dir_for(policy), Path(args.work) / "eval-initial.json", "initial")
+def held_out(args: argparse.Namespace) -> TaskSource:
+    path = str(Path(args.work) / "held-out.jsonl")
+    return TaskSource(suite=path, splits=("single",), limit=args.eval_limit, fault_rate=args.fault_rate)
 
 
-def _collect_expert(args: argparse.Namespace, suite: Path) -> list[Any]:
+def train_tasks(args: argparse.Namespace) -> TaskSource:
+    return TaskSource(suite=str(Path(args.work) / "train-suite.jsonl"), splits=("single",), fault_rate=args.fault_rate)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=2) + "\n")
+
+
+# ---- data ---------------------------------------------------------------------------------------
+
+
+def phase_data(args: argparse.Namespace) -> None:
+    """The held-out suite, the disjoint training suite, and the expert's trajectories on it."""
+    from visioncreator.evals import build_synthetic_suite, write_suite
     from visioncreator.graph import expert_policy
     from visioncreator.rl import collect_to, read_records
     from visioncreator.rl.train import load_tasks
 
-    path = Path(args.work) / "expert.jsonl"
-    config = CollectConfig(group_size=1, concurrency=8, seed=1, fault_rate=0.3, store=Path(args.work) / "store")
+    work = Path(args.work)
+    held_path, train_path, expert = work / "held-out.jsonl", work / "train-suite.jsonl", work / "expert.jsonl"
+    if not held_path.is_file():
+        suite = asyncio.run(build_synthetic_suite(per_split=args.held_out, seed=0))
+        write_suite([t for t in suite if t.split == "single"], held_path)
+    if not train_path.is_file():
+        held = {t["request"] for t in map(json.loads, held_path.read_text().splitlines())}
+        tasks: list[Any] = []
+        seed = 1
+        while len(tasks) < args.train_tasks:
+            for t in asyncio.run(build_synthetic_suite(per_split=40, seed=seed)):
+                if t.split == "single" and t.request not in held and len(tasks) < args.train_tasks:
+                    tasks.append(t.model_copy(update={"id": f"train-s{seed}-{t.id}"}))
+                    held.add(t.request)
+            seed += 1
+        write_suite(tasks, train_path)
+    config = CollectConfig(group_size=1, concurrency=8, seed=1, fault_rate=args.fault_rate, store=work / "store")
 
     async def run() -> None:
         async with brief_tools(config) as tools:
-            tasks = load_tasks(TaskSource(suite=str(suite), splits=("single",)))
-            await collect_to(path, tasks, policy=expert_policy(), tools=tools, config=config)
+            await collect_to(expert, load_tasks(train_tasks(args)), policy=expert_policy(), tools=tools, config=config)
 
     asyncio.run(run())
-    return list(read_records(path))
+    records = read_records(expert)
+    ok = [r for r in records if r.reward_details.get("outcome", {}).get("success", 0.0) == 1.0]
+    redos = sum(any(s.verdict != "accept" for t in r.turns for s in t.parsed.reflections) for r in ok)
+    log(f"expert: {len(records)} trajectories, {len(ok)} successful (the SFT set), {redos} of them redo an image")
+
+
+def _sft_set(args: argparse.Namespace) -> list[Any]:
+    from visioncreator.rl import read_records
+
+    records = read_records(Path(args.work) / "expert.jsonl")
+    return [r for r in records if r.reward_details.get("outcome", {}).get("success", 0.0) == 1.0]
+
+
+# ---- SFT to convergence, and the SFT control ------------------------------------------------------
+
+
+def _sft_stage(args: argparse.Namespace, max_steps: int) -> SFTStage:
+    # A constant learning rate: the chunks resume one run, and the control continues it. No length
+    # cap: a 2,048-token cap dropped 54 of 176 examples, the long ones, i.e. those that redo an image.
+    return SFTStage(
+        name="sft", max_steps=max_steps, learning_rate=args.sft_lr, batch_size=args.sft_batch, max_length=None,
+        save_steps=max(1, min(args.sft_chunk, max_steps)), logging_steps=1, trl={"lr_scheduler_type": "constant"},
+    )  # fmt: skip
+
+
+def _chunk_loss(history: list[dict[str, Any]], first: int, last: int) -> float:
+    losses = [float(e["loss"]) for e in history if "loss" in e and first < int(e.get("step", 0)) <= last]
+    return sum(losses) / len(losses) if losses else math.nan
+
+
+def _train_sft_chunks(
+    args: argparse.Namespace, out: Path, start: Path | None, plan: list[int], *, plateau: bool
+) -> dict[str, Any]:
+    """SFT resumed chunk by chunk up to each target step of ``plan``; stops early on a loss plateau if asked."""
+    from visioncreator.rl.train import train_sft
+
+    state_path = out / "chunks.json"
+    state = read_json(state_path) if state_path.is_file() else {"chunks": [], "train_s": 0.0, "stopped": None}
+    records, policy = _sft_set(args), policy_model(args)
+    done = state["chunks"][-1]["step"] if state["chunks"] else 0
+    result = None
+    for target in plan:
+        if target <= done or state["stopped"]:
+            continue
+        began = time.perf_counter()
+        result = train_sft(_sft_stage(args, target), policy, model_dir=start, output_dir=out, seed=0,
+                           records=records, progress=step_printer(out.name))  # fmt: skip
+        loss = _chunk_loss(result.log_history, done, target)
+        state["chunks"].append({"step": target, "loss": loss, "wall_s": time.perf_counter() - began})
+        state["train_s"] += state["chunks"][-1]["wall_s"]
+        state["log_history"] = result.log_history
+        previous = state["chunks"][-2]["loss"] if len(state["chunks"]) > 1 else math.nan
+        if plateau and previous == previous and (previous - loss) < args.sft_plateau * previous:
+            state["stopped"] = f"loss plateau at step {target}: {previous:.4f} -> {loss:.4f}"
+        write_json(state_path, state)
+        log(f"{out.name}: step {target}, chunk loss {loss:.4f}, {state['chunks'][-1]['wall_s']:.0f} s")
+        done = target
+    return state
 
 
 def phase_sft(args: argparse.Namespace) -> None:
-    from visioncreator.rl.train import train_sft
+    out = Path(args.work) / STAGE_DIRS["sft"]
+    n = len(_sft_set(args))
+    per_epoch = max(1, math.ceil(n / args.sft_batch))
+    cap = max(1, args.sft_max_steps or per_epoch * args.sft_max_epochs)
+    plan = [*range(args.sft_chunk, cap, args.sft_chunk), cap]
+    log(f"SFT: {n} examples, {per_epoch} steps per epoch, at most {cap} steps in chunks of {args.sft_chunk}")
+    state = _train_sft_chunks(args, out, None, plan, plateau=True)
+    steps = state["chunks"][-1]["step"]
+    state["s_per_step"] = state["train_s"] / steps
+    write_json(out / "chunks.json", state)
+    log(f"SFT done: {steps} steps, {state['train_s']:.0f} s ({state['s_per_step']:.1f} s/step); {state['stopped']}")
 
-    work = Path(args.work)
-    out = work / "01-sft"
-    policy = policy_model(args)
-    if not (out / "stage.json").is_file():
-        suite = work / "train-suite.jsonl"
-        train_suite(suite, held_out_tasks(args), args.train_tasks)
-        records = _collect_expert(args, suite)
-        ok = sum(r.reward_details.get("outcome", {}).get("success", 0.0) == 1.0 for r in records)
-        log(f"expert: {len(records)} trajectories, {ok} successful (the SFT set)")
-        stage = SFTStage(
-            name="sft", max_steps=args.sft_steps, learning_rate=args.sft_lr, batch_size=args.sft_batch,
-            max_length=2048, save_steps=10, logging_steps=1,
-        )  # fmt: skip
-        began = time.perf_counter()
-        log(f"SFT: {args.sft_steps} steps, batch {args.sft_batch}, lr {args.sft_lr}, full fine-tuning")
-        result = train_sft(stage, policy, output_dir=out, seed=0, records=records, progress=step_printer("sft"))
-        record = StageRecord(
-            index=1, name="sft", kind="sft", model_dir=str(result.model_dir), start_model="smollm2",
-            metrics=result.metrics, log_history=result.log_history, wall_s=time.perf_counter() - began,
-        )  # fmt: skip
-        (out / "stage.json").write_text(record.model_dump_json(indent=2))
-        log(f"SFT done in {record.wall_s:.0f} s")
-    eval_point(args, policy, out / "model", out / "eval.json", "01-sft")
+
+def _grpo_stage(args: argparse.Namespace, max_steps: int) -> GRPOStage:
+    fields: dict[str, Any] = {}
+    if "groups_per_step" in GRPOStage.model_fields:  # several groups per optimiser step, where the stage has it
+        fields["groups_per_step"] = args.grpo_groups
+    else:
+        fields["batch_size"] = args.grpo_groups * args.grpo_generations
+    return GRPOStage(
+        name="grpo", tasks=train_tasks(args), num_generations=args.grpo_generations, max_steps=max_steps,
+        learning_rate=args.grpo_lr, beta=args.grpo_beta, max_turns=args.max_turns, max_completion_length=None,
+        branch_at="reflect", call_seeds="shared", credit="per_turn", save_steps=1, logging_steps=1,
+        trl={"lr_scheduler_type": "constant"}, **fields,
+    )  # fmt: skip
 
 
 def phase_grpo(args: argparse.Namespace) -> None:
+    """GRPO from the SFT model in chunks (each resumes the last checkpoint) until the wall-time budget is spent."""
     from visioncreator.rl.train import train_grpo
 
     work = Path(args.work)
-    out = work / "02-grpo"
-    policy = policy_model(args)
-    if not (out / "stage.json").is_file():
-        start = work / "01-sft" / "model"
-        if not (start / "config.json").is_file():
-            sys.exit("run the sft phase first")
-        stage = GRPOStage(
-            name="grpo",
-            tasks=TaskSource(suite=str(work / "train-suite.jsonl"), splits=("single",), limit=args.grpo_steps),
-            num_generations=args.grpo_generations, max_steps=args.grpo_steps, learning_rate=args.grpo_lr,
-            max_turns=args.eval_max_turns, max_completion_length=1536, save_steps=1, logging_steps=1,
-        )  # fmt: skip
+    out, start = work / STAGE_DIRS["grpo"], work / STAGE_DIRS["sft"] / "model"
+    if not (start / "config.json").is_file():
+        raise SystemExit("run the sft phase first")
+    state_path = out / "chunks.json"
+    state = read_json(state_path) if state_path.is_file() else {"chunks": [], "train_s": 0.0}
+    budget = args.budget_min * 60.0
+    steps = state["chunks"][-1]["step"] if state["chunks"] else 0
+    if args.grpo_max_steps is not None:
+        budget = math.inf if steps < args.grpo_max_steps else 0.0
+    while state["train_s"] < budget and (args.grpo_max_steps is None or steps < args.grpo_max_steps):
+        per_step = state["train_s"] / steps if steps else None
+        left = budget - state["train_s"]
+        if per_step is not None and left < per_step:
+            break  # the next step would end past the budget
+        room = args.grpo_chunk if per_step is None or math.isinf(left) else int(left / per_step)
+        target = steps + max(1, min(args.grpo_chunk, room))
+        if args.grpo_max_steps is not None:
+            target = min(target, args.grpo_max_steps)
         began = time.perf_counter()
-        log(f"GRPO: {args.grpo_steps} steps x {args.grpo_generations} generations, lr {args.grpo_lr}")
         result = train_grpo(
-            stage, policy, model_dir=start, output_dir=out, seed=0, progress=step_printer("grpo"), tools=brief_tools
-        )
-        record = StageRecord(
-            index=2, name="grpo", kind="grpo", model_dir=str(result.model_dir), start_model=str(start),
-            metrics=result.metrics, log_history=result.log_history, wall_s=time.perf_counter() - began,
+            _grpo_stage(args, target), policy_model(args), model_dir=start, output_dir=out, seed=0,
+            progress=step_printer("grpo"), tools=brief_tools,
         )  # fmt: skip
-        (out / "stage.json").write_text(record.model_dump_json(indent=2))
-        log(f"GRPO done in {record.wall_s:.0f} s")
-    eval_point(args, policy, out / "model", out / "eval.json", "02-grpo")
+        state["chunks"].append({"step": target, "wall_s": time.perf_counter() - began, "metrics": result.metrics})
+        state["train_s"] += state["chunks"][-1]["wall_s"]
+        state["log_history"] = result.log_history
+        write_json(state_path, state)
+        steps = target
+        log(f"grpo: {steps} steps, {state['train_s']:.0f} s of {budget:.0f} s")
+    state["s_per_step"] = state["train_s"] / max(1, steps)
+    write_json(state_path, state)
 
 
-def phase_reeval(args: argparse.Namespace) -> None:
-    """The trained models again with other tool seeds (other injected faults): the evaluation's noise.
-
-    The evaluation is greedy and the model writes its own tool seeds, so only the server's tool
-    seed changes what a trajectory meets.
-    """
-    policy = policy_model(args)
+def phase_control(args: argparse.Namespace) -> None:
+    """SFT continued from the SFT model for the GRPO phase's wall time, at the SFT phase's seconds per step."""
     work = Path(args.work)
-    for seed in args.tool_seeds:
-        for stage_name in ("01-sft", "02-grpo"):
-            model = work / stage_name / "model"
-            if (model / "config.json").is_file():
-                path = work / stage_name / f"eval-toolseed{seed}.json"
-                eval_point(args, policy, model, path, stage_name, tool_seed=seed)
+    sft, grpo = read_json(work / STAGE_DIRS["sft"] / "chunks.json"), work / STAGE_DIRS["grpo"] / "chunks.json"
+    if not grpo.is_file():
+        raise SystemExit("run the grpo phase first")
+    grpo_s = read_json(grpo)["train_s"]
+    steps = max(1, round(grpo_s / sft["s_per_step"]))
+    if args.control_max_steps is not None and steps > args.control_max_steps:
+        log(f"control: capped at {args.control_max_steps} steps (not matched to GRPO's time: a smoke run)")
+        steps = args.control_max_steps
+    log(f"control: {steps} SFT steps = GRPO's {grpo_s:.0f} s at {sft['s_per_step']:.1f} s per SFT step")
+    plan = [*range(args.sft_chunk, steps, args.sft_chunk), steps]
+    out = work / STAGE_DIRS["control"]
+    state = _train_sft_chunks(args, out, work / STAGE_DIRS["sft"] / "model", plan, plateau=False)
+    state["matched_s"], state["s_per_step"] = grpo_s, state["train_s"] / steps
+    write_json(out / "chunks.json", state)
+
+
+# ---- evaluation ----------------------------------------------------------------------------------
+
+
+def model_of(args: argparse.Namespace, arm: str) -> Path:
+    from visioncreator.rl.train import model_dir_for
+
+    if arm == "initial":
+        return model_dir_for(policy_model(args))
+    return Path(args.work) / STAGE_DIRS[arm] / "model"
+
+
+def phase_eval(args: argparse.Namespace) -> None:
+    """Every arm at every tool seed; each trajectory kept (``evals/ARM-seedK.jsonl``), each point in a JSON."""
+    work = Path(args.work)
+    for arm in args.arms:
+        model = model_of(args, arm)
+        if not (model / "config.json").is_file():
+            log(f"eval: no model for {arm} yet ({model}); skipped")
+            continue
+        for seed in args.tool_seeds:
+            path = work / "evals" / f"{arm}-seed{seed}.json"
+            if path.is_file():
+                continue
+            log(f"evaluating {arm} at tool seed {seed} ...")
+
+            def done(event: dict[str, Any], arm: str = arm) -> None:
+                log(f"  {arm} {event['task']} success={event['success']:.0f}")
+
+            point = evaluate(
+                model, held_out(args), policy=policy_model(args), store=work / "store", after=arm, seed=0,
+                tool_seed=seed, max_turns=args.max_turns, tools=brief_tools, progress=done,
+                records=work / "evals" / f"{arm}-seed{seed}.jsonl",
+            )  # fmt: skip
+            write_json(path, json.loads(point.model_dump_json()))
+            log(f"{arm} seed {seed}: success {point.success_rate:.3f} ({point.wall_s:.0f} s, {point.n} trajectories)")
 
 
 def phase_report(args: argparse.Namespace) -> None:
-    from visioncreator.rl.train import curve_steps
+    from _rl_report import write_benchmark_report
 
-    work = Path(args.work)
-    curves = Curves()
-    if (work / "eval-initial.json").is_file():
-        curves.evals.append(EvalPoint.model_validate_json((work / "eval-initial.json").read_text()))
-    for stage_name in ("01-sft", "02-grpo"):
-        marker = work / stage_name / "stage.json"
-        if marker.is_file():
-            record = StageRecord.model_validate_json(marker.read_text())
-            curves.stages.append(StageCurve(name=record.name, kind=record.kind, steps=curve_steps(record.log_history)))
-            print(f"\n== {stage_name}: {record.wall_s:.0f} s, metrics {json.dumps(record.metrics)}")
-            for row in curves.stages[-1].steps:
-                values = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "step")
-                print(f"  step {int(row['step']):3d} {values}")
-        eval_file = work / stage_name / "eval.json"
-        if eval_file.is_file():
-            curves.evals.append(EvalPoint.model_validate_json(eval_file.read_text()))
-    print("\n== held-out success per stage")
-    print(f"{'after':10s} {'n':>3s} {'success':>8s} {'reward':>7s} {'outcome':>8s} {'format':>7s} {'eval s':>7s}")
-    for p in curves.evals:
-        print(
-            f"{p.after:10s} {p.n:3d} {p.success_rate:8.3f} {p.mean_reward:7.3f} "
-            f"{p.mean_rewards.get('outcome', 0.0):8.3f} {p.mean_rewards.get('format', 0.0):7.3f} {p.wall_s:7.0f}"
-        )
-    reevals = sorted(work.glob("0*/eval-toolseed*.json"))
-    if reevals:
-        print("\n== the same models with other tool seeds (other injected faults)")
-        for path in reevals:
-            p = EvalPoint.model_validate_json(path.read_text())
-            seed = path.stem.removeprefix("eval-toolseed")
-            print(f"{p.after:10s} tool seed {seed:>2s} {p.n:3d} {p.success_rate:8.3f} {p.mean_reward:7.3f}")
-    (work / "curves.json").write_text(curves.model_dump_json(indent=2))
+    write_benchmark_report(Path(args.work), arms=args.arms, tool_seeds=args.tool_seeds, full=full_scale(args))
+
+
+def full_scale(args: argparse.Namespace) -> dict[str, Any]:
+    """The full run's sizes, for the cost estimate."""
+    return {
+        "held_out": 48, "tool_seeds": 2, "arms": 4, "sft_max_epochs": args.sft_max_epochs, "sft_batch": args.sft_batch,
+        "budget_min": 60.0,
+    }  # fmt: skip
+
+
+PHASES = {
+    "data": phase_data,
+    "sft": phase_sft,
+    "grpo": phase_grpo,
+    "control": phase_control,
+    "eval": phase_eval,
+    "report": phase_report,
+}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", required=True, help="working directory (resumable)")
-    parser.add_argument("--phase", choices=("baseline", "sft", "grpo", "reeval", "report", "all"), default="all")
-    parser.add_argument("--held-out", type=int, default=12)
-    parser.add_argument("--train-tasks", type=int, default=200)
-    parser.add_argument("--max-new-tokens", type=int, default=144)
-    parser.add_argument("--eval-max-turns", type=int, default=8)
-    parser.add_argument("--sft-steps", type=int, default=20)
-    parser.add_argument("--sft-batch", type=int, default=1)
-    parser.add_argument("--sft-lr", type=float, default=2e-4)
-    parser.add_argument("--grpo-steps", type=int, default=3)
-    parser.add_argument("--grpo-generations", type=int, default=2)
-    parser.add_argument("--grpo-lr", type=float, default=1e-5)
-    parser.add_argument("--tool-seeds", type=int, nargs="*", default=[1], help="tool seeds of the reeval phase")
+    add = parser.add_argument
+    add("--work", required=True, help="working directory (every phase resumes from what is in it)")
+    add("--phase", choices=(*PHASES, "all"), default="all")
+    add("--held-out", type=int, default=48, help="held-out single-image tasks")
+    add("--eval-limit", type=int, default=None, help="evaluate only the first N held-out tasks (smoke runs)")
+    add("--tool-seeds", type=int, nargs="+", default=[0, 1], help="tool seeds of the held-out evaluation")
+    add("--fault-rate", type=float, default=0.5)
+    add("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    add("--train-tasks", type=int, default=200)
+    add("--max-new-tokens", type=int, default=144)
+    add("--max-turns", type=int, default=8)
+    add("--sft-batch", type=int, default=4)
+    add("--sft-lr", type=float, default=1e-4)
+    add("--sft-chunk", type=int, default=10, help="SFT steps between loss-plateau checks")
+    add("--sft-plateau", type=float, default=0.05, help="stop when a chunk's mean loss improves by less (relative)")
+    add("--sft-max-epochs", type=float, default=3.0)
+    add("--sft-max-steps", type=int, default=None, help="cap on SFT steps (smoke runs); default the epochs' steps")
+    add("--budget-min", type=float, default=60.0, help="GRPO wall time (the control gets the same)")
+    add("--grpo-chunk", type=int, default=5, help="GRPO steps between wall-time checks")
+    add("--grpo-max-steps", type=int, default=None, help="stop GRPO after this many steps instead (smoke runs)")
+    add("--control-max-steps", type=int, default=None, help="cap on the control's steps (smoke runs only)")
+    add("--grpo-generations", type=int, default=4)
+    add("--grpo-groups", type=int, default=2, help="groups per optimiser step")
+    add("--grpo-lr", type=float, default=5e-6)
+    add("--grpo-beta", type=float, default=0.02, help="KL anchor to the SFT model")
     args = parser.parse_args()
     import torch
 
     torch.set_flush_denormal(True)
     torch.set_num_threads(1)
     Path(args.work).mkdir(parents=True, exist_ok=True)
-    phases = ("baseline", "sft", "grpo", "report") if args.phase == "all" else (args.phase,)
-    for phase in phases:
-        run = {"baseline": phase_baseline, "sft": phase_sft, "grpo": phase_grpo, "reeval": phase_reeval}
-        run.get(phase, phase_report)(args)
+    for phase in PHASES if args.phase == "all" else (args.phase,):
+        began = time.perf_counter()
+        PHASES[phase](args)
+        log(f"phase {phase}: {time.perf_counter() - began:.0f} s")
 
 
 if __name__ == "__main__":

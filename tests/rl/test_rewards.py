@@ -237,6 +237,18 @@ def test_a_self_corrected_tool_error_earns_partial_credit() -> None:
     assert tool_reward(uncorrected, CTX).value == 0.0
 
 
+def test_doing_nothing_earns_no_process_reward() -> None:
+    # Measured before: an untrained model that wrote no call got tool 1.0 and reflection 1.0 (total 0.200).
+    idle = _trajectory([("act", "I cannot help with that.")], [], [], {})
+    assert tool_reward(idle, CTX).value == 0.0
+    assert reflection_reward(idle, CTX).value == 0.0
+    assert score(idle, CTX).total == 0.0
+    no_calls = _trajectory([("plan", _plan(REQUEST)), ("act", _answer())], [], [], {})
+    r = tool_reward(no_calls, CTX)
+    assert (r.value, r.details["calls"], r.details["refused"]) == (0.0, 0, 0)
+    assert score(no_calls, CTX).components["tool"].value == 0.0
+
+
 def test_a_wrong_sized_answer_fails_result_and_outcome() -> None:
     clean = _good_run()
     turns = [(t.node, t.text) for t in clean.turns[:-1]]

@@ -77,8 +77,11 @@ def tool_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
     A successful call earns 1. A failed call earns ``context.self_corrected_credit`` when a later
     successful call serves the same plan step (self-corrected), else 0. A call the graph refused
     (unknown tool, spent budget: written in a turn but never recorded) earns 0. Graph-made calls
-    (inspections) do not count. A trajectory with no policy call scores 1: the ``result`` reward
-    is what punishes an answer made without tools.
+    (inspections) do not count.
+
+    A trajectory with no policy call (written or run) scores 0, never 1: a policy that attempts
+    nothing has shown no tool use, and must not earn tool credit by avoiding tools (measured
+    before: an untrained model that never wrote a call got 1.0 here).
     """
     calls = [c for c in trajectory.tool_calls if c.by == "policy"]
     written: dict[int, int] = {}
@@ -98,7 +101,7 @@ def tool_reward(trajectory: Trajectory, context: RewardContext) -> RewardResult:
             failed += 1
     total = len(calls) + refused
     credit = ok + corrected * context.self_corrected_credit
-    value = credit / total if total else 1.0
+    value = credit / total if total else 0.0
     return RewardResult(
         value, {"calls": len(calls), "ok": ok, "self_corrected": corrected, "failed": failed, "refused": refused}
     )

@@ -14,6 +14,8 @@
 - :mod:`~visioncreator.rl.train.served`: rollouts from the vLLM server, LoRA synced per step, on Ray if asked;
 - :mod:`~visioncreator.rl.train.evaluation` and :mod:`~visioncreator.rl.train.stages`: held-out
   :func:`evaluate`, and :func:`run_stages`;
+- :mod:`~visioncreator.rl.train.significance`: 95% intervals of a success rate and paired tests of
+  two models (exact McNemar, paired bootstrap);
 - :mod:`~visioncreator.rl.train.tiny_vlm`: a tiny random VLM for tests of the image path;
 - :mod:`~visioncreator.rl.train.scratch`: a random model with a tokenizer trained on the trajectories it
   will learn, the starting point where no pretrained model can travel (:func:`build_scratch_model`);
@@ -89,6 +91,14 @@ from visioncreator.rl.train.scratch import SIZES, ScratchSize, build_scratch_mod
 from visioncreator.rl.train.selection import select_trajectories
 from visioncreator.rl.train.served import RayCollect, ServedPolicy, ServedRollouts, ServedRolloutsError, ServedSession
 from visioncreator.rl.train.sft import train_sft
+from visioncreator.rl.train.significance import (
+    McNemarResult,
+    PairedDifference,
+    bootstrap_interval,
+    mcnemar_exact,
+    paired_bootstrap,
+    wilson_interval,
+)
 from visioncreator.rl.train.stages import (
     Curves,
     RunSummary,
@@ -116,8 +126,10 @@ __all__ = [
     "GraphRollout",
     "LengthReport",
     "LoraSpec",
+    "McNemarResult",
     "ModelError",
     "Observe",
+    "PairedDifference",
     "Placement",
     "PolicyModel",
     "Progress",
@@ -141,6 +153,7 @@ __all__ = [
     "TrainConfig",
     "TrainingError",
     "batching",
+    "bootstrap_interval",
     "build_grpo_trainer",
     "build_scratch_model",
     "build_tiny_vlm",
@@ -158,7 +171,9 @@ __all__ = [
     "load_train_config",
     "lora_config",
     "main_process_first",
+    "mcnemar_exact",
     "model_dir_for",
+    "paired_bootstrap",
     "parameter_count",
     "process_count",
     "process_device",
@@ -178,5 +193,6 @@ __all__ = [
     "train_grpo",
     "train_sft",
     "trajectory_lengths",
+    "wilson_interval",
     "with_completion_limit",
 ]

@@ -46,6 +46,8 @@ class EvalPoint(BaseModel):
     mean_rewards: dict[str, float] = Field(default_factory=dict, description="Mean of each reward.")
     per_task: dict[str, float] = Field(default_factory=dict, description="Task id -> success rate.")
     wall_s: float = 0.0
+    tool_seed: int = Field(default=0, description="The synthetic server's seed the evaluation ran with.")
+    records: str | None = Field(default=None, description="JSONL file of the evaluation's trajectories, if kept.")
 
 
 def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed: int) -> TransformersPolicy:
@@ -66,22 +68,25 @@ def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed
     return TransformersPolicy(model_dir, settings=settings)
 
 
-def _point(after: str, model_dir: str | Path, records: Sequence[TrajectoryRecord], started: float) -> EvalPoint:
-    """The success rate and mean rewards of the evaluation's ``records``."""
-    successes = [float(r.reward_details.get("outcome", {}).get("success", 0.0)) for r in records]
+def _point(
+    after: str, model_dir: str | Path, done: Sequence[TrajectoryRecord], started: float, **extra: Any
+) -> EvalPoint:
+    """The success rate and mean rewards of the evaluation's ``done`` records."""
+    successes = [float(r.reward_details.get("outcome", {}).get("success", 0.0)) for r in done]
     per_task: dict[str, list[float]] = {}
-    for record, success in zip(records, successes, strict=True):
+    for record, success in zip(done, successes, strict=True):
         per_task.setdefault(record.task_id, []).append(success)
-    names = sorted({k for r in records for k in r.rewards if k != "total"})
+    names = sorted({k for r in done for k in r.rewards if k != "total"})
     return EvalPoint(
         after=after,
         model_dir=str(model_dir),
-        n=len(records),
-        success_rate=sum(successes) / len(records),
-        mean_reward=sum(r.rewards.get("total", 0.0) for r in records) / len(records),
-        mean_rewards={n: sum(r.rewards.get(n, 0.0) for r in records) / len(records) for n in names},
+        n=len(done),
+        success_rate=sum(successes) / len(done),
+        mean_reward=sum(r.rewards.get("total", 0.0) for r in done) / len(done),
+        mean_rewards={n: sum(r.rewards.get(n, 0.0) for r in done) / len(done) for n in names},
         per_task={k: sum(v) / len(v) for k, v in per_task.items()},
         wall_s=time.perf_counter() - started,
+        **extra,
     )
 
 
@@ -100,6 +105,7 @@ def evaluate(
     max_format_retries: int = 2,
     tools: ToolsFactory | None = None,
     progress: Event | None = None,
+    records: str | Path | None = None,
 ) -> EvalPoint:
     """Run ``model_dir`` as the policy on ``tasks`` through the graph and score every trajectory.
 
@@ -117,6 +123,9 @@ def evaluate(
         max_format_retries: Consecutive unparseable turns before a task gives up.
         tools: Makes the tool client; default :func:`visioncreator.rl.collection.collector.synthetic_tools`.
         progress: Called with ``{"event": "eval_task", ...}`` as each trajectory finishes.
+        records: Keep every trajectory in this JSONL file (appended as each finishes). Trajectories
+            already in it are not run again (same ids: same model label, seeds and tasks), and the
+            point is computed from every trajectory of this evaluation in the file.
 
     Returns:
         Success rate (the outcome reward's ``success``) and mean weighted reward.
@@ -124,7 +133,8 @@ def evaluate(
     """
     from visioncreator.rl.collection.collector import synthetic_tools
     from visioncreator.rl.collection.config import CollectConfig
-    from visioncreator.rl.collection.run import collect
+    from visioncreator.rl.collection.records import read_records
+    from visioncreator.rl.collection.run import collect, collect_to
     from visioncreator.rl.train.tasks import load_tasks
 
     started = time.perf_counter()
@@ -145,8 +155,15 @@ def evaluate(
             success = record.reward_details.get("outcome", {}).get("success", 0.0)
             progress({"event": "eval_task", "after": after, "task": record.task_id, "success": success})
 
+    todo = load_tasks(tasks)
+
     async def run() -> list[TrajectoryRecord]:
         async with (tools or synthetic_tools)(config) as client:
-            return await collect(load_tasks(tasks), policy=model, tools=client, config=config, on_record=done)
+            if records is None:
+                return await collect(todo, policy=model, tools=client, config=config, on_record=done)
+            await collect_to(records, todo, policy=model, tools=client, config=config, on_record=done)
+        wanted = {t.task_id for t in todo}
+        return [r for r in read_records(records) if r.task_id in wanted and r.tool_seed == tool_seed]
 
-    return _point(after, model_dir, asyncio.run(run()), started)
+    kept = None if records is None else str(records)
+    return _point(after, model_dir, asyncio.run(run()), started, tool_seed=tool_seed, records=kept)
