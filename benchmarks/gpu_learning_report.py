@@ -1,14 +1,13 @@
 """The report of ``benchmarks/gpu_learning.py``: paired statistics of the arms, reflection counts, curves (PNG).
 
-Statistics (stdlib and numpy only; the GPU image has no scipy guarantee): Wilson 95% intervals of
-each arm's success, the exact McNemar test of two arms on the same (task, tool seed) pairs, and a
-paired bootstrap of the difference.
+Statistics from :mod:`visioncreator.rl.train.significance` (pure Python: the GPU image has no
+scipy guarantee): Wilson 95% intervals of each arm's success, the exact McNemar test of two arms on
+the same (task, tool seed) pairs, and a paired bootstrap of the difference (a task's seeds together).
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
-import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,59 +17,33 @@ Outcomes = Mapping[tuple[str, int], float]
 """(task id, tool seed) -> success (1.0 or 0.0) of one arm."""
 
 
-def wilson(successes: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score 95% interval of a success rate."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: ``b`` pairs only the first arm solved, ``c`` only the second."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail: float = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-def paired_bootstrap(diffs: Sequence[float], rounds: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """The 95% interval of the mean paired difference and the two-sided bootstrap p-value of 'no difference'."""
-    import numpy as np
-
-    if not diffs:
-        return (0.0, 0.0, 1.0)
-    values = np.asarray(diffs, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(rounds, len(values)))].mean(axis=1)
-    low, high = np.quantile(means, [0.025, 0.975])
-    p = 2 * min(float((means <= 0).mean()), float((means >= 0).mean()))
-    return (float(low), float(high), min(1.0, p))
-
-
 def compare(first: Outcomes, second: Outcomes) -> dict[str, Any]:
-    """``first`` against ``second`` on the pairs both evaluated: difference, McNemar, paired bootstrap."""
+    """``first`` against ``second`` on the pairs both evaluated: difference, McNemar, paired bootstrap.
+
+    The bootstrap resamples a task's pairs (its tool seeds) together
+    (:func:`visioncreator.rl.train.significance.paired_bootstrap` with the task ids as clusters).
+    """
+    from visioncreator.rl.train import mcnemar_exact, paired_bootstrap
+
     keys = sorted(set(first) & set(second))
-    b = sum(1 for k in keys if first[k] > second[k])
-    c = sum(1 for k in keys if first[k] < second[k])
-    diffs = [first[k] - second[k] for k in keys]
-    low, high, p_boot = paired_bootstrap(diffs)
+    a, b = [first[k] for k in keys], [second[k] for k in keys]
+    test = mcnemar_exact(a, b)
+    boot = paired_bootstrap(a, b, clusters=[k[0] for k in keys]) if keys else None
     return {
         "pairs": len(keys),
-        "difference": sum(diffs) / len(keys) if keys else 0.0,
-        "only_first": b,
-        "only_second": c,
-        "mcnemar_p": mcnemar_exact(b, c),
-        "bootstrap_95": [low, high],
-        "bootstrap_p": p_boot,
+        "difference": boot.difference if boot else 0.0,
+        "only_first": test.only_a,
+        "only_second": test.only_b,
+        "mcnemar_p": test.p_value,
+        "bootstrap_95": [boot.low, boot.high] if boot else [0.0, 0.0],
+        "bootstrap_p": boot.p_value if boot else 1.0,
     }
 
 
 def arm_summary(records: Sequence[Any], keys: set[tuple[str, int]]) -> dict[str, Any]:
     """Success with its interval, mean rewards, reflection counts and the redo rate on faulty images."""
+    from visioncreator.rl.train import wilson_interval
+
     kept = [r for r in records if (r.task_id, r.tool_seed) in keys]
     n = len(kept)
     wins = sum(_success(r) for r in kept)
@@ -84,7 +57,7 @@ def arm_summary(records: Sequence[Any], keys: set[tuple[str, int]]) -> dict[str,
     return {
         "n": n,
         "success": wins / n if n else 0.0,
-        "success_95": list(wilson(wins, n)),
+        "success_95": list(wilson_interval(int(wins), n)),
         "mean_rewards": {k: sum(r.rewards.get(k, 0.0) for r in kept) / n for k in names} if n else {},
         "reflections": {
             "good": counts["tp"] + counts["tn"],

@@ -22,22 +22,7 @@ def report() -> ModuleType:
     return module
 
 
-@pytest.mark.parametrize(("b", "c"), [(0, 0), (3, 0), (10, 2), (7, 7), (1, 15), (40, 25)])
-def test_mcnemar_is_the_exact_binomial_test_on_the_discordant_pairs(report: ModuleType, b: int, c: int) -> None:
-    from scipy import stats  # the detectors extra brings scipy (brisque); CI installs it
-
-    expected = 1.0 if b + c == 0 else stats.binomtest(b, b + c, 0.5).pvalue
-    assert report.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9)
-
-
-@pytest.mark.parametrize(("k", "n"), [(0, 10), (5, 10), (10, 10), (31, 96)])
-def test_wilson_interval_matches_scipy_and_holds_the_rate(report: ModuleType, k: int, n: int) -> None:
-    from scipy import stats  # the detectors extra brings scipy (brisque); CI installs it
-
-    low, high = report.wilson(k, n)
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    assert (low, high) == pytest.approx((ci.low, ci.high), abs=2e-4)  # z = 1.96 against the exact quantile
-    assert low <= k / n <= high
+# The statistics themselves are checked against scipy in tests/rl/test_significance.py.
 
 
 def test_compare_counts_pairs_on_the_shared_keys_only(report: ModuleType) -> None:
