@@ -94,6 +94,11 @@ class RowBatcher(Generic[JobT, ResultT]):
         while (batch := self._lead_or_wait(slot)) is not None:
             try:
                 self._execute(batch)
+            except BaseException as exc:  # not an Exception (KeyboardInterrupt...): nobody may wait forever
+                for s in batch:
+                    if not s.done:
+                        self._settle(s, None, exc)
+                raise
             finally:
                 with self._cond:
                     self._busy = False
