@@ -42,9 +42,17 @@ after the sampling processors (temperature, top-p, top-k): the distribution the 
 actually drawn from, what TRL's GRPO computes (logits / temperature). ``"raw"`` records the
 log-softmax of the model's logits (vLLM's default ``raw_logprobs``).
 
-The model runs in a worker thread, one generation at a time (a lock); a cancelled call stops its
-generation at the next token. ``respond_streaming`` hands the text on as it is generated (a
-``generate`` streamer, :mod:`~visioncreator.policy.local.streamer`). Needs the ``transformers`` extra.
+Batching. Each turn runs in a worker thread; concurrent turns (graph runs in flight, the ``n``
+samples of :meth:`~TransformersPolicy.sample`) are merged, up to ``batch_size`` sequences, into one
+left-padded ``generate`` (:mod:`~visioncreator.policy.local.batcher` gathers them with a
+``batch_wait_s`` wait; :mod:`~visioncreator.policy.local.decoding` runs them). Each row keeps its
+own record: its unpadded prompt ids, its completion ids up to its own end, its log-probabilities,
+its own sampler seeded from its turn (a turn draws the same tokens whatever it is batched with),
+and under greedy decoding exactly the ids an unbatched run gives (log-probabilities within float
+rounding). One ``generate`` runs at a time; a cancelled call ends its row at the next token (or
+leaves the queue). An error fails only the turn that causes it. ``respond_streaming`` hands the
+text on as it is generated (a ``generate`` streamer, :mod:`~visioncreator.policy.local.streamer`;
+a streamed turn runs alone). Needs the ``transformers`` extra.
 """
 
 from __future__ import annotations
@@ -63,6 +71,8 @@ import anyio.to_thread
 from visioncreator.policy.chat_template import chat_messages, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.format import parse_turn
+from visioncreator.policy.local.batcher import RowBatcher
+from visioncreator.policy.local.decoding import Row, Sampling, generate_rows, row_seed
 from visioncreator.policy.local.settings import LocalPolicySettings
 from visioncreator.policy.local.streamer import Push, TextPieces, relay
 from visioncreator.policy.openai.messages import ImageSource
@@ -78,6 +88,16 @@ class _Prompt:
     def __init__(self, text: str, ids: list[int]) -> None:
         self.text = text
         self.ids = ids
+
+
+class _Job:
+    """One turn's rows (``n`` samples of one prompt), and where its text streams to (a job of its own then)."""
+
+    __slots__ = ("push", "rows")
+
+    def __init__(self, rows: list[Row], push: Push | None) -> None:
+        self.rows = rows
+        self.push = push
 
 
 class TransformersPolicy:
@@ -110,6 +130,14 @@ class TransformersPolicy:
         self._special: frozenset[int] = frozenset()
         self._max_prompt = 0
         self._stitched: OrderedDict[str, array[int]] = OrderedDict()
+        self._batcher: RowBatcher[_Job, list[tuple[list[int], list[float]]]] = RowBatcher(
+            self._run_jobs,
+            rows=lambda job: len(job.rows),
+            limit=self.settings.batch_size,
+            wait_s=self.settings.batch_wait_s,
+            cancelled=lambda job: all(r.stop.is_set() for r in job.rows),
+            solo=lambda job: job.push is not None,
+        )
 
     # ---- public ----------------------------------------------------------------------------
 
@@ -264,31 +292,47 @@ class TransformersPolicy:
     def _sample_sync(
         self, request: PolicyRequest, n: int, stop: threading.Event, push: Push | None = None
     ) -> list[PolicyTurn]:
+        started = time.perf_counter()
         with self._lock:
-            started = time.perf_counter()
             self._load()
             prompt = self._prompt(request)
-            if len(prompt.ids) > self._max_prompt:
-                return self._overflow(len(prompt.ids), n, time.perf_counter() - started)
-            streamer = TextPieces(self._tok, push) if push is not None else None
-            rows = self._generate(prompt.ids, n, turn_seed(self.settings.seed, request.seed, request), stop, streamer)
-            latency = time.perf_counter() - started
-            turns = []
-            for ids, logprobs in rows:
-                text = str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+        if len(prompt.ids) > self._max_prompt:
+            return self._overflow(len(prompt.ids), n, time.perf_counter() - started)
+        seed = turn_seed(self.settings.seed, request.seed, request)
+        rows = [Row(prompt.ids, row_seed(seed, i), self.settings.max_new_tokens, stop) for i in range(n)]
+        generated = self._batcher.submit(_Job(rows, push))
+        latency = time.perf_counter() - started
+        turns = []
+        for ids, logprobs in generated:
+            text = str(self._tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+            with self._lock:
                 self._remember(prompt, text, ids)
-                turns.append(
-                    PolicyTurn(
-                        text=text,
-                        parsed=parse_turn(text),
-                        model=self.model_dir.name,
-                        prompt_token_ids=tuple(prompt.ids),
-                        completion_token_ids=tuple(ids),
-                        logprobs=tuple(logprobs),
-                        latency_s=latency,
-                    )
+            turns.append(
+                PolicyTurn(
+                    text=text,
+                    parsed=parse_turn(text),
+                    model=self.model_dir.name,
+                    prompt_token_ids=tuple(prompt.ids),
+                    completion_token_ids=tuple(ids),
+                    logprobs=tuple(logprobs),
+                    latency_s=latency,
                 )
-            return turns
+            )
+        return turns
+
+    def _run_jobs(self, jobs: Sequence[_Job]) -> list[list[tuple[list[int], list[float]]]]:
+        """One ``generate`` for every row of ``jobs`` (in the batcher's leading thread); rows split back per job."""
+        s = self.settings
+        pad = self._model.generation_config.pad_token_id or self._tok.pad_token_id or min(self._eos)
+        sampling = Sampling(s.temperature, s.top_p, s.top_k, s.logprobs, self._eos, int(pad), s.max_time_s)
+        push = jobs[0].push if len(jobs) == 1 else None
+        streamer = TextPieces(self._tok, push) if push is not None else None
+        rows = generate_rows(self._model, [r for job in jobs for r in job.rows], sampling, streamer)
+        out, at = [], 0
+        for job in jobs:
+            out.append(rows[at : at + len(job.rows)])
+            at += len(job.rows)
+        return out
 
     def _overflow(self, length: int, n: int, latency: float) -> list[PolicyTurn]:
         message = f"the prompt has {length} tokens, over max_prompt_tokens={self._max_prompt}"
@@ -297,54 +341,3 @@ class TransformersPolicy:
         error = FormatError(code="empty", message=f"no turn: {message}")
         turn = PolicyTurn(text="", parsed=ParsedTurn(errors=(error,)), model=self.model_dir.name, latency_s=latency)
         return [turn] * n
-
-    def _generate(
-        self, prompt_ids: list[int], n: int, seed: int | None, stop: threading.Event, streamer: TextPieces | None
-    ) -> list[tuple[list[int], list[float]]]:
-        import torch
-        from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
-
-        class _Stop(StoppingCriteria):
-            def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> Any:
-                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
-
-        s = self.settings
-        greedy = s.temperature == 0
-        config = GenerationConfig(  # type: ignore[no-untyped-call]
-            do_sample=not greedy,
-            temperature=None if greedy else s.temperature,
-            top_p=None if greedy else s.top_p,
-            top_k=None if greedy else s.top_k,
-            max_new_tokens=s.max_new_tokens,
-            max_time=s.max_time_s,
-            num_return_sequences=n,
-            eos_token_id=sorted(self._eos),
-            pad_token_id=self._model.generation_config.pad_token_id or self._tok.pad_token_id or min(self._eos),
-            return_dict_in_generate=True,
-            output_scores=s.logprobs == "processed",
-            output_logits=s.logprobs == "raw",
-        )
-        device = self._model.device
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long, device=device)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
-            if seed is not None:
-                torch.manual_seed(seed)
-            out = self._model.generate(
-                input_ids=input_ids,
-                attention_mask=torch.ones_like(input_ids),
-                generation_config=config,
-                stopping_criteria=StoppingCriteriaList([_Stop()]),
-                streamer=streamer,
-            )
-        steps = out.scores if s.logprobs == "processed" else out.logits
-        new = out.sequences[:, input_ids.shape[1] :]
-        if not steps:
-            return [([], []) for _ in range(n)]
-        logp = torch.log_softmax(torch.stack(steps, dim=1).float(), dim=-1)  # (n, T, V)
-        chosen = logp.gather(-1, new[:, : logp.shape[1], None]).squeeze(-1)
-        rows = []
-        for i in range(n):
-            ids = new[i].tolist()
-            end = next((t + 1 for t, tok in enumerate(ids) if tok in self._eos), len(ids))
-            rows.append((ids[:end], chosen[i, :end].tolist()))
-        return rows

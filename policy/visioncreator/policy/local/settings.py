@@ -23,7 +23,21 @@ class LocalPolicySettings(BaseModel):
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(default=0, ge=0, description="Top-k sampling; 0 is off (transformers' default would be 50).")
     max_new_tokens: int = Field(default=256, ge=1, description="Most completion tokens per turn.")
-    max_time_s: float | None = Field(default=None, gt=0, description="Wall-time bound of one generation.")
+    max_time_s: float | None = Field(
+        default=None, gt=0, description="Wall-time bound of one generation (of a whole batch, when turns are batched)."
+    )
+    batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Most sequences in one generate call: concurrent turns (and the n samples of sample()) are "
+        "merged into one left-padded generate. 1 generates each turn alone, as they come.",
+    )
+    batch_wait_s: float = Field(
+        default=0.01,
+        ge=0,
+        description="Longest the oldest waiting turn waits for others to join its batch (turns that queued "
+        "while a batch ran join the next one without waiting).",
+    )
     seed: int | None = Field(
         default=None,
         description="Base seed. With it or the request's run seed, each turn samples from a seed derived from "

@@ -1,0 +1,230 @@
+"""Batched local turns: concurrent turns share one left-padded generate, each recorded as if alone."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from visioncreator.policy import (
+    LocalPolicySettings,
+    Message,
+    PolicyRequest,
+    PolicyTurn,
+    TransformersPolicy,
+    build_tiny_lm,
+    corpus_tools,
+)
+from visioncreator.policy.chat_template import first_divergence
+from visioncreator.policy.local.decoding import Row, Sampling, generate_rows
+from visioncreator.tool_servers import POLICY_TOOLS
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+IM_END = 2
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_lm(tool_names=POLICY_TOOLS, out_dir=tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_dir: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    model: Any = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    return model.eval(), AutoTokenizer.from_pretrained(tiny_dir)
+
+
+def settings(**over: object) -> LocalPolicySettings:
+    base: dict[str, object] = {"max_new_tokens": 20, "seed": 0, "torch_threads": 1, "batch_wait_s": 1.0}
+    return LocalPolicySettings.model_validate({**base, **over})
+
+
+def request(k: int, seed: int | None = 3) -> PolicyRequest:
+    """Prompts of different lengths: ``k`` words of request and ``k`` earlier turns."""
+    words = " ".join(itertools.islice(itertools.cycle(["red", "fox", "blue", "cat", "park", "bench"]), 3 * k + 1))
+    history: list[Message] = []
+    for j in range(k):
+        history.append(Message.model_validate({"role": "assistant", "content": f"<think>step {j}</think>"}))
+        history.append(Message(role="tool", content=f'<observation>{{"call_id": "c{j}", "ok": true}}</observation>'))
+    messages = (
+        Message(role="system", content="You are VisionCreator."),
+        Message(role="user", content=f'{words}\n<task>{{"request": "{words}"}}</task>'),
+        *history,
+    )
+    return PolicyRequest(messages=messages, node="plan", tools=corpus_tools(POLICY_TOOLS), seed=seed)
+
+
+async def together(policy: TransformersPolicy, requests: list[PolicyRequest]) -> list[PolicyTurn]:
+    with anyio.fail_after(120):
+        return list(await asyncio.gather(*(policy.respond(r) for r in requests)))
+
+
+async def alone(policy: TransformersPolicy, requests: list[PolicyRequest]) -> list[PolicyTurn]:
+    with anyio.fail_after(120):
+        return [await policy.respond(r) for r in requests]
+
+
+def assert_same(batched: list[PolicyTurn], unbatched: list[PolicyTurn]) -> None:
+    import torch
+
+    for b, u in zip(batched, unbatched, strict=True):
+        assert b.prompt_token_ids == u.prompt_token_ids
+        assert b.completion_token_ids == u.completion_token_ids
+        assert b.text == u.text
+        assert b.logprobs is not None
+        assert u.logprobs is not None
+        assert torch.allclose(torch.tensor(b.logprobs), torch.tensor(u.logprobs), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+async def test_concurrent_turns_run_as_one_batch_and_record_what_alone_would(
+    loaded: tuple[Any, Any], temperature: float
+) -> None:
+    """Greedy and seeded sampling: each row's ids, prompt and log-probabilities are its unbatched ones."""
+    model, tokenizer = loaded
+    requests = [request(k) for k in (0, 1, 3, 6)]
+    lengths = set()
+    batched = TransformersPolicy.from_model(model, tokenizer, settings=settings(temperature=temperature))
+    single = TransformersPolicy.from_model(model, tokenizer, settings=settings(temperature=temperature, batch_size=1))
+    got = await together(batched, requests)
+    want = await alone(single, requests)
+    assert batched._batcher.batches == [4]
+    assert single._batcher.batches == [1, 1, 1, 1]
+    assert_same(got, want)
+    for turn in got:
+        assert turn.prompt_token_ids is not None
+        lengths.add(len(turn.prompt_token_ids))
+    assert len(lengths) == 4  # really left-padded
+
+
+async def test_a_row_that_ends_is_not_extended_and_the_others_go_on(loaded: tuple[Any, Any]) -> None:
+    """Per-row stops: with an extra end token that one row meets early, that row ends there alone."""
+    model, tokenizer = loaded
+    requests = [request(k) for k in (0, 2, 5)]
+    probe = await alone(TransformersPolicy.from_model(model, tokenizer, settings=settings(temperature=1.0)), requests)
+    first = probe[0].completion_token_ids
+    assert first is not None
+    completions = [turn.completion_token_ids or () for turn in probe]
+
+    def ends(token: int) -> list[int]:
+        return [ids.index(token) + 1 if token in ids else len(ids) for ids in completions]
+
+    # An extra end token that ends the rows at different steps (a random model repeats itself a lot).
+    token = max(set(first), key=lambda t: (len(set(ends(t))), -min(ends(t))))
+    expected = ends(token)
+    assert len(set(expected)) > 1
+    original = model.generation_config.eos_token_id
+    model.generation_config.eos_token_id = [IM_END, token]
+    try:
+        batched = TransformersPolicy.from_model(model, tokenizer, settings=settings(temperature=1.0))
+        single = TransformersPolicy.from_model(model, tokenizer, settings=settings(temperature=1.0, batch_size=1))
+        got = await together(batched, requests)
+        want = await alone(single, requests)
+    finally:
+        model.generation_config.eos_token_id = original
+    assert batched._batcher.batches == [3]
+    assert_same(got, want)
+    assert [len(t.completion_token_ids or ()) for t in got] == expected
+    for turn, ids, end in zip(got, completions, expected, strict=True):
+        assert turn.completion_token_ids == ids[:end]
+
+
+def test_rows_keep_their_own_token_budget(loaded: tuple[Any, Any]) -> None:
+    model, tokenizer = loaded
+    prompts = [tokenizer(f"<think>{'a red fox ' * k}", add_special_tokens=False)["input_ids"] for k in (1, 4, 9)]
+    sampling = Sampling(0.0, 1.0, 0, "processed", frozenset([IM_END]), 0)
+    rows = [Row(p, None, budget, threading.Event()) for p, budget in zip(prompts, (3, 17, 9), strict=True)]
+    together = generate_rows(model, rows, sampling)
+    for row, (ids, logprobs) in zip(rows, together, strict=True):
+        assert len(ids) == len(logprobs) == row.max_new_tokens
+        assert generate_rows(model, [row], sampling)[0][0] == ids
+    with pytest.raises(ValueError, match="at least one row"):
+        generate_rows(model, [], sampling)
+
+
+async def test_sample_draws_its_n_rows_in_one_batch(loaded: tuple[Any, Any]) -> None:
+    model, tokenizer = loaded
+    policy = TransformersPolicy.from_model(model, tokenizer, settings=settings())
+    with anyio.fail_after(60):
+        turns = await policy.sample(request(1), 3)
+        again = await policy.respond(request(1))
+    assert policy._batcher.batches == [3, 1]
+    assert len({t.completion_token_ids for t in turns}) == 3
+    # The first sample is the turn respond() gives: its seed is the turn's own.
+    assert turns[0].completion_token_ids == again.completion_token_ids
+
+
+async def test_an_error_in_one_row_fails_only_its_turn(
+    loaded: tuple[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, tokenizer = loaded
+    requests = [request(k) for k in (0, 1, 2)]
+    want = await alone(TransformersPolicy.from_model(model, tokenizer, settings=settings(batch_size=1)), requests)
+    policy = TransformersPolicy.from_model(model, tokenizer, settings=settings())
+    encode = policy._encode
+    poison = "POISON"
+    # Fault injection: this prompt's ids are outside the vocabulary, so the embedding lookup raises.
+    monkeypatch.setattr(policy, "_encode", lambda text: [10**6] if poison in text else encode(text))
+    bad = request(1).model_copy(update={"messages": (*request(1).messages, Message(role="user", content=poison))})
+    with anyio.fail_after(120):
+        results = await asyncio.gather(
+            *(policy.respond(r) for r in [requests[0], bad, *requests[1:]]), return_exceptions=True
+        )
+    assert isinstance(results[1], IndexError)
+    good = [r for i, r in enumerate(results) if i != 1]
+    assert all(isinstance(r, PolicyTurn) for r in good)
+    assert_same(good, want)  # type: ignore[arg-type]
+    assert policy._batcher.batches == [4, 1, 1, 1, 1]
+
+
+async def test_a_cancelled_turn_leaves_its_batch_and_the_others_finish(loaded: tuple[Any, Any]) -> None:
+    model, tokenizer = loaded
+    policy = TransformersPolicy.from_model(model, tokenizer, settings=settings(max_new_tokens=400, batch_wait_s=0.2))
+    keep = asyncio.ensure_future(policy.respond(request(0)))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(policy.respond(request(2)), timeout=0.5)
+    with anyio.fail_after(120):
+        turn = await keep
+    assert len(turn.completion_token_ids or ()) == 400
+    assert policy._batcher.batches == [2]
+
+
+async def test_concurrent_conversations_stay_token_exact(loaded: tuple[Any, Any]) -> None:
+    """Stitching under batching: every conversation's next prompt extends its previous prompt and completion."""
+    model, tokenizer = loaded
+    policy = TransformersPolicy.from_model(model, tokenizer, settings=settings(batch_wait_s=0.5))
+
+    async def conversation(k: int) -> list[PolicyTurn]:
+        base = request(k)
+        extra: tuple[Message, ...] = ()
+        turns = []
+        for step in range(3):
+            turn = await policy.respond(base.model_copy(update={"messages": (*base.messages, *extra)}))
+            turns.append(turn)
+            extra = (
+                *extra,
+                Message.model_validate({"role": "assistant", "content": turn.text, "node": "plan"}),
+                Message(role="tool", content=f'<observation>{{"call_id": "x{step}", "ok": true}}</observation>'),
+            )
+        return turns
+
+    with anyio.fail_after(120):
+        runs = await asyncio.gather(*(conversation(k) for k in (0, 1, 4)))
+    assert max(policy._batcher.batches) > 1
+    for turns in runs:
+        for a, b in itertools.pairwise(turns):
+            assert a.prompt_token_ids is not None
+            assert a.completion_token_ids is not None
+            assert b.prompt_token_ids is not None
+            assert first_divergence([*a.prompt_token_ids, *a.completion_token_ids], b.prompt_token_ids) is None
