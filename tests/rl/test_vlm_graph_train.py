@@ -206,3 +206,22 @@ def test_the_cli_trains_a_vlm_with_observe_image(
     ]  # score: the KL reference (beta 0.04 by default)
     # The stage's model is a VLM directory again (processor saved with it).
     assert (Path(record["model_dir"]) / "processor_config.json").is_file()
+
+
+def test_a_held_out_evaluation_of_a_vlm_shows_it_the_images(
+    vlm_dir: Path, tmp_path: Path, vision_calls: list[dict[str, Any]]
+) -> None:
+    from visioncreator.rl import read_records
+    from visioncreator.rl.train import evaluate
+
+    point = evaluate(
+        vlm_dir, TASKS, policy=_policy(vlm_dir), store=tmp_path / "store", max_turns=2,
+        temperature=0.7, records=tmp_path / "eval.jsonl",
+    )  # fmt: skip
+    [record] = read_records(tmp_path / "eval.jsonl")
+    assert point.n == 1
+    shown = [h for m in record.messages[: record.turns[-1].n_messages] for h in m.images]
+    assert shown, "the evaluation showed the policy no image"
+    # The reflect turn saw the image the plan's call made: the vision tower ran on it while generating.
+    assert record.turns[-1].node == "reflect"
+    assert [c["mode"] for c in vision_calls] == ["generate"]

@@ -20,7 +20,7 @@ from visioncreator.rl.train.config import PolicyModel, TaskSource
 
 if TYPE_CHECKING:
     from visioncreator.graph import ToolClient
-    from visioncreator.policy import TransformersPolicy
+    from visioncreator.policy import TransformersPolicy, TransformersVLMPolicy
     from visioncreator.rl.collection.config import CollectConfig
     from visioncreator.rl.collection.records import TrajectoryRecord
 
@@ -50,10 +50,18 @@ class EvalPoint(BaseModel):
     records: str | None = Field(default=None, description="JSONL file of the evaluation's trajectories, if kept.")
 
 
-def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed: int) -> TransformersPolicy:
-    """``model_dir`` as a local policy, sampling as ``policy`` says at ``temperature``."""
-    from visioncreator.policy import LocalPolicySettings, TransformersPolicy
+def _policy(
+    model_dir: str | Path, policy: PolicyModel, temperature: float, seed: int, store: Path
+) -> TransformersPolicy | TransformersVLMPolicy:
+    """``model_dir`` as a local policy, sampling as ``policy`` says at ``temperature``.
+
+    A vision-language model directory is a :class:`~visioncreator.policy.TransformersVLMPolicy`
+    shown the images of ``store`` (the evaluation then observes images).
+    """
+    from visioncreator.policy import LocalPolicySettings, TransformersPolicy, TransformersVLMPolicy
     from visioncreator.rl.train.device import process_device, resolve_placement
+    from visioncreator.rl.train.models import is_vlm_dir
+    from visioncreator.rl.train.rollout import StoreImages
 
     placement = resolve_placement(policy)  # evaluate where training runs (this process's GPU), in its dtype
     settings = LocalPolicySettings(
@@ -65,6 +73,8 @@ def _policy(model_dir: str | Path, policy: PolicyModel, temperature: float, seed
         torch_threads=policy.torch_threads,
         seed=seed,
     )
+    if is_vlm_dir(model_dir):
+        return TransformersVLMPolicy.load(model_dir, images=StoreImages(store), settings=settings)
     return TransformersPolicy(model_dir, settings=settings)
 
 
@@ -106,6 +116,7 @@ def evaluate(
     tools: ToolsFactory | None = None,
     progress: Event | None = None,
     records: str | Path | None = None,
+    concurrency: int = 8,
 ) -> EvalPoint:
     """Run ``model_dir`` as the policy on ``tasks`` through the graph and score every trajectory.
 
@@ -126,6 +137,8 @@ def evaluate(
         records: Keep every trajectory in this JSONL file (appended as each finishes). Trajectories
             already in it are not run again (same ids: same model label, seeds and tasks), and the
             point is computed from every trajectory of this evaluation in the file.
+        concurrency: Trajectories in flight at once; a local policy batches their turns into one
+            ``generate`` (``LocalPolicySettings.batch_size``). Greedy results do not depend on it.
 
     Returns:
         Success rate (the outcome reward's ``success``) and mean weighted reward.
@@ -135,12 +148,14 @@ def evaluate(
     from visioncreator.rl.collection.config import CollectConfig
     from visioncreator.rl.collection.records import read_records
     from visioncreator.rl.collection.run import collect, collect_to
+    from visioncreator.rl.train.models import is_vlm_dir
     from visioncreator.rl.train.tasks import load_tasks
 
     started = time.perf_counter()
     config = CollectConfig(
         group_size=group_size,
-        concurrency=1,
+        concurrency=concurrency,
+        observe="image" if is_vlm_dir(model_dir) else "inspect",
         seed=seed,
         tool_seed=tool_seed,
         fault_rate=tasks.fault_rate,
@@ -148,7 +163,7 @@ def evaluate(
         max_turns=max_turns,
         max_format_retries=max_format_retries,
     )
-    model = _policy(model_dir, policy, temperature, seed)
+    model = _policy(model_dir, policy, temperature, seed, Path(store))
 
     def done(record: TrajectoryRecord) -> None:
         if progress is not None:

@@ -269,7 +269,7 @@ class GraphRollout:
             name=f"train:{self.stage.name}",
         )
         if self.shows_images:
-            return TransformersVLMPolicy(model, self.processor, images=_StoreImages(self.store), settings=settings)
+            return TransformersVLMPolicy(model, self.processor, images=StoreImages(self.store), settings=settings)
         return TransformersPolicy.from_model(model, _text_tokenizer(tokenizer), settings=settings)
 
     async def _roll(
@@ -336,7 +336,7 @@ class GraphRollout:
 
 
 @dataclass(frozen=True)
-class _StoreImages:
+class StoreImages:
     """The rollouts' image store as the VLM policy's image source (``async read(handle) -> bytes``)."""
 
     store: Path
