@@ -38,8 +38,8 @@ from typing import Any
 
 sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib: nothing here shadows it
 import gpu_learning_report as report  # type: ignore[import-not-found,import-untyped,unused-ignore]
+from _brief_tools import brief_tools  # type: ignore[import-not-found,unused-ignore]  # the CPU benchmark's tools
 from visioncreator.rl import CollectConfig, TrajectoryRecord, collect_to, read_records
-from visioncreator.rl.collection import synthetic_tools
 from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource
 
 ARMS = ("sft", "control", "grpo")
@@ -99,7 +99,7 @@ def collect_expert(args: argparse.Namespace, work: Path, train: Path) -> list[Tr
     config = CollectConfig(group_size=1, concurrency=16, seed=1, fault_rate=args.fault_rate, store=work / "store")
 
     async def run() -> None:
-        async with synthetic_tools(config) as tools:
+        async with brief_tools(config) as tools:
             tasks = load_tasks(TaskSource(suite=str(train), splits=("single",), fault_rate=args.fault_rate))
             await collect_to(path, tasks, policy=expert_policy(), tools=tools, config=config)
 
@@ -198,7 +198,7 @@ def timed_grpo(args: argparse.Namespace, work: Path, train: Path, start: Path, b
 
     def chunk(steps: int) -> Path:
         result = train_grpo(grpo_stage(args, train, steps), policy(args, str(start)), model_dir=start,
-                            output_dir=work / "grpo", seed=0, resume=True, progress=clock)  # fmt: skip
+                            output_dir=work / "grpo", progress=clock, tools=brief_tools)  # fmt: skip
         log(f"grpo: {steps} steps done, {time.perf_counter() - began:.0f} s of {budget_s:.0f}")
         return result.model_dir
 
@@ -250,7 +250,7 @@ async def _eval_arm(args: argparse.Namespace, work: Path, held: Path, arm: str, 
     config = CollectConfig(group_size=1, concurrency=args.eval_concurrency, seed=0, tool_seed=seed,
                            fault_rate=args.fault_rate, store=work / "store", max_turns=args.max_turns)  # fmt: skip
     tasks = load_tasks(TaskSource(suite=str(held), splits=("single",), fault_rate=args.fault_rate))
-    async with synthetic_tools(config) as tools:
+    async with brief_tools(config) as tools:
         await collect_to(work / f"eval-{arm}-seed{seed}.jsonl", tasks, policy=model, tools=tools, config=config)
 
 
