@@ -137,12 +137,10 @@ def evaluate(
         records: Keep every trajectory in this JSONL file (appended as each finishes). Trajectories
             already in it are not run again (same ids: same model label, seeds and tasks), and the
             point is computed from every trajectory of this evaluation in the file.
-        concurrency: Trajectories in flight at once; a local policy batches their turns into one
-            ``generate`` (``LocalPolicySettings.batch_size``). Greedy results do not depend on it.
+        concurrency: Trajectories in flight at once (a local policy batches their turns).
 
     Returns:
         Success rate (the outcome reward's ``success``) and mean weighted reward.
-
     """
     from visioncreator.rl.collection.collector import synthetic_tools
     from visioncreator.rl.collection.config import CollectConfig
