@@ -63,7 +63,6 @@ import hashlib
 import random
 import time
 from collections import OrderedDict
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -74,6 +73,7 @@ from visioncreator.policy.errors import (
     PolicyHTTPError,
     PolicyTimeoutError,
 )
+from visioncreator.policy.openai.client import ClosingClient
 from visioncreator.policy.openai.messages import ImageSource, encode_image, native_tools, to_chat_messages
 from visioncreator.policy.openai.response import completion_turns, http_error, json_object, read_body, read_error_body
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
@@ -99,7 +99,7 @@ def turn_seed(base: int | None, run_seed: int | None, request: PolicyRequest) ->
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") >> 1
 
 
-class OpenAIPolicy:
+class OpenAIPolicy(ClosingClient):
     """A policy served by an OpenAI-compatible chat endpoint.
 
     Use as an async context manager, or call :meth:`aclose` when done. Safe to share between
@@ -119,20 +119,6 @@ class OpenAIPolicy:
         self._client: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._uris: OrderedDict[str, str] = OrderedDict()
-
-    async def __aenter__(self) -> OpenAIPolicy:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     async def respond(self, request: PolicyRequest) -> PolicyTurn:
         """One assistant turn. Raises only the transport errors in the module docstring."""

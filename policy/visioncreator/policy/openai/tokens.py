@@ -26,7 +26,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -34,6 +33,7 @@ import httpx
 from visioncreator.policy.chat_template import chat_messages, tool_dicts
 from visioncreator.policy.errors import PolicyConnectionError, PolicyResponseError, PolicyTimeoutError
 from visioncreator.policy.format import parse_turn
+from visioncreator.policy.openai.client import ClosingClient
 from visioncreator.policy.openai.policy import turn_seed
 from visioncreator.policy.openai.response import http_error, json_object, read_body, read_error_body
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
@@ -42,7 +42,7 @@ from visioncreator.policy.types import Message, PolicyRequest, PolicyTurn
 __all__ = ["TokenPolicy"]
 
 
-class TokenPolicy:
+class TokenPolicy(ClosingClient):
     """A policy served by vLLM over ``/v1/completions``, prompts sent as stitched token ids (see the module docstring).
 
     Use as an async context manager, or call :meth:`aclose`. Safe to share between concurrent runs.
@@ -88,20 +88,6 @@ class TokenPolicy:
         """Requests sent to the server so far."""
         self.turns = 0
         """Turns returned so far (more than :attr:`requests` when turns were grouped)."""
-
-    async def __aenter__(self) -> TokenPolicy:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     async def respond(self, request: PolicyRequest) -> PolicyTurn:
         """One assistant turn."""
