@@ -39,6 +39,7 @@ from typing import Any
 sys.path.append(str(Path(__file__).resolve().parent))  # after the stdlib: nothing here shadows it
 import gpu_learning_report as report  # type: ignore[import-not-found,import-untyped,unused-ignore]
 from _brief_tools import brief_tools  # type: ignore[import-not-found,unused-ignore]  # the CPU benchmark's tools
+from _learning_tasks import disjoint_training_tasks  # type: ignore[import-not-found,unused-ignore]
 from visioncreator.rl import CollectConfig, TrajectoryRecord, collect_to, read_records
 from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource
 
@@ -76,15 +77,7 @@ def make_tasks(args: argparse.Namespace, work: Path) -> tuple[Path, Path]:
     held_path, train_path = work / "held-out.jsonl", work / "train.jsonl"
     held = [t for t in asyncio.run(build_synthetic_suite(per_split=max(args.held_out, 20), seed=0))
             if t.split == "single"][: args.held_out]  # fmt: skip
-    seen = {t.request for t in held}
-    train: list[Any] = []
-    seed = 1
-    while len(train) < args.train_tasks:
-        for t in asyncio.run(build_synthetic_suite(per_split=40, seed=seed)):
-            if t.split == "single" and t.request not in seen and len(train) < args.train_tasks:
-                train.append(t.model_copy(update={"id": f"train-s{seed}-{t.id}"}))
-                seen.add(t.request)
-        seed += 1
+    train = disjoint_training_tasks((t.request for t in held), args.train_tasks)
     write_suite(held, held_path)
     write_suite(train, train_path)
     log(f"tasks: {len(held)} held-out x {len(args.tool_seeds)} tool seeds, {len(train)} training (disjoint)")

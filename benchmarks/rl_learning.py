@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from _brief_tools import BRIEF, BriefTools, brief_tools
+from _learning_tasks import disjoint_training_tasks
 from visioncreator.rl import CollectConfig
 from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource, evaluate
 
@@ -105,16 +106,8 @@ def phase_data(args: argparse.Namespace) -> None:
         suite = asyncio.run(build_synthetic_suite(per_split=args.held_out, seed=0))
         write_suite([t for t in suite if t.split == "single"], held_path)
     if not train_path.is_file():
-        held = {t["request"] for t in map(json.loads, held_path.read_text().splitlines())}
-        tasks: list[Any] = []
-        seed = 1
-        while len(tasks) < args.train_tasks:
-            for t in asyncio.run(build_synthetic_suite(per_split=40, seed=seed)):
-                if t.split == "single" and t.request not in held and len(tasks) < args.train_tasks:
-                    tasks.append(t.model_copy(update={"id": f"train-s{seed}-{t.id}"}))
-                    held.add(t.request)
-            seed += 1
-        write_suite(tasks, train_path)
+        held = [t["request"] for t in map(json.loads, held_path.read_text().splitlines())]
+        write_suite(disjoint_training_tasks(held, args.train_tasks), train_path)
     config = CollectConfig(group_size=1, concurrency=8, seed=1, fault_rate=args.fault_rate, store=work / "store")
 
     async def run() -> None:
