@@ -84,7 +84,7 @@ if TYPE_CHECKING:
         load_smollm,
         staged_dir,
     )
-    from visioncreator.policy.openai import ImageSource, OpenAIPolicy, OpenAIPolicySettings, TokenPolicy
+    from visioncreator.policy.openai import ClosingClient, ImageSource, OpenAIPolicy, OpenAIPolicySettings, TokenPolicy
     from visioncreator.policy.vllm import VLLMServer, VLLMServerSettings, load_lora_adapter, serve_policy
 
 __all__ = [
@@ -94,6 +94,7 @@ __all__ = [
     "SEGMENT_KINDS",
     "SYSTEM_TEMPLATE",
     "Answer",
+    "ClosingClient",
     "Critic",
     "ExpertConfig",
     "ExpertPolicy",
@@ -182,6 +183,7 @@ _LAZY = {
     "OpenAIPolicy": "openai",
     "OpenAIPolicySettings": "openai",
     "TokenPolicy": "openai",
+    "ClosingClient": "openai",
     "VLLMServer": "vllm",
     "VLLMServerSettings": "vllm",
     "load_lora_adapter": "vllm",

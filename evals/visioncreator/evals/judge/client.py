@@ -31,7 +31,6 @@ import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -40,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from visioncreator.evals.errors import EvalsError
 from visioncreator.evals.judge.cache import JudgeCache
 from visioncreator.evals.judge.request import JudgeAnswer, JudgeRequest
+from visioncreator.policy import ClosingClient
 from visioncreator.tool_servers import sniff_format
 
 __all__ = [
@@ -153,7 +153,7 @@ def _answer_text(body: bytes) -> str:
     return text
 
 
-class JudgeClient:
+class JudgeClient(ClosingClient):
     """An OpenAI-compatible chat endpoint asked for structured answers.
 
     Use as an async context manager, or call :meth:`aclose`. Safe to share between concurrent
@@ -168,20 +168,6 @@ class JudgeClient:
         self.settings = settings
         self.requests = 0
         self._client: httpx.AsyncClient | None = None
-
-    async def __aenter__(self) -> JudgeClient:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -1,5 +1,6 @@
 """The OpenAI-compatible policy back end: the HTTP client, its settings and the message encoding."""
 
+from visioncreator.policy.openai.client import ClosingClient
 from visioncreator.policy.openai.messages import (
     TOOL_RESULTS_PREFIX,
     ImageSource,
@@ -14,6 +15,7 @@ from visioncreator.policy.openai.tokens import TokenPolicy
 
 __all__ = [
     "TOOL_RESULTS_PREFIX",
+    "ClosingClient",
     "ImageSource",
     "OpenAIPolicy",
     "OpenAIPolicySettings",
