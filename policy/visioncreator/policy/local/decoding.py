@@ -5,6 +5,13 @@ into one call of the model's ``generate``. What keeps each row's record its own:
 
 - **prompts** are left-padded with an attention mask (transformers derives the positions from
   it), so a row's logits are its unbatched logits up to float rounding (about 1e-6 here);
+- **a shared prefix is read once**: the leading ids every row's prompt shares (the system prompt
+  and tool list, identical for every turn of every trajectory) are run through the model once, at
+  batch size 1, and their attention cache is repeated over the rows; each row is laid out as
+  ``[shared prefix][left padding][its own rest]``, the mask zero over the padding and the
+  positions counted from the mask, so a row attends to exactly its own prompt. Batched prefill
+  is compute-bound (8 rows cost 8 times one); this leaves only the rows' own tokens to it. The
+  cache is made per call from the model as it is then: never stale when the weights change;
 - **sampling** is done per row by the last logits processor, from the row's own
   ``torch.Generator`` seeded with the row's seed: a row draws the same tokens whatever rows it
   shares the batch with (the global RNG would hand out draws by batch position). The processor
@@ -27,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Row", "Sampling", "generate_rows", "row_seed"]
+__all__ = ["Row", "Sampling", "generate_rows", "row_seed", "shared_prefix"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,13 +109,17 @@ def generate_rows(
     if streamer is not None and len(rows) > 1:
         raise ValueError("a streamer follows one row only")
     device = model.device
-    width = max(len(r.prompt) for r in rows)
+    shared = shared_prefix([r.prompt for r in rows]) if len(rows) > 1 else 0
+    width = shared + max(len(r.prompt) - shared for r in rows)
     input_ids = torch.full((len(rows), width), sampling.pad, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        if row.prompt:
-            input_ids[i, width - len(row.prompt) :] = torch.tensor(list(row.prompt), dtype=torch.long)
-            attention[i, width - len(row.prompt) :] = 1
+        prompt = list(row.prompt)
+        input_ids[i, :shared] = torch.tensor(prompt[:shared], dtype=torch.long)
+        attention[i, :shared] = 1
+        if len(prompt) > shared:
+            input_ids[i, width - len(prompt) + shared :] = torch.tensor(prompt[shared:], dtype=torch.long)
+            attention[i, width - len(prompt) + shared :] = 1
     pick = _picker(rows, sampling, device)
     ends = _ends(rows, width, sampling.eos)
     config = GenerationConfig(  # type: ignore[no-untyped-call]
@@ -120,9 +131,11 @@ def generate_rows(
         return_dict_in_generate=True,
     )
     with torch.inference_mode():
+        cache = _prefix_cache(model, input_ids[:1, :shared].to(device), len(rows)) if shared else None
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
+            **({"cache": cache} if cache is not None else {}),
             generation_config=config,
             logits_processor=[pick],
             stopping_criteria=StoppingCriteriaList([ends]),
@@ -137,6 +150,30 @@ def generate_rows(
         end = ends.at[i] if ends.at[i] is not None else min(len(new[i]), len(chosen[i]))
         result.append((new[i][:end], chosen[i][:end]))
     return result
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading ids every prompt shares, leaving each prompt at least one id of its own.
+
+    The model must read at least one id per row after the cached prefix (the last prompt
+    position's logits give the first token), hence the cap at the shortest prompt minus one.
+    """
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    n = 0
+    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+def _prefix_cache(model: Any, prefix: Any, rows: int) -> Any:
+    """The attention cache of ``prefix`` (shape ``(1, n)``), computed once and repeated over ``rows``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    model(input_ids=prefix, cache=cache, use_cache=True)
+    cache.batch_repeat_interleave(rows)
+    return cache
 
 
 def _picker(rows: Sequence[Row], sampling: Sampling, device: Any) -> Any:
