@@ -21,7 +21,7 @@ from visioncreator.policy import (
     corpus_tools,
 )
 from visioncreator.policy.chat_template import first_divergence
-from visioncreator.policy.local.decoding import Row, Sampling, generate_rows, shared_prefix
+from visioncreator.policy.local.decoding import PrefixCache, Row, Sampling, generate_rows, shared_prefix
 from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
@@ -269,3 +269,40 @@ def test_shared_prefix_leaves_every_row_an_id_of_its_own() -> None:
     assert shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
     assert shared_prefix([[7], [7, 8]]) == 0
     assert shared_prefix([[1, 2], [3, 2]]) == 0
+
+
+def test_the_prefix_cache_is_reused_across_calls_and_dropped_when_the_weights_change(loaded: tuple[Any, Any]) -> None:
+    """A lone row caches its prompt, its next turn reuses it, a batch the common part; a weight change drops it."""
+    import torch
+
+    model, _ = loaded
+    draw = torch.Generator().manual_seed(1)
+    head = torch.randint(5, 200, (200,), generator=draw).tolist()
+    turn1 = head + torch.randint(5, 200, (30,), generator=draw).tolist()
+    turn2 = turn1 + torch.randint(5, 200, (25,), generator=draw).tolist()
+    other = head + torch.randint(5, 200, (12,), generator=draw).tolist()
+    sampling = Sampling(0.8, 1.0, 0, "processed", frozenset([IM_END]), 0)
+    prefix = PrefixCache()
+
+    def check(prompts: list[list[int]], reused: int) -> None:
+        rows = [Row(p, 5 + i, 12, threading.Event()) for i, p in enumerate(prompts)]
+        before = prefix.reused
+        cached = generate_rows(model, rows, sampling, prefix=prefix)
+        assert prefix.reused - before == reused
+        for row, (ids, logprobs) in zip(rows, cached, strict=True):
+            want_ids, want_logprobs = generate_rows(model, [row], sampling)[0]  # no cache at all
+            assert ids == want_ids
+            assert len(ids) == 12
+            assert torch.allclose(torch.tensor(logprobs), torch.tensor(want_logprobs), atol=1e-4, rtol=0)
+
+    check([turn1], 0)  # computes turn1[:-1]
+    check([turn2], len(turn1) - 1)  # the conversation's next turn starts with it
+    check([turn2, other], len(head))  # a batch: the part both share, taken from the entry
+    check([turn2, other], len(head))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)  # a training step, in place
+    try:
+        check([turn2, other], 0)  # recomputed against the new weights
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(1.5)
