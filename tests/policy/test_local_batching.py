@@ -306,3 +306,20 @@ def test_the_prefix_cache_is_reused_across_calls_and_dropped_when_the_weights_ch
     finally:
         with torch.no_grad():
             model.lm_head.weight.div_(1.5)
+
+
+def test_weights_without_a_version_counter_are_never_reused() -> None:
+    """Parameters made under inference_mode cannot tell a change: every call counts as new weights."""
+    import torch
+
+    from visioncreator.policy.local.decoding import _weights_version
+
+    tracked = torch.nn.Linear(3, 3)
+    before = _weights_version(tracked)
+    assert _weights_version(tracked) == before
+    with torch.no_grad():
+        tracked.weight.mul_(2.0)
+    assert _weights_version(tracked) != before
+    with torch.inference_mode():
+        untracked = torch.nn.Linear(3, 3)
+    assert _weights_version(untracked) != _weights_version(untracked)

@@ -31,12 +31,15 @@ full ``(rows, steps, vocabulary)`` scores. Needs the ``transformers`` extra.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = ["PrefixCache", "Row", "Sampling", "generate_rows", "row_seed", "shared_prefix"]
+
+_untracked = itertools.count(1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -216,8 +219,15 @@ class PrefixCache:
 
 
 def _weights_version(model: Any) -> int:
-    """Sum of the parameters' in-place version counters: it grows whenever a weight is changed in place."""
-    return sum(int(p._version) for p in model.parameters())
+    """Sum of the parameters' in-place version counters: it grows whenever a weight is changed in place.
+
+    Parameters made under ``torch.inference_mode`` have no counter: then a new value every call,
+    so nothing is reused.
+    """
+    try:
+        return sum(int(p._version) for p in model.parameters())
+    except RuntimeError:
+        return -next(_untracked)
 
 
 def _picker(rows: Sequence[Row], sampling: Sampling, device: Any) -> Any:
