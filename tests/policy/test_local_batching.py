@@ -21,7 +21,7 @@ from visioncreator.policy import (
     corpus_tools,
 )
 from visioncreator.policy.chat_template import first_divergence
-from visioncreator.policy.local.decoding import Row, Sampling, generate_rows
+from visioncreator.policy.local.decoding import PrefixCache, Row, Sampling, generate_rows, shared_prefix
 from visioncreator.tool_servers import POLICY_TOOLS
 
 pytest.importorskip("torch")
@@ -228,3 +228,98 @@ async def test_concurrent_conversations_stay_token_exact(loaded: tuple[Any, Any]
             assert a.completion_token_ids is not None
             assert b.prompt_token_ids is not None
             assert first_divergence([*a.prompt_token_ids, *a.completion_token_ids], b.prompt_token_ids) is None
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_a_shared_prefix_is_read_once_and_rows_record_what_alone_would(
+    loaded: tuple[Any, Any], temperature: float
+) -> None:
+    """Rows sharing a long prefix, then differing (different lengths): the prefix is run once, at batch size 1."""
+    import torch
+
+    model, _ = loaded
+    draw = torch.Generator().manual_seed(0)
+    head = torch.randint(5, 200, (300,), generator=draw).tolist()
+    prompts = [head + torch.randint(5, 200, (k,), generator=draw).tolist() for k in (1, 40, 7, 0)]
+    prompts[3] = head[:120]  # a row that is all prefix: the shared part stops one id short of it
+    sampling = Sampling(temperature, 1.0, 0, "processed", frozenset([IM_END]), 0)
+    rows = [Row(p, 11 + i, 16, threading.Event()) for i, p in enumerate(prompts)]
+    read: list[tuple[int, ...]] = []
+
+    def record(_: Any, __: Any, kwargs: dict[str, Any]) -> None:
+        read.append(tuple(kwargs["input_ids"].shape))
+
+    hook = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        batched = generate_rows(model, rows, sampling)
+    finally:
+        hook.remove()
+    assert shared_prefix(prompts) == 119
+    assert read[0] == (1, 119)  # the prefix, once
+    assert read[1] == (4, 340 - 119)  # then each row's own ids, left-padded
+    for row, (ids, logprobs) in zip(rows, batched, strict=True):
+        want_ids, want_logprobs = generate_rows(model, [row], sampling)[0]
+        assert ids == want_ids
+        assert len(ids) == 16
+        assert torch.allclose(torch.tensor(logprobs), torch.tensor(want_logprobs), atol=1e-4, rtol=0)
+
+
+def test_shared_prefix_leaves_every_row_an_id_of_its_own() -> None:
+    assert shared_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix([[7], [7, 8]]) == 0
+    assert shared_prefix([[1, 2], [3, 2]]) == 0
+
+
+def test_the_prefix_cache_is_reused_across_calls_and_dropped_when_the_weights_change(loaded: tuple[Any, Any]) -> None:
+    """A lone row caches its prompt, its next turn reuses it, a batch the common part; a weight change drops it."""
+    import torch
+
+    model, _ = loaded
+    draw = torch.Generator().manual_seed(1)
+    head = torch.randint(5, 200, (200,), generator=draw).tolist()
+    turn1 = head + torch.randint(5, 200, (30,), generator=draw).tolist()
+    turn2 = turn1 + torch.randint(5, 200, (25,), generator=draw).tolist()
+    other = head + torch.randint(5, 200, (12,), generator=draw).tolist()
+    sampling = Sampling(0.8, 1.0, 0, "processed", frozenset([IM_END]), 0)
+    prefix = PrefixCache()
+
+    def check(prompts: list[list[int]], reused: int) -> None:
+        rows = [Row(p, 5 + i, 12, threading.Event()) for i, p in enumerate(prompts)]
+        before = prefix.reused
+        cached = generate_rows(model, rows, sampling, prefix=prefix)
+        assert prefix.reused - before == reused
+        for row, (ids, logprobs) in zip(rows, cached, strict=True):
+            want_ids, want_logprobs = generate_rows(model, [row], sampling)[0]  # no cache at all
+            assert ids == want_ids
+            assert len(ids) == 12
+            assert torch.allclose(torch.tensor(logprobs), torch.tensor(want_logprobs), atol=1e-4, rtol=0)
+
+    check([turn1], 0)  # computes turn1[:-1]
+    check([turn2], len(turn1) - 1)  # the conversation's next turn starts with it
+    check([turn2, other], len(head))  # a batch: the part both share, taken from the entry
+    check([turn2, other], len(head))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(1.5)  # a training step, in place
+    try:
+        check([turn2, other], 0)  # recomputed against the new weights
+    finally:
+        with torch.no_grad():
+            model.lm_head.weight.div_(1.5)
+
+
+def test_weights_without_a_version_counter_are_never_reused() -> None:
+    """Parameters made under inference_mode cannot tell a change: every call counts as new weights."""
+    import torch
+
+    from visioncreator.policy.local.decoding import _weights_version
+
+    tracked = torch.nn.Linear(3, 3)
+    before = _weights_version(tracked)
+    assert _weights_version(tracked) == before
+    with torch.no_grad():
+        tracked.weight.mul_(2.0)
+    assert _weights_version(tracked) != before
+    with torch.inference_mode():
+        untracked = torch.nn.Linear(3, 3)
+    assert _weights_version(untracked) != _weights_version(untracked)

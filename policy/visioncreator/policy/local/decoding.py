@@ -5,6 +5,15 @@ into one call of the model's ``generate``. What keeps each row's record its own:
 
 - **prompts** are left-padded with an attention mask (transformers derives the positions from
   it), so a row's logits are its unbatched logits up to float rounding (about 1e-6 here);
+- **a shared prefix is read once**: the leading ids every row's prompt shares (the system prompt
+  and tool list, identical for every turn of every trajectory) are run through the model once, at
+  batch size 1, and their attention cache is repeated over the rows; each row is laid out as
+  ``[shared prefix][left padding][its own rest]``, the mask zero over the padding and the
+  positions counted from the mask, so a row attends to exactly its own prompt. Batched prefill
+  is compute-bound (8 rows cost 8 times one); this leaves only the rows' own tokens to it. A
+  :class:`PrefixCache` keeps the last prefix's cache for the next call (a lone row's prefix is
+  its whole prompt but its last id: the next turn of its conversation starts with it), reused as
+  far as the ids match, and dropped when the model's weights change (a training step);
 - **sampling** is done per row by the last logits processor, from the row's own
   ``torch.Generator`` seeded with the row's seed: a row draws the same tokens whatever rows it
   shares the batch with (the global RNG would hand out draws by batch position). The processor
@@ -22,12 +31,15 @@ full ``(rows, steps, vocabulary)`` scores. Needs the ``transformers`` extra.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-__all__ = ["Row", "Sampling", "generate_rows", "row_seed"]
+__all__ = ["PrefixCache", "Row", "Sampling", "generate_rows", "row_seed", "shared_prefix"]
+
+_untracked = itertools.count(1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +88,7 @@ def row_seed(seed: int | None, index: int) -> int | None:
 
 
 def generate_rows(
-    model: Any, rows: Sequence[Row], sampling: Sampling, streamer: Any = None
+    model: Any, rows: Sequence[Row], sampling: Sampling, streamer: Any = None, prefix: PrefixCache | None = None
 ) -> list[tuple[list[int], list[float]]]:
     """Generate every row in one left-padded ``generate`` call.
 
@@ -85,6 +97,8 @@ def generate_rows(
         rows: The rows, at least one.
         sampling: Their shared sampling settings.
         streamer: A ``generate`` streamer (one row only).
+        prefix: Where the shared prefix's attention cache is kept between calls; None computes
+            it for this call only (and not at all for one row).
 
     Returns:
         Per row, in order: its completion ids (through its end-of-turn token, no padding) and one
@@ -102,13 +116,17 @@ def generate_rows(
     if streamer is not None and len(rows) > 1:
         raise ValueError("a streamer follows one row only")
     device = model.device
-    width = max(len(r.prompt) for r in rows)
+    shared = shared_prefix([r.prompt for r in rows]) if len(rows) > 1 or prefix is not None else 0
+    width = shared + max(len(r.prompt) - shared for r in rows)
     input_ids = torch.full((len(rows), width), sampling.pad, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
-        if row.prompt:
-            input_ids[i, width - len(row.prompt) :] = torch.tensor(list(row.prompt), dtype=torch.long)
-            attention[i, width - len(row.prompt) :] = 1
+        prompt = list(row.prompt)
+        input_ids[i, :shared] = torch.tensor(prompt[:shared], dtype=torch.long)
+        attention[i, :shared] = 1
+        if len(prompt) > shared:
+            input_ids[i, width - len(prompt) + shared :] = torch.tensor(prompt[shared:], dtype=torch.long)
+            attention[i, width - len(prompt) + shared :] = 1
     pick = _picker(rows, sampling, device)
     ends = _ends(rows, width, sampling.eos)
     config = GenerationConfig(  # type: ignore[no-untyped-call]
@@ -120,9 +138,11 @@ def generate_rows(
         return_dict_in_generate=True,
     )
     with torch.inference_mode():
+        cache = (prefix or PrefixCache()).cache(model, list(rows[0].prompt[:shared]), len(rows)) if shared else None
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention.to(device),
+            **({"cache": cache} if cache is not None else {}),
             generation_config=config,
             logits_processor=[pick],
             stopping_criteria=StoppingCriteriaList([ends]),
@@ -137,6 +157,77 @@ def generate_rows(
         end = ends.at[i] if ends.at[i] is not None else min(len(new[i]), len(chosen[i]))
         result.append((new[i][:end], chosen[i][:end]))
     return result
+
+
+def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
+    """How many leading ids every prompt shares, leaving each prompt at least one id of its own.
+
+    The model must read at least one id per row after the cached prefix (the last prompt
+    position's logits give the first token), hence the cap at the shortest prompt minus one.
+    """
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    n = 0
+    while n < shortest - 1 and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+class PrefixCache:
+    """The attention cache of the last prefix :func:`generate_rows` computed, for the next calls.
+
+    One entry: the prefix's ids and their cache at batch size 1. A call reuses it as far as its
+    own prefix starts with the same ids, computes the rest, and keeps its own prefix as the new
+    entry. The entry is dropped when the model changes: another model object, or any parameter
+    changed in place (an optimizer step, a loaded state dict: torch's per-tensor version
+    counters), so a cache is never read against other weights than those that made it.
+    """
+
+    def __init__(self) -> None:
+        self._ids: list[int] = []
+        self._cache: Any = None
+        self._model: tuple[int, int] | None = None
+        self.reused = 0
+        """Prefix ids taken from the entry so far (for tests and benchmarks)."""
+
+    def cache(self, model: Any, ids: list[int], rows: int) -> Any:
+        """A fresh cache of ``ids`` (not empty) repeated over ``rows``, for ``generate`` to extend."""
+        import copy
+
+        import torch
+        from transformers import DynamicCache
+
+        which = (id(model), _weights_version(model))
+        if which != self._model:
+            self._ids, self._cache, self._model = [], None, which
+        same = 0
+        for a, b in zip(self._ids, ids, strict=False):
+            if a != b:
+                break
+            same += 1
+        if same:
+            cache = copy.deepcopy(self._cache)
+            cache.crop(same - len(self._ids))  # transformers 5: a negative count of ids to drop
+            self.reused += same
+        else:
+            cache = DynamicCache(config=model.config)
+        if len(ids) > same:
+            model(input_ids=torch.tensor([ids[same:]], device=model.device), cache=cache, use_cache=True)
+        self._ids, self._cache = ids, copy.deepcopy(cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+def _weights_version(model: Any) -> int:
+    """Sum of the parameters' in-place version counters: it grows whenever a weight is changed in place.
+
+    Parameters made under ``torch.inference_mode`` have no counter: then a new value every call,
+    so nothing is reused.
+    """
+    try:
+        return sum(int(p._version) for p in model.parameters())
+    except RuntimeError:
+        return -next(_untracked)
 
 
 def _picker(rows: Sequence[Row], sampling: Sampling, device: Any) -> Any:

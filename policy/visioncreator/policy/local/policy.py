@@ -49,7 +49,10 @@ left-padded ``generate`` (:mod:`~visioncreator.policy.local.batcher` gathers the
 own record: its unpadded prompt ids, its completion ids up to its own end, its log-probabilities,
 its own sampler seeded from its turn (a turn draws the same tokens whatever it is batched with),
 and under greedy decoding exactly the ids an unbatched run gives (log-probabilities within float
-rounding). One ``generate`` runs at a time; a cancelled call ends its row at the next token (or
+rounding). The prompt prefix the rows share (the system prompt) is run through the model once and
+its attention cache repeated over the rows; that cache is kept for the next batch (a lone turn's is
+its whole prompt, which the next turn of its conversation extends) until the weights change
+(``prefix_cache``). One ``generate`` runs at a time; a cancelled call ends its row at the next token (or
 leaves the queue). An error fails only the turn that causes it. ``respond_streaming`` hands the
 text on as it is generated (a ``generate`` streamer, :mod:`~visioncreator.policy.local.streamer`;
 a streamed turn runs alone). Needs the ``transformers`` extra.
@@ -72,7 +75,7 @@ from visioncreator.policy.chat_template import chat_messages, tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.format import parse_turn
 from visioncreator.policy.local.batcher import RowBatcher
-from visioncreator.policy.local.decoding import Row, Sampling, generate_rows, row_seed
+from visioncreator.policy.local.decoding import PrefixCache, Row, Sampling, generate_rows, row_seed
 from visioncreator.policy.local.settings import LocalPolicySettings
 from visioncreator.policy.local.streamer import Push, TextPieces, relay
 from visioncreator.policy.openai.messages import ImageSource
@@ -130,6 +133,7 @@ class TransformersPolicy:
         self._special: frozenset[int] = frozenset()
         self._max_prompt = 0
         self._stitched: OrderedDict[str, array[int]] = OrderedDict()
+        self._prefix = PrefixCache() if self.settings.prefix_cache else None
         self._batcher: RowBatcher[_Job, list[tuple[list[int], list[float]]]] = RowBatcher(
             self._run_jobs,
             rows=lambda job: len(job.rows),
@@ -327,7 +331,7 @@ class TransformersPolicy:
         sampling = Sampling(s.temperature, s.top_p, s.top_k, s.logprobs, self._eos, int(pad), s.max_time_s)
         push = jobs[0].push if len(jobs) == 1 else None
         streamer = TextPieces(self._tok, push) if push is not None else None
-        rows = generate_rows(self._model, [r for job in jobs for r in job.rows], sampling, streamer)
+        rows = generate_rows(self._model, [r for job in jobs for r in job.rows], sampling, streamer, self._prefix)
         out, at = [], 0
         for job in jobs:
             out.append(rows[at : at + len(job.rows)])

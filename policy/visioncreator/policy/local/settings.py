@@ -38,6 +38,12 @@ class LocalPolicySettings(BaseModel):
         description="Longest the oldest waiting turn waits for others to join its batch (turns that queued "
         "while a batch ran join the next one without waiting).",
     )
+    prefix_cache: bool = Field(
+        default=True,
+        description="Keep the attention cache of the last prompt prefix (the one a batch's rows share, or a lone "
+        "turn's prompt) for the next generate, reused as far as its ids match; dropped when the model's weights "
+        "change in place. Off: each batch still reads its shared prefix once, but recomputes it.",
+    )
     seed: int | None = Field(
         default=None,
         description="Base seed. With it or the request's run seed, each turn samples from a seed derived from "
