@@ -69,7 +69,7 @@ def step_printer(stage: str) -> Any:
 
 
 def policy_model(args: argparse.Namespace) -> PolicyModel:
-    return PolicyModel(model="smollm2", max_new_tokens=args.max_new_tokens, temperature=1.0, torch_threads=1)
+    return PolicyModel(model="smollm2", max_new_tokens=args.max_new_tokens, temperature=1.0, torch_threads=args.threads)
 
 
 def held_out(args: argparse.Namespace) -> TaskSource:
@@ -348,11 +348,12 @@ def main() -> None:
     add("--grpo-groups", type=int, default=2, help="groups per optimiser step")
     add("--grpo-lr", type=float, default=5e-6)
     add("--grpo-beta", type=float, default=0.02, help="KL anchor to the SFT model")
+    add("--threads", type=int, default=1, help="torch threads (training and generation)")
     args = parser.parse_args()
     import torch
 
     torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     Path(args.work).mkdir(parents=True, exist_ok=True)
     for phase in PHASES if args.phase == "all" else (args.phase,):
         began = time.perf_counter()
