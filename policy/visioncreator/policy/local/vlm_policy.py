@@ -30,7 +30,6 @@ at a time. Needs the ``transformers`` extra (torch, transformers, pillow).
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 import time
 from array import array
@@ -44,6 +43,7 @@ import anyio.to_thread
 from visioncreator.policy.chat_template import tool_dicts
 from visioncreator.policy.errors import PolicyContextError
 from visioncreator.policy.format import parse_turn
+from visioncreator.policy.images import decode_image
 from visioncreator.policy.local.settings import LocalPolicySettings
 from visioncreator.policy.openai.messages import ImageSource
 from visioncreator.policy.openai.policy import turn_seed
@@ -174,18 +174,7 @@ class TransformersVLMPolicy:
             return self._prompt(request, images).ids
 
     def _decode(self, data: bytes) -> Any:
-        from PIL import Image
-
-        if len(data) > self._max_image_bytes:
-            raise ValueError(f"image of {len(data)} bytes exceeds max_image_bytes={self._max_image_bytes}")
-        if not (data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")) or data[8:12] == b"WEBP"):
-            raise ValueError("not a PNG, JPEG or WebP image")
-        # The header's size is checked against the pixel cap before anything is decoded.
-        with Image.open(io.BytesIO(data)) as img:  # noqa: TID251
-            if img.width * img.height > self._max_image_pixels:
-                raise ValueError(f"image of {img.width}x{img.height} exceeds max_image_pixels={self._max_image_pixels}")
-            img.load()
-            return img.convert("RGB")
+        return decode_image(data, max_bytes=self._max_image_bytes, max_pixels=self._max_image_pixels)
 
     def _chat(self, messages: Sequence[Message], node: Node | None) -> list[dict[str, Any]]:
         """Chat-template messages: the text (placeholders escaped) and one placeholder per image after it."""

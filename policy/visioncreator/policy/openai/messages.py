@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from visioncreator.policy.format import parse_turn, to_tool_call, write_think, write_tool_call
+from visioncreator.policy.images import decode_image
 from visioncreator.policy.openai.settings import OpenAIPolicySettings
 from visioncreator.policy.prompting import Observation, node_instruction, parse_observations
 from visioncreator.policy.types import FormatError, Message, Node, ToolCall, ToolSpec
@@ -57,19 +58,7 @@ def encode_image(data: bytes, settings: OpenAIPolicySettings) -> str:
         ValueError: The bytes are not a PNG/JPEG/WebP image, or exceed the size limits.
 
     """
-    from PIL import Image  # deferred: only back ends that send images need Pillow here
-
-    if len(data) > settings.max_image_bytes:
-        raise ValueError(f"image of {len(data)} bytes exceeds max_image_bytes={settings.max_image_bytes}")
-    if not (data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")) or data[8:12] == b"WEBP"):
-        raise ValueError("not a PNG, JPEG or WebP image")
-    # The policy package may not import the tool servers' decoder; this mirrors its order: magic
-    # bytes, then the header's size against the pixel cap, and only then the decode.
-    with Image.open(io.BytesIO(data)) as img:  # noqa: TID251
-        if img.width * img.height > settings.max_image_pixels:
-            raise ValueError(f"image of {img.width}x{img.height} exceeds max_image_pixels")
-        img.load()
-        rgb = img.convert("RGB")
+    rgb = decode_image(data, max_bytes=settings.max_image_bytes, max_pixels=settings.max_image_pixels)
     rgb.thumbnail((settings.image_max_side, settings.image_max_side))
     out = io.BytesIO()
     if settings.image_format == "JPEG":
