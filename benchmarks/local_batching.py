@@ -18,6 +18,7 @@ mostly policy turns ended by the format-error budget, which is what batching spe
     python benchmarks/local_batching.py --models tiny --trajectories 32
     python benchmarks/local_batching.py --threads 1              # torch.set_num_threads(1)
     python benchmarks/local_batching.py --tools full             # the full tool schemas in the prompt
+    python benchmarks/local_batching.py --models smollm --dtype bfloat16 --max-new-tokens 96
 
 Torch threads default to what a rollout uses: torch's default unless ``--threads`` is given.
 """
@@ -46,10 +47,10 @@ def _tasks(n: int) -> list[Task]:
     return [Task(request=f"{_REQUESTS[i % len(_REQUESTS)]} number {i}") for i in range(n)]
 
 
-def _load(model_dir: Path) -> tuple[Any, Any]:
+def _load(model_dir: Path, dtype: str) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     return model.eval(), AutoTokenizer.from_pretrained(model_dir)
 
 
@@ -81,7 +82,7 @@ def _turn_ids(records: list[TrajectoryRecord]) -> list[list[tuple[int, ...] | No
 
 
 async def bench(name: str, model_dir: Path, store: Path, args: argparse.Namespace) -> None:
-    model, tokenizer = _load(model_dir)
+    model, tokenizer = _load(model_dir, args.dtype)
     n = args.trajectories
     await _level(model, tokenizer, store, n=2, concurrency=1, batch=1, args=args)  # warm up
     rows = [("c=1", 1, 1), ("c=8 batch 1", 8, 1), ("c=8 batch 8", 8, 8)]
@@ -126,7 +127,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"torch threads {torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}, "
         f"batch wait {args.wait * 1000:.0f} ms, {args.trajectories} trajectories a row, max_turns {args.max_turns}, "
-        f"{args.tools} tools"
+        f"{args.tools} tools, {args.dtype}"
     )
     _header()
     with tempfile.TemporaryDirectory() as tmp:
@@ -145,7 +146,7 @@ if __name__ == "__main__":
     parser.add_argument("--trajectories", type=int, default=16, help="Trajectories per row.")
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--max-turns", type=int, default=6)
-    parser.add_argument("--wait", type=float, default=0.01, help="batch_wait_s")
+    parser.add_argument("--wait", type=float, default=0.1, help="batch_wait_s")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: leave it)")
     parser.add_argument(
         "--tools",
@@ -156,6 +157,12 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--no-unbatched-8", dest="unbatched_8", action="store_false", help="Skip the 'c=8 batch 1' row."
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16"],
+        default="float32",
+        help="The model's dtype (bfloat16 runs on this CPU's AMX units; float32 is what the trainer's model is)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="Where the converted SmolLM2 lives.")
     asyncio.run(main(parser.parse_args()))

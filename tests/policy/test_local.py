@@ -190,7 +190,8 @@ async def test_plain_retokenization_breaks_the_chain_only_after_the_prompt(tiny_
 
 
 async def test_a_cancelled_turn_frees_the_model(tiny_dir: Path) -> None:
-    p = policy(tiny_dir, max_new_tokens=4000, max_prompt_tokens=4000)
+    # Greedy: the random tiny model never writes its end-of-turn token, so the turn is long for certain.
+    p = policy(tiny_dir, max_new_tokens=4000, max_prompt_tokens=4000, temperature=0.0)
     p.load()
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(p.respond(request()), timeout=0.3)

@@ -190,7 +190,9 @@ async def test_an_error_in_one_row_fails_only_its_turn(
 
 async def test_a_cancelled_turn_leaves_its_batch_and_the_others_finish(loaded: tuple[Any, Any]) -> None:
     model, tokenizer = loaded
-    policy = TransformersPolicy.from_model(model, tokenizer, settings=settings(max_new_tokens=400, batch_wait_s=0.2))
+    policy = TransformersPolicy.from_model(
+        model, tokenizer, settings=settings(max_new_tokens=400, batch_wait_s=0.2, temperature=0.0)
+    )  # greedy: the random tiny model never writes its end-of-turn token, so both turns are long
     keep = asyncio.ensure_future(policy.respond(request(0)))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(policy.respond(request(2)), timeout=0.5)
@@ -271,48 +273,92 @@ def test_shared_prefix_leaves_every_row_an_id_of_its_own() -> None:
     assert shared_prefix([[1, 2], [3, 2]]) == 0
 
 
-def test_the_prefix_cache_is_reused_across_calls_and_dropped_when_the_weights_change(loaded: tuple[Any, Any]) -> None:
-    """A lone row caches its prompt, its next turn reuses it, a batch the common part; a weight change drops it."""
+def test_conversations_keep_their_caches_and_a_weight_change_drops_them(loaded: tuple[Any, Any]) -> None:
+    """A batch's next turns read only their new ids (from each conversation's kept cache), record what alone would."""
     import torch
 
     model, _ = loaded
     draw = torch.Generator().manual_seed(1)
-    head = torch.randint(5, 200, (200,), generator=draw).tolist()
-    turn1 = head + torch.randint(5, 200, (30,), generator=draw).tolist()
-    turn2 = turn1 + torch.randint(5, 200, (25,), generator=draw).tolist()
-    other = head + torch.randint(5, 200, (12,), generator=draw).tolist()
+
+    def fresh(k: int) -> list[int]:
+        return torch.randint(5, 200, (k,), generator=draw).tolist()
+
+    head = fresh(200)
     sampling = Sampling(0.8, 1.0, 0, "processed", frozenset([IM_END]), 0)
     prefix = PrefixCache()
 
-    def check(prompts: list[list[int]], reused: int) -> None:
+    def turn(prompts: list[list[int]]) -> tuple[list[list[int]], list[tuple[int, ...]]]:
         rows = [Row(p, 5 + i, 12, threading.Event()) for i, p in enumerate(prompts)]
-        before = prefix.reused
-        cached = generate_rows(model, rows, sampling, prefix=prefix)
-        assert prefix.reused - before == reused
+        read: list[tuple[int, ...]] = []
+        hook = model.register_forward_pre_hook(
+            lambda _, __, kwargs: read.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+        )
+        try:
+            cached = generate_rows(model, rows, sampling, prefix=prefix)
+        finally:
+            hook.remove()
         for row, (ids, logprobs) in zip(rows, cached, strict=True):
             want_ids, want_logprobs = generate_rows(model, [row], sampling)[0]  # no cache at all
             assert ids == want_ids
-            assert len(ids) == 12
             assert torch.allclose(torch.tensor(logprobs), torch.tensor(want_logprobs), atol=1e-4, rtol=0)
+        return [ids for ids, _ in cached], read
 
-    check([turn1], 0)  # computes turn1[:-1]
-    check([turn2], len(turn1) - 1)  # the conversation's next turn starts with it
-    check([turn2, other], len(head))  # a batch: the part both share, taken from the entry
-    check([turn2, other], len(head))
+    first = [head + fresh(30), head + fresh(12)]
+    completions, read = turn(first)
+    assert read[:2] == [(1, 200), (2, 30)]  # the shared head once, then each row's own ids
+    assert len(prefix) == 2  # one entry a conversation (the head's entry is inside both)
+    # Each conversation's cache holds its prompt and the completion ids the model read back.
+    steps = max(len(c) for c in completions)
+    covered = [len(p) + min(len(c), steps - 1) for p, c in zip(first, completions, strict=True)]
+    second = [p + c + fresh(k) for p, c, k in zip(first, completions, (9, 4), strict=True)]
+    before = prefix.reused
+    _, read = turn(second)
+    assert prefix.reused - before == sum(covered)
+    assert read[0] == (2, max(len(p) - n for p, n in zip(second, covered, strict=True)))
     with torch.no_grad():
         model.lm_head.weight.mul_(1.5)  # a training step, in place
     try:
-        check([turn2, other], 0)  # recomputed against the new weights
+        before = prefix.reused
+        _, read = turn(second)  # recomputed against the new weights: the head once, then the rest
+        assert prefix.reused - before == 2 * 200
+        assert read[0] == (1, 200)
     finally:
         with torch.no_grad():
             model.lm_head.weight.div_(1.5)
+
+
+def test_the_prefix_cache_keeps_to_its_memory_budget(loaded: tuple[Any, Any]) -> None:
+    """Past its budget the least recently used conversation goes; a budget of 0 keeps nothing."""
+    import torch
+
+    model, _ = loaded
+    draw = torch.Generator().manual_seed(2)
+    sampling = Sampling(0.0, 1.0, 0, "processed", frozenset([IM_END]), 0)
+    prompts = [torch.randint(5, 200, (60,), generator=draw).tolist() for _ in range(4)]
+    unbounded = PrefixCache()
+    for p in prompts:
+        generate_rows(model, [Row(p, 1, 8, threading.Event())], sampling, prefix=unbounded)
+    assert len(unbounded) == 4
+    one = unbounded.nbytes // 4
+    bounded = PrefixCache(max_bytes=2 * one + one // 2)
+    for p in prompts:
+        generate_rows(model, [Row(p, 1, 8, threading.Event())], sampling, prefix=bounded)
+    assert len(bounded) == 2
+    assert bounded.nbytes <= bounded.max_bytes
+    generate_rows(model, [Row(prompts[3] + [7], 1, 8, threading.Event())], sampling, prefix=bounded)
+    assert bounded.reused == len(prompts[3])  # the most recent conversation is still there
+    generate_rows(model, [Row(prompts[0] + [7], 1, 8, threading.Event())], sampling, prefix=bounded)
+    assert bounded.reused == len(prompts[3])  # the oldest is gone
+    nothing = PrefixCache(max_bytes=0)
+    generate_rows(model, [Row(prompts[0], 1, 8, threading.Event())], sampling, prefix=nothing)
+    assert len(nothing) == 0
 
 
 def test_weights_without_a_version_counter_are_never_reused() -> None:
     """Parameters made under inference_mode cannot tell a change: every call counts as new weights."""
     import torch
 
-    from visioncreator.policy.local.decoding import _weights_version
+    from visioncreator.policy.local.prefix_cache import _weights_version
 
     tracked = torch.nn.Linear(3, 3)
     before = _weights_version(tracked)

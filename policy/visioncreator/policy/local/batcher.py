@@ -2,9 +2,13 @@
 
 The local policy generates in worker threads (one per turn in flight). Each thread hands its
 job to :meth:`RowBatcher.submit` and blocks. One of the waiting threads is the leader: it waits
-up to ``wait_s`` (counted from when the oldest queued job arrived) for companions, takes jobs in
-arrival order up to ``limit`` rows, runs them with one call of ``run_batch``, and hands each job
-its result; then the next waiting thread leads. Batches run one at a time (one model).
+for companions until as many rows wait as the largest of the last 8 batches had (the
+conversations in flight come back with their next turns; a lone conversation does not wait),
+but never longer than ``wait_s`` counted from when the oldest queued job arrived or the last
+batch ended, whichever is later (rows that queued during a batch still wait for the companions
+that batch releases); it takes jobs in arrival order
+up to ``limit`` rows, runs them with one call of ``run_batch``, and hands each job its result;
+then the next waiting thread leads. Batches run one at a time (one model).
 
 The same pattern as the image back end's asyncio micro-batcher, on threads: the policy's callers
 may live on any event loop (or none), and the work is blocking anyway.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -51,7 +56,9 @@ class RowBatcher(Generic[JobT, ResultT]):
         run_batch: Runs 1 or more jobs at once; returns one result per job, in order.
         rows: How many rows a job takes (a job with more than ``limit`` runs alone).
         limit: Most rows per batch; 1 runs every job alone, at once.
-        wait_s: Longest the oldest queued job waits for companions.
+        wait_s: Longest a batch waits for companions, from the oldest queued job's arrival or the
+            last batch's end, whichever is later (it goes sooner once as many rows wait as the
+            largest of the last 8 batches had).
         cancelled: Whether a job's caller is gone (checked while it is queued).
         solo: Whether a job must run alone.
 
@@ -76,6 +83,8 @@ class RowBatcher(Generic[JobT, ResultT]):
         self._cond = threading.Condition()
         self._queue: list[_Slot[JobT, ResultT]] = []
         self._busy = False
+        self._recent: deque[int] = deque(maxlen=8)
+        self._free_since = 0.0
         self.batches: list[int] = []
         """Rows of each batch run so far (the last 1,000), for tests and benchmarks."""
 
@@ -102,6 +111,7 @@ class RowBatcher(Generic[JobT, ResultT]):
             finally:
                 with self._cond:
                     self._busy = False
+                    self._free_since = time.monotonic()
                     self._cond.notify_all()
         if slot.error is not None:
             raise slot.error
@@ -120,8 +130,12 @@ class RowBatcher(Generic[JobT, ResultT]):
                 if not self._queue:
                     return []
                 head = self._queue[0]
-                remaining = head.arrived + self._wait_s - time.monotonic()
-                if head.solo or self._queued_rows() >= self._limit or remaining <= 0:
+                remaining = max(head.arrived, self._free_since) + self._wait_s - time.monotonic()
+                if (
+                    head.solo
+                    or self._queued_rows() >= min(self._limit, max(self._recent, default=self._limit))
+                    or remaining <= 0
+                ):
                     return self._take()
                 self._cond.wait(remaining)
 
@@ -151,7 +165,10 @@ class RowBatcher(Generic[JobT, ResultT]):
     def _execute(self, batch: list[_Slot[JobT, ResultT]]) -> None:
         if not batch:
             return
-        self.batches = [*self.batches[-999:], sum(s.rows for s in batch)]
+        rows = sum(s.rows for s in batch)
+        self.batches = [*self.batches[-999:], rows]
+        if not batch[0].solo:
+            self._recent.append(rows)
         try:
             results = self._run_batch([s.job for s in batch])
             if len(results) != len(batch):

@@ -49,13 +49,12 @@ left-padded ``generate`` (:mod:`~visioncreator.policy.local.batcher` gathers the
 own record: its unpadded prompt ids, its completion ids up to its own end, its log-probabilities,
 its own sampler seeded from its turn (a turn draws the same tokens whatever it is batched with),
 and under greedy decoding exactly the ids an unbatched run gives (log-probabilities within float
-rounding). The prompt prefix the rows share (the system prompt) is run through the model once and
-its attention cache repeated over the rows; that cache is kept for the next batch (a lone turn's is
-its whole prompt, which the next turn of its conversation extends) until the weights change
-(``prefix_cache``). One ``generate`` runs at a time; a cancelled call ends its row at the next token (or
-leaves the queue). An error fails only the turn that causes it. ``respond_streaming`` hands the
-text on as it is generated (a ``generate`` streamer, :mod:`~visioncreator.policy.local.streamer`;
-a streamed turn runs alone). Needs the ``transformers`` extra.
+rounding). Each conversation's attention cache is kept for its next turn, which then reads only its
+new ids, and the prompt prefix new conversations share (the system prompt) is read once, until the
+weights change (``prefix_cache``, ``prefix_cache_mb``). One ``generate`` runs at a time; a
+cancelled call ends its row at the next token (or leaves the queue). An error fails only the
+turn that causes it. ``respond_streaming`` hands the text on as it is generated (a ``generate``
+streamer, :mod:`~visioncreator.policy.local.streamer`; a streamed turn runs alone). Needs the ``transformers`` extra.
 """
 
 from __future__ import annotations
@@ -133,7 +132,7 @@ class TransformersPolicy:
         self._special: frozenset[int] = frozenset()
         self._max_prompt = 0
         self._stitched: OrderedDict[str, array[int]] = OrderedDict()
-        self._prefix = PrefixCache() if self.settings.prefix_cache else None
+        self._prefix = PrefixCache(int(self.settings.prefix_cache_mb * 2**20)) if self.settings.prefix_cache else None
         self._batcher: RowBatcher[_Job, list[tuple[list[int], list[float]]]] = RowBatcher(
             self._run_jobs,
             rows=lambda job: len(job.rows),

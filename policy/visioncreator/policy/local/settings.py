@@ -33,16 +33,25 @@ class LocalPolicySettings(BaseModel):
         "merged into one left-padded generate. 1 generates each turn alone, as they come.",
     )
     batch_wait_s: float = Field(
-        default=0.01,
+        default=0.1,
         ge=0,
-        description="Longest the oldest waiting turn waits for others to join its batch (turns that queued "
-        "while a batch ran join the next one without waiting).",
+        description="Longest a batch waits for companions (from its oldest turn's arrival or the last batch's end, "
+        "whichever is later). It goes sooner once as many turns wait as the largest of the last 8 batches had, so a "
+        "lone conversation does not wait; concurrent conversations come back from their tools at different times "
+        "and wait for each other.",
     )
     prefix_cache: bool = Field(
         default=True,
-        description="Keep the attention cache of the last prompt prefix (the one a batch's rows share, or a lone "
-        "turn's prompt) for the next generate, reused as far as its ids match; dropped when the model's weights "
-        "change in place. Off: each batch still reads its shared prefix once, but recomputes it.",
+        description="Keep each conversation's attention cache (its last prompt and completion) for its next "
+        "turn, which then reads only its new ids, and the prefix a batch's rows share (the system prompt); "
+        "dropped when the model's weights change in place. Off: each batch still reads its shared prefix once, "
+        "but every turn reads its whole conversation.",
+    )
+    prefix_cache_mb: float = Field(
+        default=1024,
+        ge=0,
+        description="Most memory (MiB) the kept attention caches take; the least recently used conversation goes "
+        "first. SmolLM2-135M's cache takes 45 KiB a token.",
     )
     seed: int | None = Field(
         default=None,
