@@ -355,7 +355,7 @@ def test_the_prefix_cache_keeps_to_its_memory_budget(loaded: tuple[Any, Any]) ->
 
 
 def test_weights_without_a_version_counter_are_never_reused() -> None:
-    """Parameters made under inference_mode cannot tell a change: every call counts as new weights."""
+    """In-place changes and replaced data change the version; parameters without a counter never match."""
     import torch
 
     from visioncreator.policy.local.prefix_cache import _weights_version
@@ -365,6 +365,9 @@ def test_weights_without_a_version_counter_are_never_reused() -> None:
     assert _weights_version(tracked) == before
     with torch.no_grad():
         tracked.weight.mul_(2.0)
+    assert _weights_version(tracked) != before
+    before = _weights_version(tracked)
+    tracked.weight.data = torch.ones(3, 3)  # new data, its own fresh version counter
     assert _weights_version(tracked) != before
     with torch.inference_mode():
         untracked = torch.nn.Linear(3, 3)

@@ -14,9 +14,10 @@ computed once, at batch size 1, from the longest entry that starts it.
 
 Entries are used in least-recently-used order and evicted past ``max_bytes``; an entry that a new
 one extends is dropped (the new one covers it). Everything is dropped when the model changes:
-another model object, or any parameter changed in place (an optimizer step, a loaded state dict:
-torch's per-tensor version counters), so no cache is read against other weights than those that
-made it. Models whose cache layers are not plain (sliding windows, recurrent state) keep nothing.
+another model object, any parameter changed in place (an optimizer step, a loaded state dict:
+torch's per-tensor version counters) or given new data, so no cache is read against other
+weights than those that made it. Models whose cache layers are not plain (sliding windows,
+recurrent state) keep nothing.
 """
 
 from __future__ import annotations
@@ -234,12 +235,15 @@ def _merge(model: Any, rows: Sequence[tuple[_Entry | None, int]], width: int, ca
 
 
 def _weights_version(model: Any) -> int:
-    """Sum of the parameters' in-place version counters: it grows whenever a weight is changed in place.
+    """A number that changes whenever a weight is changed in place or replaced.
 
-    Parameters made under ``torch.inference_mode`` have no counter: then a new value every call,
-    so nothing is reused.
+    The parameters' in-place version counters (an optimizer step, a loaded state dict) and where
+    their data lives (``param.data = other`` keeps the counter but moves the data). Parameters
+    made under ``torch.inference_mode`` have no counter: then a new value every call, so nothing
+    is reused.
     """
     try:
-        return sum(int(p._version) for p in model.parameters())
+        params = list(model.parameters())
+        return hash((sum(int(p._version) for p in params), tuple(p.data_ptr() for p in params)))
     except RuntimeError:
         return -next(_untracked)
