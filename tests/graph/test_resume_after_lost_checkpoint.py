@@ -78,3 +78,84 @@ async def test_resume_finishes_a_task_whose_last_checkpoint_was_lost(tmp_path: P
         resumed = await run_task(agent, task, seed=3, thread_id="t")
     assert resumed.resumed
     assert _shape(resumed.state) == _shape(clean)
+
+
+TASKS = "__pregel_tasks"  # LangGraph's channel of Sends
+
+
+class RouteLosingSaver(InMemorySaver):
+    """Saves the first act step's writes without its Sends to the tools, then dies.
+
+    What SIGKILLed collection workers left (seen in CI, reproduced from their SQLite files): the
+    step's writes with the turn and its pending calls but no route out of it, and then either the
+    step's checkpoint too (``die="next step"``: nothing next) or not (``die="checkpoint"``: a
+    resume applies the writes and ends with nothing next).
+    """
+
+    def __init__(self, die: str) -> None:
+        super().__init__()
+        self.die = die
+        self.dropped = False
+        self.saved_broken = False
+        self.dying = False
+        self.resuming = False
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        if self.dying:
+            return  # the process is gone: nothing it writes lands
+        if self.dropped:
+            await super().aput_writes(config, writes, task_id, task_path)
+            return
+        sends = [w for w in writes if w[0] == TASKS]
+        if sends and not self.dropped and any(getattr(v, "node", None) == "tools" for _, v in sends):
+            self.dropped = True
+            writes = [w for w in writes if w[0] != TASKS]
+        await super().aput_writes(config, writes, task_id, task_path)
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        if self.dying or (self.dropped and self.die == "checkpoint" and not self.resuming):
+            raise Died("killed after the lost route")
+        if self.dropped and not self.saved_broken:
+            # The checkpoint as the killed worker's file held it: no Sends in it either.
+            self.saved_broken = True
+            checkpoint = {
+                **checkpoint,
+                "channel_values": {k: v for k, v in checkpoint["channel_values"].items() if k != TASKS},
+                "channel_versions": {k: v for k, v in checkpoint["channel_versions"].items() if k != TASKS},
+            }
+            new_versions = {k: v for k, v in new_versions.items() if k != TASKS}
+        saved = await super().aput(config, checkpoint, metadata, new_versions)
+        self.dying = self.saved_broken and not self.resuming
+        return saved
+
+
+@pytest.mark.parametrize("die", ["next step", "checkpoint"])
+async def test_resume_follows_a_route_a_killed_process_lost(tmp_path: Path, die: str) -> None:
+    task = Task(request="a brown dog next to a red car")
+    async with make_client(tmp_path / "clean", fault_rate=0.5) as tools:
+        clean = (await run(tools, task, seed=3)).state
+    saver = RouteLosingSaver(die)
+    async with make_client(tmp_path / "store", fault_rate=0.5) as tools:
+        agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
+        with pytest.raises(Died):
+            await run_task(agent, task, seed=3, thread_id="t")
+        snapshot = await agent.aget_state({"configurable": {"thread_id": "t"}})
+        if die == "next step":  # nothing to run and nothing pending, yet the run never ended
+            assert not snapshot.next
+            assert not snapshot.tasks
+            assert snapshot.values["termination"] is None
+            assert snapshot.values["pending"]
+        else:  # the act step's writes wait, without their route
+            assert [t.name for t in snapshot.tasks] == ["act"]
+        saver.dying, saver.resuming = False, True
+        resumed = await run_task(agent, task, seed=3, thread_id="t")
+    assert resumed.resumed
+    assert _shape(resumed.state) == _shape(clean)

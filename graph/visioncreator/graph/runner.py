@@ -35,6 +35,7 @@ from visioncreator.graph.config import AgentConfig, Durability
 from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.errors import ToolServerLost, ToolServerUnavailable
 from visioncreator.graph.folder import checkpoint_file
+from visioncreator.graph.recover import reroute, rerouted
 from visioncreator.graph.review import ReviewDecision, Reviewer, answer_review
 from visioncreator.graph.state import AgentInput, PendingCall
 from visioncreator.graph.trajectory import (
@@ -219,14 +220,14 @@ async def run_task(
                     "step": (snapshot.metadata or {}).get("step"), "turns": len(snapshot.values.get("turns", ())),
                     "tool_calls": len(snapshot.values.get("tool_calls", ())),
                 })  # fmt: skip
-            if finished:
+            if finished and not await reroute(agent, config, snapshot, on_event):  # visioncreator.graph.recover
                 return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
-            resumed = True
-            run_input = None
+            resumed, run_input = True, None
     values: dict[str, Any] = {}
     # LangGraph refuses a durability without a checkpointer (there is nothing to save).
     saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}
     paused: tuple[Any, ...] = ()
+    reroutes = 0
     stream_input: AgentInput | Command[Any] | None = run_input
     while True:
         stream = agent.astream(stream_input, config, stream_mode=["custom", "values"], **saving)
@@ -237,9 +238,12 @@ async def run_task(
                 # The last one is the final state (no second read of the checkpoint), or the paused one.
                 paused = tuple(i.value for i in chunk.get("__interrupt__", ()))
                 values = {k: v for k, v in chunk.items() if k != "__interrupt__"}
-        if not (paused and reviewer is not None):
+        if paused and reviewer is not None:
+            stream_input = Command(resume=await answer_review(reviewer, paused[0]))
+        elif reroutes < 3 and agent.checkpointer is not None and await rerouted(agent, config, values, on_event):
+            reroutes, stream_input = reroutes + 1, None  # saved writes without their route were applied
+        else:
             break
-        stream_input = Command(resume=await answer_review(reviewer, paused[0]))
     if not values and agent.checkpointer is not None:
         values = dict((await agent.aget_state(config)).values)
     return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started, interrupts=paused)

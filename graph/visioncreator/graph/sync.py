@@ -30,6 +30,7 @@ from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.folder import checkpoint_file
 from visioncreator.graph.loop import LoopThread
 from visioncreator.graph.policies import open_policy
+from visioncreator.graph.recover import lost_route_sync, rerouted_sync
 from visioncreator.graph.runner import STATE_TYPES, EventHandler, RunResult, Synchronous, thread_id_for
 from visioncreator.graph.state import AgentInput
 from visioncreator.graph.trajectory import build_trajectory
@@ -146,18 +147,26 @@ def run_task_sync(
     if agent.checkpointer is not None:
         snapshot = agent.get_state(config)
         if snapshot.values:
-            if not snapshot.next and not snapshot.tasks:
+            finished = not snapshot.next and not snapshot.tasks
+            if finished and (node := lost_route_sync(agent, snapshot)) is not None:
+                agent.update_state(config, None, as_node=node)  # see visioncreator.graph.recover
+                finished = False
+            if finished:
                 return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed, run_input = True, None
             if on_event:
                 on_event({"event": "resume", "thread_id": tid, "next": list(snapshot.next)})
     values: dict[str, Any] = {}
     saving: dict[str, Any] = {"durability": durability} if agent.checkpointer is not None else {}
-    for mode, chunk in agent.stream(run_input, config, stream_mode=["custom", "values"], **saving):
-        if mode == "custom" and on_event is not None and isinstance(chunk, dict):
-            on_event(chunk)
-        elif mode == "values" and isinstance(chunk, dict):
-            values = chunk
+    for _ in range(4):  # a stream, then up to 3 lost routes followed (visioncreator.graph.recover)
+        for mode, chunk in agent.stream(run_input, config, stream_mode=["custom", "values"], **saving):
+            if mode == "custom" and on_event is not None and isinstance(chunk, dict):
+                on_event(chunk)
+            elif mode == "values" and isinstance(chunk, dict):
+                values = chunk
+        if agent.checkpointer is None or not rerouted_sync(agent, config, values):
+            break
+        run_input = None
     return _result(tid, values, resumed=resumed, wall_s=time.perf_counter() - started)
 
 
