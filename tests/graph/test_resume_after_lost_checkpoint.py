@@ -66,18 +66,26 @@ async def test_resume_finishes_a_task_whose_last_checkpoint_was_lost(tmp_path: P
     assert die_at <= counter.puts
 
     saver = DyingSaver(die_at)
-    async with make_client(tmp_path / "store", fault_rate=0.5) as tools:
-        agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
-        with pytest.raises(Died):
-            await run_task(agent, task, seed=3, thread_id="t")
-        snapshot = await agent.aget_state({"configurable": {"thread_id": "t"}})
+
+    def window(snapshot: Any) -> None:
         # The window this test is about: no step left to run by `next`, yet writes pending.
         assert not snapshot.next
         assert snapshot.tasks
         saver.die_at = 0
-        resumed = await run_task(agent, task, seed=3, thread_id="t")
+
+    resumed = await _kill_then_resume(tmp_path, task, saver, window)
     assert resumed.resumed
     assert _shape(resumed.state) == _shape(clean)
+
+
+async def _kill_then_resume(tmp_path: Path, task: Task, saver: InMemorySaver, window: Any) -> Any:
+    """Run ``task`` until ``saver`` dies, check the checkpoint with ``window`` (which revives it), resume."""
+    async with make_client(tmp_path / "store", fault_rate=0.5) as tools:
+        agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
+        with pytest.raises(Died):
+            await run_task(agent, task, seed=3, thread_id="t")
+        window(await agent.aget_state({"configurable": {"thread_id": "t"}}))
+        return await run_task(agent, task, seed=3, thread_id="t")
 
 
 TASKS = "__pregel_tasks"  # LangGraph's channel of Sends
@@ -114,13 +122,8 @@ class RouteLosingSaver(InMemorySaver):
             writes = [w for w in writes if w[0] != TASKS]
         await super().aput_writes(config, writes, task_id, task_path)
 
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
+    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, *rest: Any) -> RunnableConfig:
+        metadata, new_versions = rest
         if self.dying or (self.dropped and self.die == "checkpoint" and not self.resuming):
             raise Died("killed after the lost route")
         if self.dropped and not self.saved_broken:
@@ -143,11 +146,8 @@ async def test_resume_follows_a_route_a_killed_process_lost(tmp_path: Path, die:
     async with make_client(tmp_path / "clean", fault_rate=0.5) as tools:
         clean = (await run(tools, task, seed=3)).state
     saver = RouteLosingSaver(die)
-    async with make_client(tmp_path / "store", fault_rate=0.5) as tools:
-        agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
-        with pytest.raises(Died):
-            await run_task(agent, task, seed=3, thread_id="t")
-        snapshot = await agent.aget_state({"configurable": {"thread_id": "t"}})
+
+    def window(snapshot: Any) -> None:
         if die == "next step":  # nothing to run and nothing pending, yet the run never ended
             assert not snapshot.next
             assert not snapshot.tasks
@@ -156,6 +156,7 @@ async def test_resume_follows_a_route_a_killed_process_lost(tmp_path: Path, die:
         else:  # the act step's writes wait, without their route
             assert [t.name for t in snapshot.tasks] == ["act"]
         saver.dying, saver.resuming = False, True
-        resumed = await run_task(agent, task, seed=3, thread_id="t")
+
+    resumed = await _kill_then_resume(tmp_path, task, saver, window)
     assert resumed.resumed
     assert _shape(resumed.state) == _shape(clean)
