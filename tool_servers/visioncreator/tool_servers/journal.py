@@ -120,17 +120,21 @@ class RecipeJournal:
         self._fd, self._path, self._size = fd, path, 0
         self._failures = pending_writes.failed_under(self.root)
 
-    def _retire_current(self) -> None:
+    def _retire_current(self) -> threading.Event | None:
         """Hand the current journal to the writer thread: deleted after every write queued before it."""
         fd, path, failures = self._fd, self._path, self._failures
         self._fd = None
         if fd is not None and path is not None:
-            pending_writes.after(lambda: _retire(fd, path, self.root, failures))
+            return pending_writes.after(lambda: _retire(fd, path, self.root, failures))
+        return None
 
-    def close(self) -> None:
-        """Delete this server's journal once its pending writes are on disk (kept if one failed)."""
+    def close(self) -> threading.Event | None:
+        """Delete this server's journal once its pending writes are on disk (kept if one failed).
+
+        Returns what is set once that is done (None: no journal was open).
+        """
         with self._lock:
-            self._retire_current()
+            return self._retire_current()
 
     def _sweep(self) -> None:
         """Delete journals of servers that are gone when every image they name is stored."""

@@ -334,8 +334,10 @@ class ToolRunner:
             TimeoutError: Writes are still pending after ``timeout`` seconds.
 
         """
-        self.journal.close()
+        retired = self.journal.close()
         self.store.flush(timeout)
+        if retired is not None and not retired.wait(timeout):
+            raise TimeoutError(f"the journal was not retired within {timeout} s")
 
     async def recover(self, handle: str) -> bool:
         """Make a lost image again from its journal recipe (see :func:`recovery.recover`); whether it is stored now."""

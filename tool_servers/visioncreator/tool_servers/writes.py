@@ -107,20 +107,30 @@ class PendingWrites:
             # The interpreter is shutting down and takes no new jobs: write it here instead.
             self._write(path, root, encode, pending)
 
-    def after(self, job: Callable[[], None]) -> None:
+    def after(self, job: Callable[[], None]) -> threading.Event:
         """Run ``job`` on the writer thread once every write queued before it is done (at once if none ever was).
 
         The writer is one thread that takes jobs in order, so nothing queued earlier is still pending.
+        Returns what is set once ``job`` has run (or failed, logged).
         """
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                _logged(job)
+            finally:
+                done.set()
+
         with self._lock:
             writer = self._writer
         if writer is not None:
             try:
-                writer.submit(_logged, job)
-                return
+                writer.submit(run)
+                return done
             except RuntimeError:
                 pass  # shutting down: the writer has already finished every write
-        _logged(job)
+        run()
+        return done
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every pending write is on disk (or has failed and been logged).
