@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["lost_route", "lost_route_sync", "reroute", "rerouted", "rerouted_sync", "unfinished"]
+__all__ = ["lost_route", "lost_route_sync", "reroute", "reroute_sync", "rerouted", "rerouted_sync", "unfinished"]
 
 
 def unfinished(values: Mapping[str, Any]) -> bool:
@@ -71,12 +71,18 @@ async def rerouted(
     return not snapshot.next and not snapshot.tasks and await reroute(agent, config, snapshot, on_event)
 
 
+def reroute_sync(agent: Any, config: Any, snapshot: Any) -> bool:
+    """:func:`reroute` with the checkpointer's blocking methods (no event)."""
+    node = lost_route_sync(agent, snapshot)
+    if node is None:
+        return False
+    agent.update_state(config, None, as_node=node)
+    return True
+
+
 def rerouted_sync(agent: Any, config: Any, values: Mapping[str, Any]) -> bool:
     """:func:`rerouted` with the checkpointer's blocking methods."""
     if not values or not unfinished(values):
         return False
     snapshot = agent.get_state(config)
-    if snapshot.next or snapshot.tasks or (node := lost_route_sync(agent, snapshot)) is None:
-        return False
-    agent.update_state(config, None, as_node=node)
-    return True
+    return not snapshot.next and not snapshot.tasks and reroute_sync(agent, config, snapshot)

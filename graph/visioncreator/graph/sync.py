@@ -30,7 +30,7 @@ from visioncreator.graph.connection import ToolServerSpec
 from visioncreator.graph.folder import checkpoint_file
 from visioncreator.graph.loop import LoopThread
 from visioncreator.graph.policies import open_policy
-from visioncreator.graph.recover import lost_route_sync, rerouted_sync
+from visioncreator.graph.recover import reroute_sync, rerouted_sync
 from visioncreator.graph.runner import STATE_TYPES, EventHandler, RunResult, Synchronous, thread_id_for
 from visioncreator.graph.state import AgentInput
 from visioncreator.graph.trajectory import build_trajectory
@@ -148,10 +148,7 @@ def run_task_sync(
         snapshot = agent.get_state(config)
         if snapshot.values:
             finished = not snapshot.next and not snapshot.tasks
-            if finished and (node := lost_route_sync(agent, snapshot)) is not None:
-                agent.update_state(config, None, as_node=node)  # see visioncreator.graph.recover
-                finished = False
-            if finished:
+            if finished and not reroute_sync(agent, config, snapshot):  # visioncreator.graph.recover
                 return _result(tid, dict(snapshot.values), resumed=True, wall_s=0.0)
             resumed, run_input = True, None
             if on_event:
