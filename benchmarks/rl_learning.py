@@ -14,8 +14,9 @@ seeds, none whose request equals a held-out one. Phases, each resumable, each wr
    (``branch_at="reflect"``), every member of a group with the same tool randomness
    (``call_seeds="shared"``), ``per_turn`` credit (each reflect turn by its own verdicts, each
    image call by its image: what the policy decided at that turn, not the trajectory's luck);
-   stopped by wall time (``--budget-min``), checked between chunks of ``--grpo-chunk`` steps;
-4. ``control``: SFT continued from the SFT model on the same data for the same wall time as the
+   stopped by training time (``--budget-min``: CPU seconds over the threads, see :class:`Clock`),
+   checked between chunks of ``--grpo-chunk`` steps;
+4. ``control``: SFT continued from the SFT model on the same data for the same training time as the
    GRPO phase took (converted to steps at the SFT phase's measured seconds per step);
 5. ``eval``: every arm (``--arms``; ``initial`` is the untrained model) on every held-out task at
    every tool seed; every trajectory kept in ``evals/ARM-seedK.jsonl``;
@@ -53,6 +54,29 @@ ARMS = ("initial", "sft", "control", "grpo")
 STAGE_DIRS = {"sft": "01-sft", "grpo": "02-grpo", "control": "03-control"}
 
 
+class Clock:
+    """Training time of a phase: the process's CPU seconds over the torch threads, and the wall time.
+
+    Budgets and the control's matching use the CPU measure, so a machine shared with other work
+    (or paused between sessions) neither shrinks GRPO's budget nor skews the control; on a quiet
+    machine with every thread busy it equals the wall time. Both go into ``chunks.json``.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, threads)
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+
+    def elapsed(self) -> dict[str, float]:
+        cpu = (time.process_time() - self.cpu0) / self.threads
+        return {"cpu_s": cpu, "wall_s": time.perf_counter() - self.wall0}
+
+
+def _add_chunk(state: dict[str, Any], chunk: dict[str, Any]) -> None:
+    state["chunks"].append(chunk)
+    state["train_s"] += chunk["cpu_s"]
+    state["train_wall_s"] = state.get("train_wall_s", 0.0) + chunk["wall_s"]
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -69,7 +93,10 @@ def step_printer(stage: str) -> Any:
 
 
 def policy_model(args: argparse.Namespace) -> PolicyModel:
-    return PolicyModel(model="smollm2", max_new_tokens=args.max_new_tokens, temperature=1.0, torch_threads=args.threads)
+    return PolicyModel(
+        model="smollm2", max_new_tokens=args.max_new_tokens, temperature=1.0, torch_threads=args.threads,
+        dtype=args.dtype,
+    )  # fmt: skip
 
 
 def held_out(args: argparse.Namespace) -> TaskSource:
@@ -159,18 +186,19 @@ def _train_sft_chunks(
     for target in plan:
         if target <= done or state["stopped"]:
             continue
-        began = time.perf_counter()
+        clock = Clock(args.threads)
         result = train_sft(_sft_stage(args, target), policy, model_dir=start, output_dir=out, seed=0,
                            records=records, progress=step_printer(out.name))  # fmt: skip
         loss = _chunk_loss(result.log_history, done, target)
-        state["chunks"].append({"step": target, "loss": loss, "wall_s": time.perf_counter() - began})
-        state["train_s"] += state["chunks"][-1]["wall_s"]
+        _add_chunk(state, {"step": target, "loss": loss, **clock.elapsed()})
         state["log_history"] = result.log_history
         previous = state["chunks"][-2]["loss"] if len(state["chunks"]) > 1 else math.nan
         if plateau and previous == previous and (previous - loss) < args.sft_plateau * previous:
             state["stopped"] = f"loss plateau at step {target}: {previous:.4f} -> {loss:.4f}"
         write_json(state_path, state)
-        log(f"{out.name}: step {target}, chunk loss {loss:.4f}, {state['chunks'][-1]['wall_s']:.0f} s")
+        chunk = state["chunks"][-1]
+        took = f"{chunk['cpu_s']:.0f} s CPU ({chunk['wall_s']:.0f} s wall)"
+        log(f"{out.name}: step {target}, chunk loss {loss:.4f}, {took}")
         done = target
     return state
 
@@ -226,23 +254,22 @@ def phase_grpo(args: argparse.Namespace) -> None:
         target = steps + max(1, min(args.grpo_chunk, room))
         if args.grpo_max_steps is not None:
             target = min(target, args.grpo_max_steps)
-        began = time.perf_counter()
+        clock = Clock(args.threads)
         result = train_grpo(
             _grpo_stage(args, target), policy_model(args), model_dir=start, output_dir=out, seed=0,
             progress=step_printer("grpo"), tools=brief_tools,
         )  # fmt: skip
-        state["chunks"].append({"step": target, "wall_s": time.perf_counter() - began, "metrics": result.metrics})
-        state["train_s"] += state["chunks"][-1]["wall_s"]
+        _add_chunk(state, {"step": target, **clock.elapsed(), "metrics": result.metrics})
         state["log_history"] = result.log_history
         write_json(state_path, state)
         steps = target
-        log(f"grpo: {steps} steps, {state['train_s']:.0f} s of {budget:.0f} s")
+        log(f"grpo: {steps} steps, {state['train_s']:.0f} s CPU of {budget:.0f} s ({state['train_wall_s']:.0f} s wall)")
     state["s_per_step"] = state["train_s"] / max(1, steps)
     write_json(state_path, state)
 
 
 def phase_control(args: argparse.Namespace) -> None:
-    """SFT continued from the SFT model for the GRPO phase's wall time, at the SFT phase's seconds per step."""
+    """SFT continued from the SFT model for the GRPO phase's training time, at the SFT phase's seconds per step."""
     work = Path(args.work)
     sft, grpo = read_json(work / STAGE_DIRS["sft"] / "chunks.json"), work / STAGE_DIRS["grpo"] / "chunks.json"
     if not grpo.is_file():
@@ -340,8 +367,8 @@ def main() -> None:
     add("--sft-plateau", type=float, default=0.05, help="stop when a chunk's mean loss improves by less (relative)")
     add("--sft-max-epochs", type=float, default=3.0)
     add("--sft-max-steps", type=int, default=None, help="cap on SFT steps (smoke runs); default the epochs' steps")
-    add("--budget-min", type=float, default=60.0, help="GRPO wall time (the control gets the same)")
-    add("--grpo-chunk", type=int, default=5, help="GRPO steps between wall-time checks")
+    add("--budget-min", type=float, default=60.0, help="GRPO training minutes, CPU / threads (the control: the same)")
+    add("--grpo-chunk", type=int, default=5, help="GRPO steps between budget checks")
     add("--grpo-max-steps", type=int, default=None, help="stop GRPO after this many steps instead (smoke runs)")
     add("--control-max-steps", type=int, default=None, help="cap on the control's steps (smoke runs only)")
     add("--grpo-generations", type=int, default=4)
@@ -349,6 +376,12 @@ def main() -> None:
     add("--grpo-lr", type=float, default=5e-6)
     add("--grpo-beta", type=float, default=0.02, help="KL anchor to the SFT model")
     add("--threads", type=int, default=1, help="torch threads (training and generation)")
+    add(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="compute precision of training (mixed) and generation; bfloat16 runs on this CPU's AMX units",
+    )
     args = parser.parse_args()
     import torch
 
