@@ -207,7 +207,7 @@ def phase_sft(args: argparse.Namespace) -> None:
     out = Path(args.work) / STAGE_DIRS["sft"]
     n = len(_sft_set(args))
     per_epoch = max(1, math.ceil(n / args.sft_batch))
-    cap = max(1, args.sft_max_steps or per_epoch * args.sft_max_epochs)
+    cap = max(1, args.sft_max_steps or math.ceil(per_epoch * args.sft_max_epochs))
     plan = [*range(args.sft_chunk, cap, args.sft_chunk), cap]
     log(f"SFT: {n} examples, {per_epoch} steps per epoch, at most {cap} steps in chunks of {args.sft_chunk}")
     state = _train_sft_chunks(args, out, None, plan, plateau=True)
