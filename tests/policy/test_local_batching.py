@@ -358,17 +358,17 @@ def test_weights_without_a_version_counter_are_never_reused() -> None:
     """In-place changes and replaced data change the version; parameters without a counter never match."""
     import torch
 
-    from visioncreator.policy.local.prefix_cache import _weights_version
+    from visioncreator.policy.local.prefix_cache import weights_version
 
     tracked = torch.nn.Linear(3, 3)
-    before = _weights_version(tracked)
-    assert _weights_version(tracked) == before
+    before = weights_version(tracked)
+    assert weights_version(tracked) == before
     with torch.no_grad():
         tracked.weight.mul_(2.0)
-    assert _weights_version(tracked) != before
-    before = _weights_version(tracked)
+    assert weights_version(tracked) != before
+    before = weights_version(tracked)
     tracked.weight.data = torch.ones(3, 3)  # new data, its own fresh version counter
-    assert _weights_version(tracked) != before
+    assert weights_version(tracked) != before
     with torch.inference_mode():
         untracked = torch.nn.Linear(3, 3)
-    assert _weights_version(untracked) != _weights_version(untracked)
+    assert weights_version(untracked) != weights_version(untracked)

@@ -79,3 +79,48 @@ def test_it_refuses_what_is_not_a_model_and_tokenizer(tiny_dir: Path) -> None:
         TransformersPolicy.from_model(tokenizer, tokenizer)
     with pytest.raises(TypeError, match="tokenizer with apply_chat_template"):
         TransformersPolicy.from_model(model, model)
+
+
+async def test_a_mixed_precision_model_generates_as_its_weights_in_the_compute_dtype_and_follows_their_changes(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    model, tokenizer = _load(tiny_dir)  # float32 weights, as a trainer's under mixed precision
+    greedy = SETTINGS.model_copy(update={"temperature": 0.0})
+    mixed = greedy.model_copy(update={"compute_dtype": "bfloat16"})
+    policy = TransformersPolicy.from_model(model, tokenizer, settings=mixed)
+
+    async def in_bfloat16(model_dir: Path) -> Any:
+        return await TransformersPolicy(model_dir, settings=greedy.model_copy(update={"dtype": "bfloat16"})).respond(
+            _request()
+        )
+
+    with anyio.fail_after(120):
+        before, reference = await policy.respond(_request()), await in_bfloat16(tiny_dir)
+        assert before.completion_token_ids == reference.completion_token_ids
+        assert before.logprobs == reference.logprobs
+        fp32 = await TransformersPolicy.from_model(model, tokenizer, settings=greedy).respond(_request())
+        assert fp32.logprobs != before.logprobs  # it did not generate in float32
+        with torch.no_grad():  # an optimizer step on the float32 weights
+            model.get_input_embeddings().weight.mul_(3.0)
+        after = await policy.respond(_request())
+        model.save_pretrained(tmp_path / "stepped")
+        tokenizer.save_pretrained(tmp_path / "stepped")
+        reference = await in_bfloat16(tmp_path / "stepped")
+    assert after.logprobs != before.logprobs
+    assert after.completion_token_ids == reference.completion_token_ids
+    assert after.logprobs == reference.logprobs
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the caller's model is left as it was
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_no_copy_is_made_where_the_weights_are_already_in_the_compute_dtype(tiny_dir: Path) -> None:
+    import torch
+
+    from visioncreator.policy.local.shadow import needs_shadow
+
+    model, _ = _load(tiny_dir)
+    assert needs_shadow(model, "bfloat16")
+    assert not needs_shadow(model, "same")
+    assert not needs_shadow(model.to(dtype=torch.bfloat16), "bfloat16")

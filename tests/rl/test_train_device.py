@@ -90,6 +90,13 @@ def test_the_model_loads_in_float32_when_it_trains_and_in_the_compute_dtype_unde
     assert model.dtype == torch.bfloat16  # frozen base weights in the compute dtype
 
 
+def test_rollouts_generate_in_the_compute_dtype_from_a_copy_only_where_full_weights_train_in_mixed_precision() -> None:
+    mixed, plain = Placement(device="cpu", dtype="bfloat16"), Placement(device="cpu", dtype="float32")
+    assert mixed.rollout_dtype(lora=False) == "bfloat16"  # float32 weights: generate from a bfloat16 copy
+    assert mixed.rollout_dtype(lora=True) == "same"  # the frozen base is already in bfloat16
+    assert plain.rollout_dtype(lora=False) == "same"
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
 def test_the_cli_refuses_cuda_here_with_exit_2_naming_file_and_field(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

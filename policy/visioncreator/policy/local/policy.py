@@ -76,6 +76,7 @@ from visioncreator.policy.format import parse_turn
 from visioncreator.policy.local.batcher import RowBatcher
 from visioncreator.policy.local.decoding import PrefixCache, Row, Sampling, generate_rows, row_seed
 from visioncreator.policy.local.settings import LocalPolicySettings
+from visioncreator.policy.local.shadow import Shadow, needs_shadow
 from visioncreator.policy.local.streamer import Push, TextPieces, relay
 from visioncreator.policy.openai.messages import ImageSource
 from visioncreator.policy.openai.policy import turn_seed
@@ -127,6 +128,7 @@ class TransformersPolicy:
         self._images = images
         self._lock = threading.Lock()
         self._model: Any = None
+        self._shadow: Shadow | None = None
         self._tok: Any = None
         self._eos: frozenset[int] = frozenset()
         self._special: frozenset[int] = frozenset()
@@ -249,6 +251,7 @@ class TransformersPolicy:
         limit = getattr(model.config, "max_position_embeddings", None) or 32768
         self._max_prompt = s.max_prompt_tokens or max(1, int(limit) - s.max_new_tokens)
         self._tok, self._model = tok, model
+        self._shadow = Shadow(model, s.compute_dtype) if needs_shadow(model, s.compute_dtype) else None
 
     def _render(self, request: PolicyRequest, messages: Sequence[Message], node: Node | None) -> str:
         chat = chat_messages(messages, node, instructions=self.settings.node_instructions)
@@ -330,7 +333,8 @@ class TransformersPolicy:
         sampling = Sampling(s.temperature, s.top_p, s.top_k, s.logprobs, self._eos, int(pad), s.max_time_s)
         push = jobs[0].push if len(jobs) == 1 else None
         streamer = TextPieces(self._tok, push) if push is not None else None
-        rows = generate_rows(self._model, [r for job in jobs for r in job.rows], sampling, streamer, self._prefix)
+        model = self._model if self._shadow is None else self._shadow.model()
+        rows = generate_rows(model, [r for job in jobs for r in job.rows], sampling, streamer, self._prefix)
         out, at = [], 0
         for job in jobs:
             out.append(rows[at : at + len(job.rows)])

@@ -121,7 +121,7 @@ class PrefixCache:
     # ---- internals -------------------------------------------------------------------------
 
     def _check(self, model: Any) -> None:
-        which = (id(model), _weights_version(model))
+        which = (id(model), weights_version(model))
         if which != self._model:
             self._entries.clear()
             self._model = which
@@ -234,7 +234,7 @@ def _merge(model: Any, rows: Sequence[tuple[_Entry | None, int]], width: int, ca
     return cache
 
 
-def _weights_version(model: Any) -> int:
+def weights_version(model: Any) -> int:
     """A number that changes whenever a weight is changed in place or replaced.
 
     The parameters' in-place version counters (an optimizer step, a loaded state dict) and where

@@ -19,6 +19,12 @@ class LocalPolicySettings(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         default="auto", description="Weights dtype; 'auto' keeps the saved one."
     )
+    compute_dtype: Literal["same", "bfloat16", "float16"] = Field(
+        default="same",
+        description="Generate from a copy of the model's weights in this dtype, refreshed whenever they change: a "
+        "float32 model training in mixed precision (from_model over a trainer's model) then samples at the lower "
+        "precision's speed, at the cost of that copy's memory. 'same' samples from the weights as they are.",
+    )
     temperature: float = Field(default=1.0, ge=0, description="Sampling temperature; 0 is greedy.")
     top_p: float = Field(default=1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(default=0, ge=0, description="Top-k sampling; 0 is off (transformers' default would be 50).")

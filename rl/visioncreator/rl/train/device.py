@@ -55,6 +55,15 @@ class Placement:
         """The dtype to load weights in: float32 when they train (full fine-tuning), else the compute dtype."""
         return "float32" if trained else self.dtype
 
+    def rollout_dtype(self, *, lora: bool) -> Literal["same", "bfloat16", "float16"]:
+        """The dtype local rollouts generate in (``LocalPolicySettings.compute_dtype``).
+
+        Full fine-tuning in mixed precision keeps float32 weights: rollouts then generate from a
+        copy in the compute dtype, as the training steps compute. Under LoRA the frozen base is
+        already in it, and float32 computes in float32: ``same``.
+        """
+        return "same" if lora or self.dtype == "float32" else self.dtype
+
 
 def resolve_placement(policy: PolicyModel) -> Placement:
     """The device and dtype ``policy`` asks for, with ``auto`` resolved on this machine.

@@ -53,6 +53,7 @@ from visioncreator.rl.rewards.base import RewardContext
 from visioncreator.rl.rewards.scoring import REWARDS
 from visioncreator.rl.samples import SampleError, TokenSample, token_sample
 from visioncreator.rl.train.config import GRPOStage, PolicyModel
+from visioncreator.rl.train.device import resolve_placement
 from visioncreator.rl.train.tasks import load_tasks, task_of_prompt, task_prompt
 
 __all__ = [
@@ -267,6 +268,7 @@ class GraphRollout:
             torch_threads=p.torch_threads,
             flush_denormal=False,
             name=f"train:{self.stage.name}",
+            compute_dtype=resolve_placement(p).rollout_dtype(lora=p.lora is not None),
         )
         if self.shows_images:
             return TransformersVLMPolicy(model, self.processor, images=StoreImages(self.store), settings=settings)
