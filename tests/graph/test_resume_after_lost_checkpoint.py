@@ -8,6 +8,7 @@ fault is injected deterministically by a checkpointer whose ``aput`` dies at a c
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ from langgraph.checkpoint.base import ChannelVersions, Checkpoint, CheckpointMet
 from langgraph.checkpoint.memory import InMemorySaver
 
 from tests.graph.conftest import make_client, run
-from visioncreator.graph import build_agent, run_task
+from visioncreator.graph import build_agent, run_task, run_task_sync
+from visioncreator.graph.loop import LoopThread
 from visioncreator.graph.offline import expert_policy
 from visioncreator.policy import Task
 
@@ -108,21 +110,22 @@ class RouteLosingSaver(InMemorySaver):
         self.dying = False
         self.resuming = False
 
-    async def aput_writes(
+    # The sync methods: InMemorySaver's async ones call them, so both kinds of run meet the fault.
+    def put_writes(
         self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
     ) -> None:
         if self.dying:
             return  # the process is gone: nothing it writes lands
         if self.dropped:
-            await super().aput_writes(config, writes, task_id, task_path)
+            super().put_writes(config, writes, task_id, task_path)
             return
         sends = [w for w in writes if w[0] == TASKS]
         if sends and not self.dropped and any(getattr(v, "node", None) == "tools" for _, v in sends):
             self.dropped = True
             writes = [w for w in writes if w[0] != TASKS]
-        await super().aput_writes(config, writes, task_id, task_path)
+        super().put_writes(config, writes, task_id, task_path)
 
-    async def aput(self, config: RunnableConfig, checkpoint: Checkpoint, *rest: Any) -> RunnableConfig:
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint, *rest: Any) -> RunnableConfig:
         metadata, new_versions = rest
         if self.dying or (self.dropped and self.die == "checkpoint" and not self.resuming):
             raise Died("killed after the lost route")
@@ -135,9 +138,20 @@ class RouteLosingSaver(InMemorySaver):
                 "channel_versions": {k: v for k, v in checkpoint["channel_versions"].items() if k != TASKS},
             }
             new_versions = {k: v for k, v in new_versions.items() if k != TASKS}
-        saved = await super().aput(config, checkpoint, metadata, new_versions)
+        saved = super().put(config, checkpoint, metadata, new_versions)
         self.dying = self.saved_broken and not self.resuming
         return saved
+
+    def revive(self, snapshot: Any) -> None:
+        """Check the saved state is the broken one the killed process left, then let the resume write."""
+        if self.die == "next step":  # nothing to run and nothing pending, yet the run never ended
+            assert not snapshot.next
+            assert not snapshot.tasks
+            assert snapshot.values["termination"] is None
+            assert snapshot.values["pending"]
+        else:  # the act step's writes wait, without their route
+            assert [t.name for t in snapshot.tasks] == ["act"]
+        self.dying, self.resuming = False, True
 
 
 @pytest.mark.parametrize("die", ["next step", "checkpoint"])
@@ -146,17 +160,30 @@ async def test_resume_follows_a_route_a_killed_process_lost(tmp_path: Path, die:
     async with make_client(tmp_path / "clean", fault_rate=0.5) as tools:
         clean = (await run(tools, task, seed=3)).state
     saver = RouteLosingSaver(die)
+    resumed = await _kill_then_resume(tmp_path, task, saver, saver.revive)
+    assert resumed.resumed
+    assert _shape(resumed.state) == _shape(clean)
 
-    def window(snapshot: Any) -> None:
-        if die == "next step":  # nothing to run and nothing pending, yet the run never ended
-            assert not snapshot.next
-            assert not snapshot.tasks
-            assert snapshot.values["termination"] is None
-            assert snapshot.values["pending"]
-        else:  # the act step's writes wait, without their route
-            assert [t.name for t in snapshot.tasks] == ["act"]
-        saver.dying, saver.resuming = False, True
 
-    resumed = await _kill_then_resume(tmp_path, task, saver, window)
+@pytest.mark.parametrize("die", ["next step", "checkpoint"])
+def test_a_sync_resume_follows_a_route_a_killed_process_lost(tmp_path: Path, die: str) -> None:
+    task = Task(request="a brown dog next to a red car")
+
+    async def clean_run() -> Any:
+        async with make_client(tmp_path / "clean", fault_rate=0.5) as tools:
+            return (await run(tools, task, seed=3)).state
+
+    clean = asyncio.run(clean_run())
+    saver = RouteLosingSaver(die)
+    with LoopThread() as loop:
+        tools = loop.run(make_client(tmp_path / "store", fault_rate=0.5).__aenter__())
+        try:
+            agent = build_agent(policy=expert_policy(), tools=tools, checkpointer=saver)
+            with pytest.raises(Died):
+                run_task_sync(agent, task, seed=3, thread_id="t")
+            saver.revive(agent.get_state({"configurable": {"thread_id": "t"}}))
+            resumed = run_task_sync(agent, task, seed=3, thread_id="t")
+        finally:
+            loop.run(tools.__aexit__(None, None, None))
     assert resumed.resumed
     assert _shape(resumed.state) == _shape(clean)
