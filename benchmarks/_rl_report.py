@@ -157,8 +157,10 @@ def _stage_cost(work: Path, arm: str) -> dict[str, Any]:
         return {}
     state = json.loads(path.read_text())
     steps = state["chunks"][-1]["step"] if state["chunks"] else 0
-    return {"steps": steps, "train_s": state["train_s"], "s_per_step": state.get("s_per_step"),
-            "stopped": state.get("stopped"), "matched_s": state.get("matched_s")}  # fmt: skip
+    # train_s: CPU seconds over the threads (rl_learning.Clock), what budgets and matching use; wall beside it
+    return {"steps": steps, "train_s": state["train_s"], "train_wall_s": state.get("train_wall_s"),
+            "s_per_step": state.get("s_per_step"), "stopped": state.get("stopped"),
+            "matched_s": state.get("matched_s")}  # fmt: skip
 
 
 def _decode_rate(work: Path, arms: Sequence[str], tool_seeds: Sequence[int]) -> float:
@@ -257,9 +259,9 @@ def write_benchmark_report(work: Path, *, arms: Sequence[str], tool_seeds: Seque
           f"{c['s_per_converged_trajectory']:.0f} s per converged eval trajectory")  # fmt: skip
     for arm, s in c["stages"].items():
         if s:
-            print(
-                f"{arm:8s} {s['steps']} steps, {s['train_s']:.0f} s, {s['s_per_step']:.1f} s/step  {s['stopped'] or ''}"
-            )
+            wall = f" ({s['train_wall_s']:.0f} s wall)" if s.get("train_wall_s") else ""
+            print(f"{arm:8s} {s['steps']} steps, {s['train_s']:.0f} s CPU{wall}, {s['s_per_step']:.1f} s/step  "
+                  f"{s['stopped'] or ''}")  # fmt: skip
     rounded = {k: round(v) if v == v else None for k, v in c["full_estimate_s"].items()}
     print(f"full run estimate (s): {json.dumps(rounded)}; "
           f"limiting: {c['limiting']} (SFT set {c['sft_set']}, at most {c['full_sft_steps']} SFT steps)")  # fmt: skip
