@@ -19,6 +19,7 @@ mostly policy turns ended by the format-error budget, which is what batching spe
     python benchmarks/local_batching.py --threads 1              # torch.set_num_threads(1)
     python benchmarks/local_batching.py --tools full             # the full tool schemas in the prompt
     python benchmarks/local_batching.py --models smollm --dtype bfloat16 --max-new-tokens 96
+    python benchmarks/local_batching.py --models smollm --compute-dtype bfloat16   # GRPO's path in bf16 mixed precision
 
 Torch threads default to what a rollout uses: torch's default unless ``--threads`` is given.
 """
@@ -64,6 +65,7 @@ async def _level(
         flush_denormal=False,
         batch_size=batch,
         batch_wait_s=args.wait,
+        compute_dtype=args.compute_dtype,
     )
     policy = TransformersPolicy.from_model(model, tokenizer, settings=settings)
     config = CollectConfig(
@@ -127,7 +129,7 @@ async def main(args: argparse.Namespace) -> None:
     print(
         f"torch threads {torch.get_num_threads()}, max_new_tokens {args.max_new_tokens}, "
         f"batch wait {args.wait * 1000:.0f} ms, {args.trajectories} trajectories a row, max_turns {args.max_turns}, "
-        f"{args.tools} tools, {args.dtype}"
+        f"{args.tools} tools, weights {args.dtype}, compute {args.compute_dtype}"
     )
     _header()
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,6 +165,13 @@ if __name__ == "__main__":
         choices=["float32", "bfloat16"],
         default="float32",
         help="The model's dtype (bfloat16 runs on this CPU's AMX units; float32 is what the trainer's model is)",
+    )
+    parser.add_argument(
+        "--compute-dtype",
+        choices=["same", "bfloat16"],
+        default="same",
+        help="LocalPolicySettings.compute_dtype: bfloat16 over float32 weights is GRPO's rollout path when the "
+        "trainer runs in bf16 mixed precision (a bfloat16 copy of the weights, refreshed when they change)",
     )
     parser.add_argument("--cache", type=Path, default=None, help="Where the converted SmolLM2 lives.")
     asyncio.run(main(parser.parse_args()))

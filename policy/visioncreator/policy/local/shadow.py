@@ -6,7 +6,7 @@ batch of 8 SmolLM2 decoding steps takes 58 ms in bfloat16 against 88 ms in float
 about half the time. :class:`Shadow` keeps a copy of the model whose parameters are in the
 compute dtype, copies the trained weights into it whenever they changed (an optimizer step, a
 loaded state dict: the same test the attention caches use), and is what the policy generates from.
-Buffers keep their dtype (rotary frequencies stay float32).
+Buffers keep their dtype (rotary frequencies stay float32); the copy's config says the new dtype.
 """
 
 from __future__ import annotations
@@ -71,4 +71,9 @@ class Shadow:
                 p.requires_grad_(False)
                 if p.is_floating_point():
                     p.data = p.data.to(self.dtype)
+        config = getattr(built, "config", None)
+        if config is not None:
+            # transformers builds attention masks in the config's dtype: a float32 mask made the
+            # bfloat16 copy's prefill 2.7x slower than the same weights loaded in bfloat16.
+            config.dtype = self.dtype
         return built
