@@ -153,7 +153,8 @@ class TransformersPolicy:
         The policy samples from the very parameters it is given (a trainer's model, while it
         trains, is the use case), as they are: on their device, in their dtype and train/eval
         mode. So the load-time settings (``device``, ``dtype``, ``flush_denormal``,
-        ``torch_threads``) are not applied; sampling and prompt settings are. ``model_dir`` is the
+        ``torch_threads``) are not applied; sampling and prompt settings are, and ``compute_dtype``
+        (sample from a copy of the weights in that dtype, refreshed when they change). ``model_dir`` is the
         model's ``name_or_path`` (only names the policy and its turns).
 
         Args:
