@@ -158,12 +158,16 @@ def _sft_set(args: argparse.Namespace) -> list[Any]:
 # ---- SFT to convergence, and the SFT control ------------------------------------------------------
 
 
+TRL = {"lr_scheduler_type": "constant", "save_total_limit": 2}
+"""Both stages: a constant learning rate (chunks resume one run); the two newest checkpoints (1.6 GB each)."""
+
+
 def _sft_stage(args: argparse.Namespace, max_steps: int) -> SFTStage:
     # A constant learning rate: the chunks resume one run, and the control continues it. No length
     # cap: a 2,048-token cap dropped 54 of 176 examples, the long ones, i.e. those that redo an image.
     return SFTStage(
         name="sft", max_steps=max_steps, learning_rate=args.sft_lr, batch_size=args.sft_batch, max_length=None,
-        save_steps=max(1, min(args.sft_chunk, max_steps)), logging_steps=1, trl={"lr_scheduler_type": "constant"},
+        save_steps=max(1, min(args.sft_chunk, max_steps)), logging_steps=1, trl=TRL,
     )  # fmt: skip
 
 
@@ -227,7 +231,7 @@ def _grpo_stage(args: argparse.Namespace, max_steps: int) -> GRPOStage:
         name="grpo", tasks=train_tasks(args), num_generations=args.grpo_generations, max_steps=max_steps,
         learning_rate=args.grpo_lr, beta=args.grpo_beta, max_turns=args.max_turns, max_completion_length=None,
         branch_at="reflect", call_seeds="shared", credit="per_turn", save_steps=1, logging_steps=1,
-        trl={"lr_scheduler_type": "constant"}, **fields,
+        trl=TRL, **fields,
     )  # fmt: skip
 
 
