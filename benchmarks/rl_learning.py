@@ -14,7 +14,7 @@ seeds, none whose request equals a held-out one. Phases, each resumable, each wr
    (``branch_at="reflect"``), every member of a group with the same tool randomness
    (``call_seeds="shared"``), ``per_turn`` credit (each reflect turn by its own verdicts, each
    image call by its image: what the policy decided at that turn, not the trajectory's luck);
-   stopped by training time (``--budget-min``: CPU seconds over the threads, see :class:`Clock`),
+   stopped by training time (``--budget-min``: CPU seconds over the threads, see :class:`_train_clock.Clock`),
    checked between chunks of ``--grpo-chunk`` steps;
 4. ``control``: SFT continued from the SFT model on the same data for the same training time as the
    GRPO phase took (converted to steps at the SFT phase's measured seconds per step);
@@ -44,6 +44,7 @@ from typing import Any
 
 from _brief_tools import BRIEF, BriefTools, brief_tools
 from _learning_tasks import disjoint_training_tasks
+from _train_clock import Clock, add_chunk
 from visioncreator.rl import CollectConfig
 from visioncreator.rl.train import GRPOStage, PolicyModel, SFTStage, TaskSource, evaluate
 
@@ -52,29 +53,6 @@ __all__ = ["BRIEF", "BriefTools", "brief_tools"]  # where other benchmarks found
 ARMS = ("initial", "sft", "control", "grpo")
 """Every arm: the untrained model, SFT to convergence, SFT continued (the control), GRPO on SFT."""
 STAGE_DIRS = {"sft": "01-sft", "grpo": "02-grpo", "control": "03-control"}
-
-
-class Clock:
-    """Training time of a phase: the process's CPU seconds over the torch threads, and the wall time.
-
-    Budgets and the control's matching use the CPU measure, so a machine shared with other work
-    (or paused between sessions) neither shrinks GRPO's budget nor skews the control; on a quiet
-    machine with every thread busy it equals the wall time. Both go into ``chunks.json``.
-    """
-
-    def __init__(self, threads: int) -> None:
-        self.threads = max(1, threads)
-        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
-
-    def elapsed(self) -> dict[str, float]:
-        cpu = (time.process_time() - self.cpu0) / self.threads
-        return {"cpu_s": cpu, "wall_s": time.perf_counter() - self.wall0}
-
-
-def _add_chunk(state: dict[str, Any], chunk: dict[str, Any]) -> None:
-    state["chunks"].append(chunk)
-    state["train_s"] += chunk["cpu_s"]
-    state["train_wall_s"] = state.get("train_wall_s", 0.0) + chunk["wall_s"]
 
 
 def log(message: str) -> None:
@@ -194,7 +172,7 @@ def _train_sft_chunks(
         result = train_sft(_sft_stage(args, target), policy, model_dir=start, output_dir=out, seed=0,
                            records=records, progress=step_printer(out.name))  # fmt: skip
         loss = _chunk_loss(result.log_history, done, target)
-        _add_chunk(state, {"step": target, "loss": loss, **clock.elapsed()})
+        add_chunk(state, {"step": target, "loss": loss, **clock.elapsed()})
         state["log_history"] = result.log_history
         previous = state["chunks"][-2]["loss"] if len(state["chunks"]) > 1 else math.nan
         if plateau and previous == previous and (previous - loss) < args.sft_plateau * previous:
@@ -263,7 +241,7 @@ def phase_grpo(args: argparse.Namespace) -> None:
             _grpo_stage(args, target), policy_model(args), model_dir=start, output_dir=out, seed=0,
             progress=step_printer("grpo"), tools=brief_tools,
         )  # fmt: skip
-        _add_chunk(state, {"step": target, **clock.elapsed(), "metrics": result.metrics})
+        add_chunk(state, {"step": target, **clock.elapsed(), "metrics": result.metrics})
         state["log_history"] = result.log_history
         write_json(state_path, state)
         steps = target
